@@ -1,0 +1,27 @@
+# realfake: Real-Fake (ICLR 2024) training data synthesis, end to end.
+# Table of contents only: stages live in rules/<stage>.smk, logic in workflow_scripts/realfake.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/pretrain.smk"
+include: "rules/caption.smk"
+include: "rules/embed.smk"
+include: "rules/finetune.smk"
+include: "rules/generate.smk"
+include: "rules/classify.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        demo_targets(),
+
+
+rule all_ablation:
+    input:
+        demo_targets() + ablation_targets(),

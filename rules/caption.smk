@@ -1,0 +1,23 @@
+# Stage caption: BLIP-2 captions of the real training images (empty when caption.model is null).
+
+
+rule caption:
+    input:
+        index="results/{dataset}/real_index.parquet",
+    output:
+        captions="results/{dataset}/captions.parquet",
+    log:
+        "results/logs/{dataset}/caption.log",
+    benchmark:
+        "results/benchmarks/{dataset}/caption.tsv"
+    conda:
+        "../envs/captioning.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=240,
+        gpu=gpu_count("caption"),
+    params:
+        cfg=cfg_for("caption"),
+    shell:
+        "{PY}.caption --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
+        " --log {log} 2>> {log}"

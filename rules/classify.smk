@@ -1,0 +1,52 @@
+# Stage classify: classifiers on real, synthetic, and real + synthetic data; tested on real test data.
+
+
+rule classify_real:
+    input:
+        index="results/{dataset}/real_index.parquet",
+    output:
+        model="results/{dataset}/classify/real/s{seed}/model.pt",
+        metrics="results/{dataset}/classify/real/s{seed}/metrics.json",
+    log:
+        "results/logs/{dataset}/classify/real_s{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/classify/real_s{seed}.tsv"
+    conda:
+        "../envs/classify.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=2880,
+        gpu=gpu_count("classify"),
+    params:
+        cfg=cfg_for("datasets", "classify"),
+    shell:
+        "{PY}.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        " --index {input.index} --use-real --label setting=real --model-out {output.model} --metrics {output.metrics}"
+        " --log {log} 2>> {log}"
+
+
+rule classify_synthetic:
+    input:
+        index="results/{dataset}/real_index.parquet",
+        manifest=synthetic_manifest,
+    output:
+        model="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/model.pt",
+        metrics="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/metrics.json",
+    log:
+        "results/logs/{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}.tsv"
+    conda:
+        "../envs/classify.yaml"
+    resources:
+        mem_mb=16000,
+        runtime=2880,
+        gpu=gpu_count("classify"),
+    params:
+        cfg=cfg_for("datasets", "classify"),
+        real=use_real_flag,
+    shell:
+        "{PY}.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        " --index {input.index} {params.real} --synthetic {input.manifest}"
+        " --label setting={wildcards.mix} variant={wildcards.variant} scale={wildcards.scale}"
+        " --model-out {output.model} --metrics {output.metrics} --log {log} 2>> {log}"

@@ -1,0 +1,35 @@
+# Stage data: lay out the mini world's digits, index any dataset into real_index.parquet.
+
+
+rule prepare_digits:
+    output:
+        data=directory("results/{dataset}/data"),
+    log:
+        "results/logs/{dataset}/prepare_digits.log",
+    benchmark:
+        "results/benchmarks/{dataset}/prepare_digits.tsv"
+    conda:
+        "../envs/classify.yaml"
+    params:
+        cfg=cfg_for("datasets"),
+    shell:
+        "{PY}.prepare digits --cfg {params.cfg:q} --dataset {wildcards.dataset}"
+        " --data-dir {output.data} --log {log} 2>> {log}"
+
+
+rule index_real:
+    input:
+        data=digits_data,
+    output:
+        index="results/{dataset}/real_index.parquet",
+    log:
+        "results/logs/{dataset}/index_real.log",
+    benchmark:
+        "results/benchmarks/{dataset}/index_real.tsv"
+    conda:
+        "../envs/classify.yaml"
+    params:
+        cfg=cfg_for("datasets"),
+    shell:
+        "{PY}.prepare index --cfg {params.cfg:q} --dataset {wildcards.dataset}"
+        " --data-dir '{input.data}' --out {output.index} --log {log} 2>> {log}"

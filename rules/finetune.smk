@@ -1,0 +1,29 @@
+# Stage finetune: LoRA with distribution matching and the visual-guidance token.
+
+
+rule finetune:
+    input:
+        base=base_model,
+        index="results/{dataset}/real_index.parquet",
+        captions="results/{dataset}/captions.parquet",
+        means="results/{dataset}/class_means.pt",
+        embeddings="results/{dataset}/embeddings.pt",
+    output:
+        lora="results/{dataset}/lora/{lora}/s{seed}/lora.safetensors",
+    log:
+        "results/logs/{dataset}/finetune/{lora}_s{seed}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/finetune/{lora}_s{seed}.tsv"
+    conda:
+        "../envs/diffusion.yaml"
+    resources:
+        mem_mb=24000,
+        runtime=1440,
+        gpu=gpu_count("finetune"),
+    params:
+        cfg=cfg_for("datasets", "finetune", "loras", "image_encoder"),
+        base=base_model_path(),
+    shell:
+        "{PY}.finetune --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
+        " --seed {wildcards.seed} --base {params.base} --index {input.index} --captions {input.captions}"
+        " --means {input.means} --embeddings {input.embeddings} --out {output.lora} --log {log} 2>> {log}"

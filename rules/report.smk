@@ -1,0 +1,63 @@
+# Stage report: one file per paper table and figure.
+
+
+rule table1:
+    input:
+        metrics=table1_metrics,
+    output:
+        table="results/tables/table1.csv",
+        sidecar="results/tables/table1.csv.json",
+    log:
+        "results/logs/report/table1.log",
+    benchmark:
+        "results/benchmarks/report/table1.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables", "variants", "loras"),
+    shell:
+        "{PY}.report table1 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        " --log {log} 2>> {log}"
+
+
+rule table2:
+    input:
+        metrics=table2_metrics,
+    output:
+        table="results/tables/table2.csv",
+        sidecar="results/tables/table2.csv.json",
+        png="results/figures/ablation.png",
+        pdf="results/figures/ablation.pdf",
+    log:
+        "results/logs/report/table2.log",
+    benchmark:
+        "results/benchmarks/report/table2.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables", "variants", "loras"),
+    shell:
+        "{PY}.report table2 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        " --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+
+
+rule samples_figure:
+    input:
+        index=expand("results/{dataset}/real_index.parquet", dataset=DATASETS),
+        manifests=sample_manifests,
+    output:
+        png="results/figures/samples.png",
+        pdf="results/figures/samples.pdf",
+    log:
+        "results/logs/report/samples.log",
+    benchmark:
+        "results/benchmarks/report/samples.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("tables"),
+        index=expand("{dataset}=results/{dataset}/real_index.parquet", dataset=DATASETS),
+        manifests=sample_manifest_args(),
+    shell:
+        "{PY}.report samples --cfg {params.cfg:q} --index {params.index} --manifest {params.manifests}"
+        " --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"

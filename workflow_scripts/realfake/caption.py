@@ -1,0 +1,69 @@
+"""Stage `caption`: BLIP-2 captions of the real training images -> captions.parquet.
+
+Greedy decoding, short captions, batched. With ``caption.model: null`` (the mini world and the
+datasets where the paper uses no caption) it writes empty captions in the same schema.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .atomic import write_json, write_parquet
+from .cli import parser, provenance, run, setup
+from .data import load_rgb
+
+log = logging.getLogger(__name__)
+COLUMNS = ["image_id", "label", "class_name", "caption"]
+
+
+def load_blip2(path: str, device: str = "cpu", dtype=torch.float32):
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    from .models import _check_local
+
+    _check_local(path, "BLIP-2 folder", "caption.model")
+    processor = Blip2Processor.from_pretrained(path, local_files_only=True)
+    model = Blip2ForConditionalGeneration.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    return processor, model.to(device).eval()
+
+
+@torch.no_grad()
+def caption_paths(processor, model, paths, batch_size: int, max_new_tokens: int) -> list[str]:
+    out = []
+    for i in tqdm(range(0, len(paths), batch_size), desc="caption", mininterval=10):
+        images = [load_rgb(p) for p in paths[i : i + batch_size]]
+        inputs = processor(images=images, return_tensors="pt").to(model.device, model.dtype)
+        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        out += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
+    return out
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--index", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    cfg = setup(args)
+    index = pd.read_parquet(args.index)
+    train = index[index.split == "train"].reset_index(drop=True)
+    ccfg = cfg["caption"]
+    if ccfg["model"] is None:
+        captions = [""] * len(train)
+        log.info("caption.model is null: writing %d empty captions", len(train))
+    else:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        processor, model = load_blip2(ccfg["model"], device, dtype)
+        captions = caption_paths(processor, model, list(train.path), ccfg["batch_size"], ccfg["max_new_tokens"])
+    df = pd.DataFrame({"image_id": train.image_id, "label": train.label, "class_name": train.class_name,
+                       "caption": captions})[COLUMNS]
+    write_parquet(df, args.out)
+    write_json(provenance(cfg, n=len(df)), args.out + ".meta.json")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,149 @@
+"""Stage `classify`: train a classifier on real and/or synthetic images, test on real test data.
+
+Mini world: ``smallcnn`` (below). Paper scale: any timm model name (ResNet-50).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .atomic import write_json, write_torch
+from .cli import parser, provenance, run, seed_everything, setup
+from .config import get_dataset
+from .data import images_tensor
+
+log = logging.getLogger(__name__)
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks and a linear head: enough for 32 px digits, seconds per epoch on CPU."""
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.MaxPool2d(2))
+
+        self.features = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width))
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    if arch == "smallcnn":
+        return SmallCNN(num_classes)
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+    """Random crop after padding, optional horizontal flip (per sample, seeded)."""
+    n, _, h, w = x.shape
+    if pad:
+        xp = F.pad(x, (pad, pad, pad, pad), value=-1.0)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        x = torch.stack([xp[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    if flip:
+        m = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(m[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
+    model.eval()
+    logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    return {"top1": float((topk[:, 0] == y).float().mean() * 100),
+            f"top{k}": float((topk == y[:, None]).any(1).float().mean() * 100), "n_test": len(y)}
+
+
+def train_classifier(x, y, num_classes: int, ccfg: dict, seed: int):
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(ccfg["arch"], num_classes)
+    if ccfg["optimizer"] == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=ccfg["lr"], momentum=0.9, weight_decay=ccfg["weight_decay"])
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
+    steps_per_epoch = max(1, int(np.ceil(len(x) / ccfg["batch_size"])))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ccfg["lr"], total_steps=ccfg["epochs"] * steps_per_epoch)
+    for epoch in tqdm(range(ccfg["epochs"]), desc="classify", mininterval=10):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), ccfg["batch_size"]):
+            idx = perm[i : i + ccfg["batch_size"]]
+            if len(idx) < 2:
+                continue
+            xb = augment(x[idx], gen, ccfg["pad_crop"], ccfg["random_flip"])
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+        if epoch % 10 == 0 or epoch == ccfg["epochs"] - 1:
+            log.info("epoch %d train loss %.4f", epoch, total / len(x))
+    return model
+
+
+def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> pd.DataFrame:
+    parts = []
+    if use_real:
+        parts.append(index[index.split == "train"][["path", "label"]])
+    for m in manifests:
+        parts.append(pd.read_parquet(m)[["path", "label"]])
+    if not parts:
+        raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
+    return pd.concat(parts, ignore_index=True)
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--use-real", action="store_true")
+    p.add_argument("--synthetic", nargs="*", default=[], help="synthetic manifest.parquet files")
+    p.add_argument("--model-out", required=True)
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--label", nargs="*", default=[], help="key=value pairs recorded in metrics.json")
+    args = p.parse_args(argv)
+    cfg = setup(args)
+    ds, ccfg = get_dataset(cfg, args.dataset), cfg["classify"]
+    index = pd.read_parquet(args.index)
+    num_classes = int(index.label.max()) + 1
+    train = training_set(index, args.use_real, args.synthetic)
+    test = index[index.split == "test"]
+    x = images_tensor(list(train.path), ds["image_size"])
+    y = torch.as_tensor(train.label.to_numpy(), dtype=torch.long)
+    log.info("training %s on %d images (%s real, %d synthetic sets)", ccfg["arch"], len(x),
+             "with" if args.use_real else "no", len(args.synthetic))
+    model = train_classifier(x, y, num_classes, ccfg, args.seed)
+    metrics = evaluate(model, images_tensor(list(test.path), ds["image_size"]),
+                       torch.as_tensor(test.label.to_numpy(), dtype=torch.long))
+    log.info("test %s", metrics)
+    write_torch({"state_dict": model.state_dict(), "arch": ccfg["arch"], "num_classes": num_classes,
+                 "config": cfg, "seed": args.seed}, args.model_out)
+    labels = dict(kv.split("=", 1) for kv in args.label)
+    write_json({**metrics, **labels, "n_train": len(x), "use_real": args.use_real, "synthetic": args.synthetic,
+                **provenance(cfg, dataset=args.dataset, seed=args.seed)}, args.metrics)
+
+
+if __name__ == "__main__":
+    run(main)

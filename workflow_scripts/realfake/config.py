@@ -1,0 +1,146 @@
+"""Load, default-fill and validate the workflow configuration.
+
+The JSON Schema in ``config/schema.yaml`` is the single source of truth: every key has a
+description and a default, and unknown keys are errors. Errors name the offending key
+as a dotted path (``finetune.lr``) so a user can find it in their YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key or file it concerns in the message."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def _fill_defaults(node, schema: dict):
+    """Recursively insert schema defaults for missing keys (objects only)."""
+    if not isinstance(node, dict) or schema.get("type") != "object":
+        return node
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            _fill_defaults(node[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in node.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+    return node
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _format_error(err: jsonschema.ValidationError) -> str:
+    where = _dotted(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        keys = ", ".join(f"{where}.{k}" if err.absolute_path else k for k in extra)
+        hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"unknown config key {keys}{hint}"
+    return f"config key {where}: {err.message}"
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Return a default-filled copy of ``config`` or raise ConfigError naming the bad key."""
+    schema = schema or load_schema()
+    config = _fill_defaults(copy.deepcopy(config), schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("; ".join(_format_error(e) for e in errors))
+    _cross_check(config)
+    return config
+
+
+def _cross_check(config: dict) -> None:
+    loras, variants = config["loras"], config["variants"]
+    for name, var in variants.items():
+        if var["lora"] is not None and var["lora"] not in loras:
+            raise ConfigError(f"config key variants.{name}.lora: unknown LoRA {var['lora']!r} (defined: {sorted(loras)})")
+    tables = config["tables"]
+    for key in ("table1_baseline", "table1_method"):
+        if variants and tables[key] not in variants:
+            raise ConfigError(f"config key tables.{key}: unknown variant {tables[key]!r} (defined: {sorted(variants)})")
+    for name in tables["table2_variants"]:
+        if name not in variants:
+            raise ConfigError(f"config key tables.table2_variants: unknown variant {name!r} (defined: {sorted(variants)})")
+    if tables["scale"] not in config["scales"]:
+        raise ConfigError(f"config key tables.scale: {tables['scale']} is not one of scales {config['scales']}")
+    if config["base_model"]["source"] == "path" and not config["base_model"]["path"]:
+        raise ConfigError("config key base_model.path: required when base_model.source is 'path'")
+    for name, ds in config["datasets"].items():
+        if ds["kind"] != "digits" and not ds["root"]:
+            raise ConfigError(f"config key datasets.{name}.root: required for kind {ds['kind']!r}")
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
+    """Merge YAML files left to right (then ``overrides``), fill defaults and validate."""
+    merged: dict = {}
+    for path in paths:
+        merged = deep_merge(merged, read_yaml(path))
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    return validate(merged)
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for key, value in b.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def config_hash(obj) -> str:
+    """Stable short hash of any JSON-able object (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def get_dataset(config: dict, name: str) -> dict:
+    if name not in config["datasets"]:
+        raise ConfigError(f"unknown dataset {name!r}: not under config key datasets (defined: {sorted(config['datasets'])})")
+    return config["datasets"][name]
+
+
+def get_variant(config: dict, name: str) -> dict:
+    if name not in config["variants"]:
+        raise ConfigError(f"unknown variant {name!r}: not under config key variants (defined: {sorted(config['variants'])})")
+    return config["variants"][name]

@@ -1,0 +1,137 @@
+"""Real datasets: the mini world's digits and the on-disk ImageFolder layout.
+
+Every dataset is turned into one index table (``real_index.parquet``) with the columns
+``image_id, split, label, class_name, path``; every later stage reads only that index.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_dir, write_parquet
+from .config import ConfigError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+INDEX_COLUMNS = ["image_id", "split", "label", "class_name", "path"]
+
+
+def digits_arrays(image_size: int, test_size: int, split_seed: int):
+    """scikit-learn digits upsampled to ``image_size`` px, stratified train/test split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0 * 255.0).clip(0, 255).astype(np.uint8)
+    idx = np.arange(len(images))
+    train_idx, test_idx = train_test_split(
+        idx, test_size=test_size, stratify=digits.target, random_state=split_seed
+    )
+    big = np.stack(
+        [np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BILINEAR)) for im in images]
+    )
+    return big, digits.target, np.sort(train_idx), np.sort(test_idx)
+
+
+def write_digits_imagefolder(out_dir: str | Path, image_size: int, test_size: int, split_seed: int) -> None:
+    """Write the digits into ``out_dir/{train,test}/<digit>/<id>.png`` (atomic)."""
+    images, labels, train_idx, test_idx = digits_arrays(image_size, test_size, split_seed)
+    with atomic_dir(out_dir) as tmp:
+        for split, ids in (("train", train_idx), ("test", test_idx)):
+            for i in ids:
+                folder = tmp / split / str(labels[i])
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(images[i]).convert("RGB").save(folder / f"digit{i:04d}.png")
+
+
+def scan_imagefolder(root: str | Path, classnames: dict | None = None) -> pd.DataFrame:
+    """Index ``root/{train,test}/<class>/<image>``; errors name the path and what was expected."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"data root not found: {root} (expected a folder with train/ and test/ class folders)")
+    rows = []
+    train_classes = None
+    for split in ("train", "test"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise ConfigError(f"data root {root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
+        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        if not classes:
+            raise ConfigError(f"{split_dir} holds no class folders")
+        if train_classes is None:
+            train_classes = classes
+        elif classes != train_classes:
+            missing = sorted(set(train_classes) ^ set(classes))
+            raise ConfigError(f"class folders of {split_dir} differ from train/: {missing}")
+        for label, cls in enumerate(classes):
+            files = sorted(p for p in (split_dir / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ConfigError(f"class folder {split_dir / cls} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            for f in files:
+                rows.append((f"{split}/{cls}/{f.stem}", split, label, cls, str(f)))
+    if classnames is not None:
+        unknown = sorted(set(classnames) - set(train_classes))
+        if unknown:
+            raise ConfigError(f"config classnames name classes without a folder under {root / 'train'}: {unknown}")
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
+    """Keep ``per_class`` random train images of each class (seeded); test stays whole."""
+    if per_class is None:
+        return index
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, group in index[index.split == "train"].groupby("label", sort=True):
+        take = min(per_class, len(group))
+        keep.append(group.iloc[np.sort(rng.choice(len(group), size=take, replace=False))])
+    return pd.concat(keep + [index[index.split == "test"]], ignore_index=True)
+
+
+def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
+    """Open an image as RGB (grayscale/CMYK/palette converted); a clear error names a corrupt file."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"corrupt or unreadable image: {path} ({exc})") from exc
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BICUBIC)
+    return rgb
+
+
+def check_images(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Drop unreadable images, returning the kept rows and the paths skipped (to be logged)."""
+    bad = []
+    for path in index.path:
+        try:
+            load_rgb(path)
+        except ValueError as exc:
+            log.warning("skipping %s", exc)
+            bad.append(path)
+    return index[~index.path.isin(bad)].reset_index(drop=True), bad
+
+
+def build_index(ds: dict, root: str | Path, out: str | Path) -> pd.DataFrame:
+    index = scan_imagefolder(root, ds.get("classnames"))
+    index, bad = check_images(index)
+    log.info("indexed %d images under %s; %d corrupt images skipped", len(index), root, len(bad))
+    index = subsample_per_class(index, ds["train_per_class"], ds["split_seed"])
+    names = ds.get("classnames") or {}
+    index["class_name"] = [names.get(c, c) for c in index.class_name]
+    write_parquet(index, out)
+    return index
+
+
+def images_tensor(paths, size: int):
+    """Stack images into a float tensor in [-1, 1], shape (N, 3, size, size)."""
+    import torch
+
+    arr = np.stack([np.asarray(load_rgb(p, size), dtype=np.float32) for p in paths])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0

@@ -1,0 +1,145 @@
+"""Stage `finetune`: LoRA fine-tuning of the UNet with the distribution-matching loss and the
+visual-guidance token (paper Sec. 3.1-3.2, Tab. 7) -> lora.safetensors (diffusers format).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .atomic import atomic_path, write_json
+from .cli import parser, provenance, run, seed_everything, setup
+from .config import get_dataset
+from .data import images_tensor
+from .method import build_prompt, inject_guidance, realfake_loss
+from .models import load_pipeline
+
+log = logging.getLogger(__name__)
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+def add_lora(unet, rank: int) -> list[torch.nn.Parameter]:
+    """Freeze the UNet and add a rank-r LoRA on the attention projections; return its params."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()
+    return params
+
+
+def save_lora(unet, out: str | Path) -> None:
+    """Save the UNet LoRA as diffusers-format safetensors, loadable by pipe.load_lora_weights."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmpdir, atomic_path(out) as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmpdir, unet_lora_layers=layers, safe_serialization=True)
+        shutil.move(str(Path(tmpdir) / "pytorch_lora_weights.safetensors"), tmp)
+
+
+def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> torch.Tensor | None:
+    """One guidance embedding per training image (class mean or own embedding), or None."""
+    if mode == "none":
+        return None
+    if mode == "class_mean":
+        means = torch.load(means_file)["means"]
+        return torch.stack([means[int(c)] for c in labels])
+    data = torch.load(emb_file)
+    pos = {iid: i for i, iid in enumerate(data["image_id"])}
+    return data["embedding"][[pos[i] for i in image_ids]]
+
+
+def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, seed: int, rescale: bool):
+    """The fine-tuning loop; returns the per-step (loss, base, dm) history."""
+    fcfg = cfg["finetune"]
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    unet, vae, te, sched = pipe.unet, pipe.vae, pipe.text_encoder, pipe.scheduler
+    vae.requires_grad_(False)
+    te.requires_grad_(False)
+    params = add_lora(unet, fcfg["rank"])
+    opt = torch.optim.AdamW(params, lr=fcfg["lr"])
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    device = unet.device
+    acp = sched.alphas_cumprod
+    history = []
+    unet.train()
+    bar = tqdm(range(fcfg["steps"]), desc="finetune", mininterval=10)
+    for step in bar:
+        idx = torch.randint(len(images), (fcfg["batch_size"],), generator=gen)
+        x = images[idx]
+        if fcfg["random_flip"]:
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        with torch.no_grad():
+            latents = vae.encode(x.to(device, vae.dtype)).latent_dist.sample(generator=gen)
+            latents = latents * vae.config.scaling_factor
+            hidden = te(ids[idx].to(device))[0]
+            hidden = inject_guidance(hidden, None if guidance is None else guidance[idx].to(device), rescale)
+        noise = torch.randn(latents.shape, generator=gen).to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+        noisy = sched.add_noise(latents, noise, t)
+        pred = unet(noisy, t, hidden).sample
+        loss, base, dm = realfake_loss(pred, noise, acp, t, fcfg["snr_gamma"], dm_weight)
+        if not torch.isfinite(loss):
+            raise ValueError(f"fine-tuning loss became {float(loss)} at step {step} (lr {fcfg['lr']}): stopping")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append((float(loss), float(base), float(dm)))
+        if step % 50 == 0:
+            log.info("step %d loss %.4f (min-snr %.4f, dm %.4f)", step, *history[-1])
+    unet.eval()
+    return history
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--lora", required=True, help="name under config key loras")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--base", required=True, help="base pipeline folder")
+    p.add_argument("--index", required=True)
+    p.add_argument("--captions", required=True)
+    p.add_argument("--means", required=True)
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    cfg = setup(args)
+    ds = get_dataset(cfg, args.dataset)
+    if args.lora not in cfg["loras"]:
+        raise ValueError(f"unknown LoRA {args.lora!r}: not under config key loras (defined: {sorted(cfg['loras'])})")
+    lcfg = cfg["loras"][args.lora]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = load_pipeline(args.base, device=device)
+    index = pd.read_parquet(args.index)
+    train = index[index.split == "train"].reset_index(drop=True)
+    caps = pd.read_parquet(args.captions).set_index("image_id").caption
+    use_caps = ds["use_captions"]
+    prompts = [build_prompt(ds["prompt_template"], c, caps.get(i, "") if use_caps else "")
+               for i, c in zip(train.image_id, train.class_name)]
+    images = images_tensor(list(train.path), ds["image_size"])
+    guidance = guidance_table(lcfg["guidance"], train.label, train.image_id, args.means, args.embeddings)
+    seed = args.seed  # same seed for every LoRA kind: the ablation compares like with like
+    history = train_lora(pipe, images, prompts, guidance, cfg, lcfg["dm_weight"], seed,
+                         cfg["image_encoder"]["rescale_to_token_norm"])
+    save_lora(pipe.unet, args.out)
+    write_json(provenance(cfg, dataset=args.dataset, lora=args.lora, seed=seed, base=args.base,
+                          final_loss=history[-1], first_loss=history[0]), args.out + ".meta.json")
+
+
+if __name__ == "__main__":
+    run(main)

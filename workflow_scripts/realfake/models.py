@@ -1,0 +1,62 @@
+"""Loading of every model from local paths only (no hub access at run time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError
+
+_TINY_CONFIGS = Path(__file__).with_name("model_configs")
+
+
+def _check_local(path: str | Path, what: str, key: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        hint = ""
+        if "/" in str(path) and not str(path).startswith(("/", ".")) and len(Path(path).parts) == 2:
+            hint = " (this looks like a hub id; realfake never downloads: put the weights in a local folder)"
+        raise ConfigError(f"{what} not found at {p} (config key {key}){hint}")
+    return p
+
+
+def load_pipeline(path: str | Path, key: str = "base_model.path", device: str = "cpu", dtype=torch.float32):
+    """A StableDiffusionPipeline from a local folder (SD 1.5 or the mini world's tiny model)."""
+    from diffusers import StableDiffusionPipeline
+
+    p = _check_local(path, "Stable Diffusion pipeline folder", key)
+    if not (p / "model_index.json").is_file():
+        raise ConfigError(f"{p} is not a diffusers pipeline folder (no model_index.json) (config key {key})")
+    pipe = StableDiffusionPipeline.from_pretrained(
+        p, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def register_tiny_clip() -> None:
+    import open_clip
+
+    open_clip.add_model_config(_TINY_CONFIGS)
+
+
+def create_open_clip(model_name: str, pretrained: str | Path | None, key: str = "image_encoder.pretrained"):
+    """(model, preprocess) through open_clip's own factory, weights from a local file."""
+    import open_clip
+
+    register_tiny_clip()
+    if pretrained is not None:
+        _check_local(pretrained, "open_clip checkpoint", key)
+        pretrained = str(pretrained)
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
+    return model.eval(), preprocess
+
+
+def write_random_open_clip(model_name: str, seed: int, out: str | Path) -> None:
+    """Seeded random init of an open_clip model, saved as a checkpoint file (mini world)."""
+    from .atomic import write_torch
+
+    torch.manual_seed(seed)
+    model, _ = create_open_clip(model_name, None)
+    write_torch(model.state_dict(), out)

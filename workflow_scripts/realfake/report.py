@@ -1,0 +1,198 @@
+"""Stage `report`: paper tables (CSV + JSON provenance sidecar) and figures (PNG + PDF)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .atomic import atomic_path, write_json
+from .cli import git_commit
+from .config import config_hash
+
+log = logging.getLogger(__name__)
+PAPER = yaml.safe_load(Path(__file__).with_name("paper_numbers.yaml").read_text())
+
+
+def load_metrics(files) -> pd.DataFrame:
+    rows = []
+    for f in files:
+        m = json.loads(Path(f).read_text())
+        rows.append({"dataset": m["dataset"], "setting": m["setting"], "variant": m.get("variant", ""),
+                     "scale": int(m.get("scale", 0)), "seed": m["seed"], "top1": m["top1"],
+                     "top5": m.get("top5", np.nan), "file": str(f)})
+    return pd.DataFrame(rows)
+
+
+def summarize(df: pd.DataFrame) -> dict:
+    """Mean, sample std (ddof=1; 0 for one seed) and count of top-1/top-5 over seeds."""
+    n = len(df)
+    std = (lambda s: float(s.std(ddof=1)) if n > 1 else 0.0)
+    return {"top1_mean": float(df.top1.mean()), "top1_std": std(df.top1),
+            "top5_mean": float(df.top5.mean()), "top5_std": std(df.top5), "n_seeds": n,
+            "seeds": " ".join(str(s) for s in sorted(df.seed))}
+
+
+def _select(df, dataset, setting, variant="", scale=0):
+    sel = df[(df.dataset == dataset) & (df.setting == setting)]
+    if setting != "real":
+        sel = sel[(sel.variant == variant) & (sel.scale == scale)]
+    if sel.empty:
+        raise ValueError(f"no metrics for dataset={dataset} setting={setting} variant={variant} scale={scale}")
+    return sel
+
+
+def table1(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    t = cfg["tables"]
+    rows = []
+    for ds in sorted(df.dataset.unique()):
+        paper = PAPER["table1"].get(ds, {})
+        spec = [("real only", "real", "", "real"),
+                (f"synthetic only: {t['table1_baseline']}", "syn", t["table1_baseline"], "syn_baseline"),
+                (f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"),
+                (f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method")]
+        for label, setting, variant, key in spec:
+            s = summarize(_select(df, ds, setting, variant, t["scale"]))
+            rows.append({"dataset": ds, "row": label, "setting": setting, "variant": variant,
+                         "scale": t["scale"] if setting != "real" else 0, **s,
+                         "paper_top1": paper.get(key, np.nan)})
+    out = pd.DataFrame(rows)
+    out["delta_vs_real"] = out.top1_mean - out.groupby("dataset").top1_mean.transform("first")
+    return out
+
+
+def component_flags(variant: dict, loras: dict) -> dict:
+    lora = loras.get(variant["lora"]) if variant["lora"] else None
+    return {"latent_prior": bool(variant["latent_prior"]),
+            "visual_guidance": variant["guidance"] != "none" or bool(lora and lora["guidance"] != "none"),
+            "distribution_matching": bool(lora and lora["dm_weight"] > 0),
+            "finetune": lora is not None}
+
+
+def table2(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    t = cfg["tables"]
+    rows = []
+    for ds in sorted(df.dataset.unique()):
+        for v in t["table2_variants"]:
+            flags = component_flags(cfg["variants"][v], cfg["loras"])
+            key = "".join(str(int(flags[k])) for k in
+                          ("latent_prior", "visual_guidance", "distribution_matching", "finetune"))
+            paper = PAPER["table2"].get(key, {})
+            rows.append({"dataset": ds, "variant": v, "label": cfg["variants"][v]["label"] or v, **flags,
+                         **summarize(_select(df, ds, "syn", v, t["scale"])),
+                         "paper_in10_top1": paper.get("imagenet10", np.nan),
+                         "paper_in100_top1": paper.get("imagenet100", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def write_table(table: pd.DataFrame, out: str, cfg: dict, metrics_files) -> None:
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.2f")
+    write_json({"config_hash": config_hash(cfg), "git_commit": git_commit(), "seeds": cfg["seeds"],
+                "inputs": sorted(map(str, metrics_files)), "config": cfg}, out + ".json")
+
+
+def _save_fig(fig, outs) -> None:
+    for out in outs:
+        fmt = Path(out).suffix.lstrip(".")
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata={"CreationDate": None}
+                        if fmt == "pdf" else {"Software": None})
+
+
+def ablation_figure(table: pd.DataFrame, outs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted(table.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 0.45 * len(table) / len(datasets) + 1.5),
+                             squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = table[table.dataset == ds].iloc[::-1]
+        ax.barh(sub.label, sub.top1_mean, xerr=sub.top1_std, color="#4C72B0", capsize=3)
+        ax.set_xlabel("top-1 accuracy on real test set (%)")
+        ax.set_title(f"{ds}: classifier trained on synthetic data only\n(mean ± std over {int(sub.n_seeds.max())} seeds)")
+        ax.set_xlim(0, 100)
+        ax.grid(axis="x", alpha=0.3)
+    _save_fig(fig, outs)
+    plt.close(fig)
+
+
+def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4) -> None:
+    """Rows = classes; columns = real images, then each variant's synthetic images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    panels = []
+    for ds, index_file in index_files.items():
+        index = pd.read_parquet(index_file)
+        train = index[index.split == "train"]
+        groups = [("real", train)] + [(v, pd.read_parquet(m)) for v, m in manifests[ds].items()]
+        panels.append((ds, sorted(train.label.unique()), groups))
+    n_rows = sum(len(p[1]) for p in panels)
+    n_cols = per_class * (1 + max(len(p[2]) - 1 for p in panels))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * 0.55, n_rows * 0.6 + 0.6), squeeze=False)
+    r = 0
+    for ds, labels, groups in panels:
+        for lab in labels:
+            c = 0
+            for name, df in groups:
+                paths = list(df[df.label == lab].path)[:per_class]
+                for k in range(per_class):
+                    ax = axes[r, c]
+                    ax.axis("off")
+                    if k < len(paths):
+                        ax.imshow(Image.open(paths[k]).convert("RGB"))
+                    if r == 0 and k == 0:
+                        ax.set_title(name, fontsize=8, loc="left")
+                    c += 1
+            axes[r, 0].text(-0.3, 0.5, f"{ds}:{lab}", transform=axes[r, 0].transAxes, ha="right",
+                            va="center", fontsize=7)
+            r += 1
+    fig.suptitle("real vs synthetic training images (first replicate seed)", fontsize=9)
+    _save_fig(fig, outs)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("what", choices=["table1", "table2", "samples"])
+    p.add_argument("--cfg", required=True)
+    p.add_argument("--metrics", nargs="*", default=[])
+    p.add_argument("--index", nargs="*", default=[], help="dataset=real_index.parquet")
+    p.add_argument("--manifest", nargs="*", default=[], help="dataset:variant=manifest.parquet")
+    p.add_argument("--out", required=True)
+    p.add_argument("--figure", nargs="*", default=[])
+    p.add_argument("--log")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, filename=args.log)
+    cfg = json.loads(args.cfg)
+    if args.what == "samples":
+        index_files = dict(kv.split("=", 1) for kv in args.index)
+        manifests: dict = {}
+        for kv in args.manifest:
+            key, path = kv.split("=", 1)
+            ds, variant = key.split(":", 1)
+            manifests.setdefault(ds, {})[variant] = path
+        samples_figure(index_files, manifests, [args.out] + args.figure)
+        return
+    df = load_metrics(args.metrics)
+    table = table1(df, cfg) if args.what == "table1" else table2(df, cfg)
+    write_table(table, args.out, cfg, args.metrics)
+    if args.what == "table2" and args.figure:
+        ablation_figure(table, args.figure)
+    log.info("wrote %s (%d rows)", args.out, len(table))
+
+
+if __name__ == "__main__":
+    main()
