@@ -19,5 +19,5 @@ rule caption:
     params:
         cfg=cfg_for("caption"),
     shell:
-        "{PY}.caption --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
+        "python -m realfake.caption --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
         " --log {log} 2>> {log}"

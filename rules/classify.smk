@@ -20,7 +20,7 @@ rule classify_real:
     params:
         cfg=cfg_for("datasets", "classify"),
     shell:
-        "{PY}.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        "python -m realfake.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index} --use-real --label setting=real --model-out {output.model} --metrics {output.metrics}"
         " --log {log} 2>> {log}"
 
@@ -46,7 +46,7 @@ rule classify_synthetic:
         cfg=cfg_for("datasets", "classify"),
         real=use_real_flag,
     shell:
-        "{PY}.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        "python -m realfake.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index} {params.real} --synthetic {input.manifest}"
         " --label setting={wildcards.mix} variant={wildcards.variant} scale={wildcards.scale}"
         " --model-out {output.model} --metrics {output.metrics} --log {log} 2>> {log}"

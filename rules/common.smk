@@ -3,9 +3,21 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+import os
 
-from realfake.config import ConfigError, read_yaml, validate  # noqa: E402
+# realfake's modules are found by this process and by every job's `python -m realfake.<stage>`
+# (jobs inherit the environment; cluster jobs re-read this file).
+_SCRIPTS = str(Path(workflow.basedir) / "workflow_scripts")
+sys.path.insert(0, _SCRIPTS)
+os.environ.update({"PYTHONPATH": _SCRIPTS})
+
+from realfake.config import (  # noqa: E402
+    ConfigError,
+    get_dataset,
+    get_variant,
+    read_yaml,
+    validate,
+)
 
 if not config:
     # no --configfile given: the mini world (make demo) is the default
@@ -19,18 +31,15 @@ config.update(_resolved)
 
 DATASETS = sorted(config["datasets"])
 SEEDS = config["seeds"]
-PY = f"PYTHONPATH={Path(workflow.basedir) / 'workflow_scripts'} python -m realfake"
 CFG = json.dumps(config, sort_keys=True)
 
 
-def _alt(names):
-    return "|".join(names) if names else "__none__"
-
-
+# Names are checked in input functions (get_dataset, get_variant, lora_name), so that an
+# unknown name fails with a message naming the config key rather than "no rule to produce".
 wildcard_constraints:
-    dataset=_alt(DATASETS),
-    variant=_alt(config["variants"]),
-    lora=_alt(config["loras"]),
+    dataset=r"[A-Za-z0-9_.-]+",
+    variant=r"[A-Za-z0-9_.-]+",
+    lora=r"[A-Za-z0-9_.-]+",
     seed=r"\d+",
     scale=r"\d+",
     mix="syn|realsyn",
@@ -50,7 +59,7 @@ def base_model_path():
 
 
 def digits_data(wildcards):
-    if config["datasets"][wildcards.dataset]["kind"] == "digits":
+    if get_dataset(config, wildcards.dataset)["kind"] == "digits":
         return f"results/{wildcards.dataset}/data"
     return []
 
@@ -62,28 +71,31 @@ def encoder_init(wildcards=None):
 
 
 def encoder_checkpoint():
-    return config["image_encoder"]["pretrained"] or "results/image_encoder/random_init.pt"
+    return (
+        config["image_encoder"]["pretrained"] or "results/image_encoder/random_init.pt"
+    )
 
 
 def variant_lora(wildcards):
     """Input function: the LoRA file a generation variant uses, or nothing for the base model."""
-    lora = config["variants"][wildcards.variant]["lora"]
+    get_dataset(config, wildcards.dataset)
+    lora = get_variant(config, wildcards.variant)["lora"]
     if lora is None:
         return []
     return f"results/{wildcards.dataset}/lora/{lora}/s{wildcards.seed}/lora.safetensors"
 
 
 def synthetic_manifest(wildcards):
-    return (
-        f"results/synthetic/{wildcards.dataset}/{wildcards.variant}"
-        f"/s{wildcards.seed}/{wildcards.scale}x/manifest.parquet"
-    )
+    w = wildcards
+    return f"results/synthetic/{w.dataset}/{w.variant}/s{w.seed}/{w.scale}x/manifest.parquet"
 
 
 def metrics(dataset, setting, seed, variant=None, scale=None):
     if setting == "real":
         return f"results/{dataset}/classify/real/s{seed}/metrics.json"
-    return f"results/{dataset}/classify/{setting}/{variant}/{scale}x/s{seed}/metrics.json"
+    return (
+        f"results/{dataset}/classify/{setting}/{variant}/{scale}x/s{seed}/metrics.json"
+    )
 
 
 def table1_metrics(wildcards=None):
@@ -127,7 +139,11 @@ def sample_manifest_args():
 
 
 def demo_targets():
-    out = ["results/tables/table1.csv", "results/figures/samples.png", "results/figures/samples.pdf"]
+    out = [
+        "results/tables/table1.csv",
+        "results/figures/samples.png",
+        "results/figures/samples.pdf",
+    ]
     for ds in DATASETS:
         out += [
             f"results/{ds}/captions.parquet",
@@ -159,7 +175,9 @@ def cfg_for(*sections):
             if sec == "seeds":
                 continue
             value = config[sec]
-            key = {"datasets": "dataset", "loras": "lora", "variants": "variant"}.get(sec)
+            key = {"datasets": "dataset", "loras": "lora", "variants": "variant"}.get(
+                sec
+            )
             if key and key in wildcards.keys():
                 value = {wildcards[key]: value[wildcards[key]]}
             out[sec] = value
@@ -180,3 +198,13 @@ def lora_arg(wildcards):
 
 def use_real_flag(wildcards):
     return "--use-real" if wildcards.mix == "realsyn" else ""
+
+
+def lora_index(wildcards):
+    """Input function of finetune: the real index, after checking the LoRA name."""
+    if wildcards.lora not in config["loras"]:
+        raise ConfigError(
+            f"unknown LoRA {wildcards.lora!r}: not under config key loras (defined: {sorted(config['loras'])})"
+        )
+    get_dataset(config, wildcards.dataset)
+    return f"results/{wildcards.dataset}/real_index.parquet"

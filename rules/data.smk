@@ -13,7 +13,7 @@ rule prepare_digits:
     params:
         cfg=cfg_for("datasets"),
     shell:
-        "{PY}.prepare digits --cfg {params.cfg:q} --dataset {wildcards.dataset}"
+        "python -m realfake.prepare digits --cfg {params.cfg:q} --dataset {wildcards.dataset}"
         " --data-dir {output.data} --log {log} 2>> {log}"
 
 
@@ -31,5 +31,5 @@ rule index_real:
     params:
         cfg=cfg_for("datasets"),
     shell:
-        "{PY}.prepare index --cfg {params.cfg:q} --dataset {wildcards.dataset}"
+        "python -m realfake.prepare index --cfg {params.cfg:q} --dataset {wildcards.dataset}"
         " --data-dir '{input.data}' --out {output.index} --log {log} 2>> {log}"

@@ -22,5 +22,5 @@ rule embed:
         cfg=cfg_for("image_encoder"),
         checkpoint=encoder_checkpoint(),
     shell:
-        "{PY}.embed embed --cfg {params.cfg:q} --checkpoint {params.checkpoint} --index {input.index}"
+        "python -m realfake.embed embed --cfg {params.cfg:q} --checkpoint {params.checkpoint} --index {input.index}"
         " --embeddings {output.embeddings} --means {output.means} --log {log} 2>> {log}"

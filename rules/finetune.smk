@@ -4,7 +4,7 @@
 rule finetune:
     input:
         base=base_model,
-        index="results/{dataset}/real_index.parquet",
+        index=lora_index,
         captions="results/{dataset}/captions.parquet",
         means="results/{dataset}/class_means.pt",
         embeddings="results/{dataset}/embeddings.pt",
@@ -24,6 +24,6 @@ rule finetune:
         cfg=cfg_for("datasets", "finetune", "loras", "image_encoder"),
         base=base_model_path(),
     shell:
-        "{PY}.finetune --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
+        "python -m realfake.finetune --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
         " --seed {wildcards.seed} --base {params.base} --index {input.index} --captions {input.captions}"
         " --means {input.means} --embeddings {input.embeddings} --out {output.lora} --log {log} 2>> {log}"

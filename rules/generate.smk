@@ -10,7 +10,9 @@ rule generate:
         means="results/{dataset}/class_means.pt",
         embeddings="results/{dataset}/embeddings.pt",
     output:
-        images=directory("results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/images"),
+        images=directory(
+            "results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/images"
+        ),
         manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/manifest.parquet",
     log:
         "results/logs/{dataset}/generate/{variant}_s{seed}_{scale}x.log",
@@ -27,7 +29,7 @@ rule generate:
         base=base_model_path(),
         lora=lora_arg,
     shell:
-        "{PY}.generate --cfg {params.cfg:q} --dataset {wildcards.dataset} --variant {wildcards.variant}"
+        "python -m realfake.generate --cfg {params.cfg:q} --dataset {wildcards.dataset} --variant {wildcards.variant}"
         " --seed {wildcards.seed} --scale {wildcards.scale} --base {params.base} {params.lora}"
         " --index {input.index} --captions {input.captions} --means {input.means}"
         " --embeddings {input.embeddings} --images-out {output.images} --manifest {output.manifest}"

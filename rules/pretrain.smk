@@ -17,7 +17,7 @@ rule pretrain_base:
     params:
         cfg=cfg_for("pretrain"),
     shell:
-        "{PY}.pretrain --cfg {params.cfg:q} --threads {threads} --out {output.model}"
+        "python -m realfake.pretrain --cfg {params.cfg:q} --threads {threads} --out {output.model}"
         " --log {log} 2>> {log}"
 
 
@@ -33,4 +33,4 @@ rule image_encoder_init:
     params:
         cfg=cfg_for("image_encoder"),
     shell:
-        "{PY}.embed init --cfg {params.cfg:q} --checkpoint {output.ckpt} --log {log} 2>> {log}"
+        "python -m realfake.embed init --cfg {params.cfg:q} --checkpoint {output.ckpt} --log {log} 2>> {log}"

@@ -16,7 +16,7 @@ rule table1:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
-        "{PY}.report table1 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        "python -m realfake.report table1 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
         " --log {log} 2>> {log}"
 
 
@@ -37,7 +37,7 @@ rule table2:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
-        "{PY}.report table2 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        "python -m realfake.report table2 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
         " --figure {output.png} {output.pdf} --log {log} 2>> {log}"
 
 
@@ -59,5 +59,5 @@ rule samples_figure:
         index=expand("{dataset}=results/{dataset}/real_index.parquet", dataset=DATASETS),
         manifests=sample_manifest_args(),
     shell:
-        "{PY}.report samples --cfg {params.cfg:q} --index {params.index} --manifest {params.manifests}"
+        "python -m realfake.report samples --cfg {params.cfg:q} --index {params.index} --manifest {params.manifests}"
         " --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"

@@ -95,6 +95,8 @@ def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -
 
 def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
     """Open an image as RGB (grayscale/CMYK/palette converted); a clear error names a corrupt file."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()

@@ -1,0 +1,51 @@
+"""Bad configuration stops with a message naming the key or file."""
+
+import pytest
+
+from realfake.config import ConfigError, load_config, validate
+
+from conftest import REPO
+
+
+def test_shipped_configs_validate():
+    for name in ("mini.yaml", "smoke.yaml"):
+        cfg = load_config(REPO / "config" / name)
+        assert cfg["datasets"] and cfg["seeds"]
+
+
+def test_defaults_are_filled():
+    cfg = validate({"datasets": {"d": {"kind": "digits"}}, "variants": {"base": {}, "ours": {}},
+                    "tables": {"table1_baseline": "base", "table1_method": "ours"}})
+    assert cfg["generate"]["strength"] == 0.75 and cfg["generate"]["cfg"] == 2.0
+    assert cfg["finetune"]["snr_gamma"] == 5.0 and cfg["finetune"]["rank"] == 4
+    assert cfg["datasets"]["d"]["image_size"] == 32
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"finetune": {"stepz": 3}}, "unknown config key finetune.stepz"),
+    ({"bogus": 1}, "unknown config key bogus"),
+    ({"finetune": {"lr": "fast"}}, "config key finetune.lr"),
+    ({"generate": {"strength": 1.5}}, "config key generate.strength"),
+    ({"scales": [-1]}, "config key scales.0"),
+    ({"datasets": {"mini": {"kind": "mnist"}}}, "config key datasets.mini.kind"),
+    ({"variants": {"ours": {"lora": "nope"}}}, "variants.ours.lora: unknown LoRA 'nope'"),
+    ({"tables": {"table2_variants": ["ghost"]}}, "unknown variant 'ghost'"),
+    ({"base_model": {"source": "path"}}, "base_model.path: required"),
+    ({"datasets": {"img": {"kind": "imagefolder"}}}, "datasets.img.root: required"),
+])
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as exc:
+        load_config(REPO / "config" / "mini.yaml", overrides=override)
+    assert needle in str(exc.value)
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0, 1\nthreads: 1\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load_config(bad)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,83 @@
+"""Dataset readers: the ImageFolder layout, bad layouts, corrupt and odd-mode images."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realfake.config import ConfigError
+from realfake.data import build_index, load_rgb, scan_imagefolder, subsample_per_class
+
+
+def make_folder(root, classes=("cat", "dog"), n=3, size=16):
+    for split in ("train", "test"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(d / f"{c}{i}.png")
+    return root
+
+
+def test_scan_imagefolder_indexes_every_image(tmp_path):
+    idx = scan_imagefolder(make_folder(tmp_path / "ds"))
+    assert len(idx) == 12
+    assert set(idx.class_name) == {"cat", "dog"} and set(idx.label) == {0, 1}
+    assert (idx.groupby("split").size() == 6).all()
+
+
+def test_missing_root_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=f"data root not found: {tmp_path / 'nope'}"):
+        scan_imagefolder(tmp_path / "nope")
+
+
+def test_wrong_layout_says_what_was_expected(tmp_path):
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(ConfigError, match="has no train/ folder"):
+        scan_imagefolder(tmp_path / "flat")
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    for f in (root / "train" / "dog").iterdir():
+        f.unlink()
+    with pytest.raises(ConfigError, match="train/dog holds no images"):
+        scan_imagefolder(root)
+
+
+def test_class_mismatch_between_splits(tmp_path):
+    root = make_folder(tmp_path / "ds")
+    (root / "test" / "bird").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "test" / "bird" / "b.png")
+    with pytest.raises(ConfigError, match="differ from train/: \\['bird'\\]"):
+        scan_imagefolder(root)
+
+
+def test_classnames_must_match_folders(tmp_path):
+    with pytest.raises(ConfigError, match="without a folder .*\\['horse'\\]"):
+        scan_imagefolder(make_folder(tmp_path / "ds"), {"horse": "a horse"})
+
+
+def test_corrupt_image_is_skipped_and_counted(tmp_path, caplog):
+    root = make_folder(tmp_path / "ds")
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    ds = {"train_per_class": None, "split_seed": 0, "classnames": None}
+    with caplog.at_level("INFO"):
+        idx = build_index(ds, root, tmp_path / "index.parquet")
+    assert len(idx) == 12 and not idx.path.str.contains("broken").any()
+    assert "1 corrupt images skipped" in caplog.text and "broken.jpg" in caplog.text
+
+
+def test_grayscale_and_cmyk_are_converted(tmp_path):
+    Image.new("L", (8, 8), 100).save(tmp_path / "g.png")
+    Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
+    assert load_rgb(tmp_path / "g.png").mode == "RGB"
+    assert load_rgb(tmp_path / "c.jpg", size=16).size == (16, 16)
+
+
+def test_subsample_is_seeded_and_per_class(tmp_path):
+    idx = scan_imagefolder(make_folder(tmp_path / "ds", n=5))
+    a = subsample_per_class(idx, 2, seed=3)
+    b = subsample_per_class(idx, 2, seed=3)
+    assert a.equals(b)
+    assert (a[a.split == "train"].groupby("label").size() == 2).all()
+    assert (a.split == "test").sum() == 10

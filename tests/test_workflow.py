@@ -1,0 +1,102 @@
+"""End to end: the smoke config through snakemake produces every demo target with the right schema."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO, run_snakemake
+
+
+def test_demo_targets_exist_with_schemas(smoke_run, smoke_cfg):
+    r = smoke_run / "results"
+    caps = pd.read_parquet(r / "smoke" / "captions.parquet")
+    assert list(caps.columns) == ["image_id", "label", "class_name", "caption"]
+    assert len(caps) == 30  # 3 per class x 10 classes
+    means = torch.load(r / "smoke" / "class_means.pt")["means"]
+    assert sorted(means) == list(range(10)) and all(v.shape == (64,) for v in means.values())
+    assert (r / "smoke" / "lora" / "full" / "s0" / "lora.safetensors").stat().st_size > 0
+    man = pd.read_parquet(r / "synthetic" / "smoke" / "ours" / "s0" / "1x" / "manifest.parquet")
+    assert {"image_id", "label", "source_image", "seed", "prompt", "caption", "guidance", "lora_hash",
+            "shard"} <= set(man.columns)
+    assert len(man) == 30 and man.seed.is_unique and (man.guidance == "class_mean").all()
+    assert man.lora_hash.str.len().eq(16).all()
+    assert all((smoke_run / p).is_file() for p in man.path)
+
+
+def test_tables_and_figures(smoke_run):
+    r = smoke_run / "results"
+    t1 = pd.read_csv(r / "tables" / "table1.csv")
+    assert list(t1.row) == ["real only", "synthetic only: base", "synthetic only: ours",
+                            "real + synthetic: ours"]
+    assert {"top1_mean", "top1_std", "n_seeds", "paper_top1"} <= set(t1.columns)
+    assert t1.top1_mean.between(0, 100).all() and (t1.n_seeds == 1).all()
+    t2 = pd.read_csv(r / "tables" / "table2.csv")
+    assert list(t2.variant) == ["base", "ours"]
+    assert t2.set_index("variant").loc["ours", ["latent_prior", "visual_guidance", "distribution_matching",
+                                                 "finetune"]].all()
+    assert t2.set_index("variant").loc["ours", "paper_in10_top1"] == 90.5
+    side = json.loads((r / "tables" / "table1.csv.json").read_text())
+    assert side["seeds"] == [0] and len(side["inputs"]) == 4 and side["config_hash"]
+    for fig in ("samples.png", "samples.pdf", "ablation.png", "ablation.pdf"):
+        assert (r / "figures" / fig).stat().st_size > 1000
+    assert (r / "figures" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_artifact_records_its_config(smoke_run):
+    r = smoke_run / "results"
+    meta = json.loads((r / "smoke" / "lora" / "full" / "s0" / "lora.safetensors.meta.json").read_text())
+    assert meta["config"]["loras"] == {"full": {"dm_weight": 0.003, "guidance": "class_mean"}}
+    assert meta["seed"] == 0 and meta["config_hash"]
+    metrics = json.loads((r / "smoke" / "classify" / "syn" / "ours" / "1x" / "s0" / "metrics.json").read_text())
+    assert metrics["config"]["classify"]["arch"] == "smallcnn" and metrics["variant"] == "ours"
+
+
+def test_logs_and_benchmarks_per_rule(smoke_run):
+    r = smoke_run / "results"
+    assert (r / "logs" / "smoke" / "embed.log").read_text().strip()
+    assert list((r / "benchmarks").rglob("*.tsv"))
+
+
+def test_nothing_left_to_do_after_run(smoke_run):
+    proc = run_snakemake(smoke_run, "all_ablation", "-n", "--configfile", str(REPO / "config" / "smoke.yaml"))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_dry_run_lists_mini_jobs(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "results/tables/table1.csv", "--configfile", str(REPO / "config" / "mini.yaml"))
+    out = proc.stdout + proc.stderr
+    for rule in ("pretrain_base", "finetune", "generate", "classify_synthetic", "table1"):
+        assert rule in out
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("target, needle", [
+    ("results/nope/captions.parquet", "unknown dataset 'nope'"),
+    ("results/synthetic/smoke/ghost/s0/1x/manifest.parquet", "unknown variant 'ghost'"),
+    ("results/smoke/lora/zz/s0/lora.safetensors", "unknown LoRA 'zz'"),
+])
+def test_unknown_names_are_reported(tmp_path, target, needle):
+    proc = run_snakemake(tmp_path, "-n", target, "--configfile", str(REPO / "config" / "smoke.yaml"), check=False)
+    assert proc.returncode != 0
+    assert needle in proc.stdout + proc.stderr
+
+
+def test_unknown_config_key_stops_snakemake(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "config" / "smoke.yaml").read_text() + "\ngenerate_typo: 1\n")
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(bad), check=False)
+    assert proc.returncode != 0 and "unknown config key generate_typo" in proc.stdout + proc.stderr
+
+
+def test_missing_data_root_fails_cleanly(tmp_path):
+    cfg = tmp_path / "img.yaml"
+    cfg.write_text((REPO / "config" / "smoke.yaml").read_text().replace(
+        "    kind: digits\n", f"    kind: imagefolder\n    root: {tmp_path / 'no_such_root'}\n"))
+    proc = run_snakemake(tmp_path, "results/smoke/real_index.parquet", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "results" / "logs" / "smoke" / "index_real.log").read_text()
+    assert f"data root not found: {tmp_path / 'no_such_root'}" in log
+    leftovers = [p for p in (tmp_path / "results" / "smoke").iterdir()] if (tmp_path / "results" / "smoke").exists() else []
+    assert not leftovers, leftovers
