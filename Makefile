@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all test lint dryrun bench clean-results
+.PHONY: venv demo demo-all test lint dryrun bench slurm-test clean-results
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -44,6 +44,11 @@ lint: venv
 
 dryrun: venv
 	$(SMK) -n results/tables/table1.csv --configfile config/mini.yaml
+
+# Starts a single-node Slurm (Debian slurm-wlm + munge, installed if missing; needs root) and runs
+# config/smoke.yaml through the Slurm executor; compares the outputs with a local run.
+slurm-test: venv
+	bash tests/slurm/run.sh
 
 bench: venv
 	$(PY) -m realfake.bench

@@ -13,8 +13,8 @@ rule caption:
     conda:
         "../envs/captioning.yaml"
     resources:
-        mem_mb=16000,
-        runtime=240,
+        mem_mb=mem_mb("caption"),
+        runtime=runtime("caption"),
         gpu=gpu_count("caption"),
     params:
         cfg=cfg_for("caption"),

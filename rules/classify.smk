@@ -14,8 +14,8 @@ rule classify_real:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=16000,
-        runtime=2880,
+        mem_mb=mem_mb("classify"),
+        runtime=runtime("classify"),
         gpu=gpu_count("classify"),
     params:
         cfg=cfg_for("datasets", "classify"),
@@ -39,8 +39,8 @@ rule classify_synthetic:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=16000,
-        runtime=2880,
+        mem_mb=mem_mb("classify"),
+        runtime=runtime("classify"),
         gpu=gpu_count("classify"),
     params:
         cfg=cfg_for("datasets", "classify"),

@@ -1,5 +1,6 @@
 # Helpers shared by every stage: config validation, path builders, input functions.
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -186,9 +187,29 @@ def cfg_for(*sections):
     return narrowed
 
 
+PAPER_SCALE = config["base_model"]["source"] == "path"
+# Per-job memory (MB) and runtime (minutes) at paper scale (IN-1K-sized); the CPU mini world
+# needs far less, so a small test cluster can schedule it.
+PAPER_RESOURCES = {
+    "caption": (32000, 480),
+    "embed": (16000, 240),
+    "finetune": (32000, 2880),
+    "generate": (24000, 1440),
+    "classify": (64000, 4320),
+}
+
+
 def gpu_count(stage):
     """GPUs a stage asks the scheduler for: one at paper scale, none in the CPU mini world."""
-    return 1 if config["base_model"]["source"] == "path" else 0
+    return 1 if PAPER_SCALE else 0
+
+
+def mem_mb(stage):
+    return PAPER_RESOURCES[stage][0] if PAPER_SCALE else 3000
+
+
+def runtime(stage):
+    return PAPER_RESOURCES[stage][1] if PAPER_SCALE else 60
 
 
 def lora_arg(wildcards):
@@ -208,3 +229,35 @@ def lora_index(wildcards):
         )
     get_dataset(config, wildcards.dataset)
     return f"results/{wildcards.dataset}/real_index.parquet"
+
+
+def _resource_texts(mapping, prefix=""):
+    """(key, raw text) of every resource in a profile mapping (nested for set-resources)."""
+    for key, value in dict(mapping or {}).items():
+        if hasattr(value, "items"):
+            yield from _resource_texts(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", str(getattr(value, "raw", value))
+
+
+def check_profile_placeholders():
+    """Stop before any submission while a profile value is still an EDIT_ME placeholder."""
+    rs = workflow.resource_settings
+    left = [
+        f"{where}: {key}={text}"
+        for where, mapping in (
+            ("default-resources", rs.default_resources),
+            ("set-resources", rs.overwrite_resources),
+        )
+        for key, text in _resource_texts(mapping)
+        if "EDIT_ME" in text
+    ]
+    if left:
+        raise WorkflowError(
+            "profile value left as placeholder ("
+            + "; ".join(left)
+            + "): edit slurm/config.yaml (README, 'Running on Slurm') before submitting"
+        )
+
+
+check_profile_placeholders()

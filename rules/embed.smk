@@ -15,8 +15,8 @@ rule embed:
     conda:
         "../envs/diffusion.yaml"
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=mem_mb("embed"),
+        runtime=runtime("embed"),
         gpu=gpu_count("embed"),
     params:
         cfg=cfg_for("image_encoder"),

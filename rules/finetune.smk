@@ -17,8 +17,8 @@ rule finetune:
     conda:
         "../envs/diffusion.yaml"
     resources:
-        mem_mb=24000,
-        runtime=1440,
+        mem_mb=mem_mb("finetune"),
+        runtime=runtime("finetune"),
         gpu=gpu_count("finetune"),
     params:
         cfg=cfg_for("datasets", "finetune", "loras", "image_encoder"),

@@ -21,8 +21,8 @@ rule generate:
     conda:
         "../envs/diffusion.yaml"
     resources:
-        mem_mb=16000,
-        runtime=1440,
+        mem_mb=mem_mb("generate"),
+        runtime=runtime("generate"),
         gpu=gpu_count("generate"),
     params:
         cfg=cfg_for("datasets", "generate", "variants", "image_encoder"),

@@ -24,9 +24,9 @@ def parser(description: str) -> argparse.ArgumentParser:
 def setup(args) -> dict:
     """Configure logging and torch threads; return the config dict."""
     handlers = [logging.StreamHandler(sys.stderr)]
-    if args.log:
+    if args.log:  # rules also append stderr (progress bars, warnings) to the same file
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(args.log, mode="a"))
+        handlers = [logging.FileHandler(args.log, mode="a")]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
     cfg = json.loads(args.cfg)

@@ -97,7 +97,8 @@ def build_tiny_pipeline(tokenizer, seed: int, image_size: int = 32):
         )
     )
     scheduler = DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+        steps_offset=1, clip_sample=False,
     )
     return StableDiffusionPipeline(
         vae=vae,

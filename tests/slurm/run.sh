@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Prove `--profile` with the Slurm executor on a real single-node Slurm (Debian slurm-wlm + munge):
+# start the daemons, run config/smoke.yaml through sbatch, check the Slurm job log and that the
+# outputs equal a local run's, stop the daemons we started. Recipe: ../shared/slurm-local.md.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+SMK="$REPO/.venv/bin/snakemake"
+export PATH="$REPO/.venv/bin:$PATH"
+WORK=$(mktemp -d /tmp/realfake-slurm.XXXXXX)
+HOST=$(hostname -s)
+STARTED=()
+
+log() { echo "[slurm-test] $*"; }
+cleanup() {
+  for pidfile in "${STARTED[@]}"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  log "installing slurm-wlm and munge from Debian"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
+
+mkdir -p /etc/slurm /run/munge /run/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
+chown munge:munge /run/munge
+[ -f /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null;
+  chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
+MEM=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2000 ))
+cat > /etc/slurm/slurm.conf <<CONF
+ClusterName=realfaketest
+SlurmctldHost=$HOST
+SlurmUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurm/slurmctld.pid
+SlurmdPidFile=/run/slurm/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=/var/log/slurm/jobcomp.log
+MailProg=/bin/true
+DefMemPerCPU=1000
+MinJobAge=600
+NodeName=$HOST CPUs=$(nproc) RealMemory=$MEM State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+CONF
+: > /var/log/slurm/jobcomp.log
+
+if ! pgrep -x munged >/dev/null; then
+  su -s /bin/sh munge -c /usr/sbin/munged; STARTED+=(/run/munge/munged.pid)
+fi
+if ! pgrep -x slurmctld >/dev/null; then /usr/sbin/slurmctld; STARTED+=(/run/slurm/slurmctld.pid); fi
+if ! pgrep -x slurmd >/dev/null; then /usr/sbin/slurmd; STARTED+=(/run/slurm/slurmd.pid); fi
+for _ in $(seq 1 60); do
+  sinfo -h -o %T 2>/dev/null | grep -q -E '^(idle|mixed)' && break
+  scontrol update nodename="$HOST" state=resume 2>/dev/null || true
+  sleep 1
+done
+sinfo
+log "running config/smoke.yaml locally, then through --profile (Slurm executor)"
+"$SMK" -s "$REPO/Snakefile" -d "$WORK/local" --configfile "$REPO/config/smoke.yaml" --cores 2 -q all_ablation
+cp -r "$REPO/tests/slurm/profile" "$WORK/slurmtest"
+mkdir -p "$WORK/slurm"
+(cd "$WORK/slurm" && "$SMK" -s "$REPO/Snakefile" --configfile "$REPO/config/smoke.yaml" \
+   --profile "$WORK/slurmtest" all_ablation)
+
+jobs=$(grep -c "JobId=" /var/log/slurm/jobcomp.log || true)
+log "Slurm job log lists $jobs completed jobs"
+[ "$jobs" -ge 10 ] || { log "FAIL: expected the workflow's jobs in the Slurm log"; exit 1; }
+grep -q "JobState=FAILED" /var/log/slurm/jobcomp.log && { log "FAIL: a Slurm job failed"; exit 1; }
+
+status=0
+for f in results/tables/table1.csv results/tables/table2.csv \
+         results/smoke/class_means.pt results/smoke/lora/full/s0/lora.safetensors; do
+  if cmp -s "$WORK/local/$f" "$WORK/slurm/$f"; then log "same bytes: $f"; else log "FAIL: differs: $f"; status=1; fi
+done
+for d in results/synthetic/smoke/ours/s0/1x/images results/synthetic/smoke/base/s0/1x/images; do
+  if diff -rq "$WORK/local/$d" "$WORK/slurm/$d" >/dev/null; then log "same images: $d"; else log "FAIL: differs: $d"; status=1; fi
+done
+[ $status -eq 0 ] && log "PASS: Slurm run equals local run" && rm -rf "$WORK"
+exit $status
