@@ -54,4 +54,4 @@ bench: venv
 	$(PY) -m realfake.bench
 
 clean-results:
-	rm -rf results/mini results/smoke results/synthetic results/tables results/figures
+	find results -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

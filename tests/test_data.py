@@ -81,3 +81,15 @@ def test_subsample_is_seeded_and_per_class(tmp_path):
     assert a.equals(b)
     assert (a[a.split == "train"].groupby("label").size() == 2).all()
     assert (a.split == "test").sum() == 10
+
+
+def test_timm_resnet50_classifier_builds_and_steps():
+    import torch
+
+    from realfake.classify import build_model
+
+    model = build_model("resnet50", num_classes=7)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert model.fc.weight.grad is not None

@@ -121,7 +121,15 @@ def check_images(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def build_index(ds: dict, root: str | Path, out: str | Path) -> pd.DataFrame:
-    index = scan_imagefolder(root, ds.get("classnames"))
+    from .datasets import read_dataset
+
+    kind = ds.get("kind", "imagefolder")
+    kw = {"classnames": ds.get("classnames")}
+    if kind == "imagenet":
+        kw["classlist"] = ds.get("classlist")
+    if kind == "eurosat":
+        kw.update(test_fraction=ds.get("test_fraction", 0.2), seed=ds.get("split_seed", 0))
+    index = read_dataset("imagefolder" if kind == "digits" else kind, root, **kw)
     index, bad = check_images(index)
     log.info("indexed %d images under %s; %d corrupt images skipped", len(index), root, len(bad))
     index = subsample_per_class(index, ds["train_per_class"], ds["split_seed"])

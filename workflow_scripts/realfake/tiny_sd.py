@@ -135,13 +135,17 @@ def font_files() -> list[Path]:
 
 
 def render_digit(digit: int, font_path: Path, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """White digit on black, random size/rotation/shift/stroke, like a web photo of a digit."""
-    font = ImageFont.truetype(str(font_path), int(rng.integers(18, 28)))
+    """White digit on black, random size/rotation/shift/stroke, like a web photo of a digit.
+
+    Drawn at twice the size and downsampled; glyphs fill 55-90% of the frame height.
+    """
+    font = ImageFont.truetype(str(font_path), int(rng.integers(int(size * 1.5), int(size * 2.4))))
     big = Image.new("L", (size * 2, size * 2))
+    stroke = int(rng.integers(0, 5))
     ImageDraw.Draw(big).text((size, size), str(digit), fill=255, font=font, anchor="mm",
-                             stroke_width=int(rng.integers(0, 2)), stroke_fill=255)
-    big = big.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR,
-                     translate=(float(rng.uniform(-3, 3)), float(rng.uniform(-3, 3))))
+                             stroke_width=stroke, stroke_fill=255)
+    big = big.rotate(float(rng.uniform(-12, 12)), resample=Image.BILINEAR,
+                     translate=(float(rng.uniform(-4, 4)), float(rng.uniform(-4, 4))))
     return np.asarray(big.resize((size, size), Image.BILINEAR))
 
 

@@ -1,0 +1,52 @@
+"""Table assembly: mean and std over seeds, the right rows, paper numbers beside ours."""
+
+import json
+
+import numpy as np
+import pytest
+
+from realfake.config import load_config
+from realfake.report import load_metrics, table1, table2
+
+from conftest import REPO
+
+
+def write_metrics(tmp_path, rows):
+    files = []
+    for i, (setting, variant, seed, top1) in enumerate(rows):
+        f = tmp_path / f"m{i}.json"
+        f.write_text(json.dumps({"dataset": "mini", "setting": setting, "variant": variant, "scale": "1",
+                                 "seed": seed, "top1": top1, "top5": 100.0}))
+        files.append(f)
+    return files
+
+
+def test_table1_mean_std_over_seeds(tmp_path):
+    cfg = load_config(REPO / "config" / "mini.yaml")
+    rows = []
+    for seed, (r, b, o, rs) in enumerate([(90, 30, 50, 92), (92, 34, 52, 94), (94, 32, 54, 96)]):
+        rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]
+    t = table1(load_metrics(write_metrics(tmp_path, rows)), cfg).set_index("row")
+    assert t.loc["real only", "top1_mean"] == pytest.approx(92.0)
+    assert t.loc["real only", "top1_std"] == pytest.approx(2.0)  # sample std of 90, 92, 94
+    assert t.loc["synthetic only: ours", "top1_mean"] == pytest.approx(52.0)
+    assert t.loc["real + synthetic: ours", "delta_vs_real"] == pytest.approx(2.0)
+    assert (t.n_seeds == 3).all() and np.isnan(t.paper_top1).all()
+
+
+def test_table1_missing_cell_is_an_error(tmp_path):
+    cfg = load_config(REPO / "config" / "mini.yaml")
+    files = write_metrics(tmp_path, [("real", "", 0, 90.0)])
+    with pytest.raises(ValueError, match="no metrics for dataset=mini setting=syn variant=base"):
+        table1(load_metrics(files), cfg)
+
+
+def test_table2_flags_and_paper_numbers(tmp_path):
+    cfg = load_config(REPO / "config" / "mini.yaml")
+    rows = [("syn", v, 0, 10.0 + i) for i, v in enumerate(cfg["tables"]["table2_variants"])]
+    t = table2(load_metrics(write_metrics(tmp_path, rows)), cfg).set_index("variant")
+    assert list(t.loc["ours", ["latent_prior", "visual_guidance", "distribution_matching", "finetune"]]) == [True] * 4
+    assert list(t.loc["lp", ["latent_prior", "visual_guidance", "distribution_matching", "finetune"]]) == \
+        [True, False, False, False]
+    assert t.loc["ours", "paper_in10_top1"] == 90.5 and t.loc["base", "paper_in100_top1"] == 66.0
+    assert t.loc["lp", "paper_in10_top1"] == 80.8 and np.isnan(t.loc["ft_vg", "paper_in10_top1"])
