@@ -158,6 +158,7 @@ def ablation_targets():
         "results/tables/table2.csv",
         "results/figures/ablation.png",
         "results/figures/ablation.pdf",
+        "results/tables/claims.csv",
     ]
 
 

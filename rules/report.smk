@@ -61,3 +61,22 @@ rule samples_figure:
     shell:
         "python -m realfake.report samples --cfg {params.cfg:q} --index {params.index} --manifest {params.manifests}"
         " --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
+
+
+rule claims:
+    input:
+        table1=rules.table1.output.table,
+        table2=rules.table2.output.table,
+    output:
+        table="results/tables/claims.csv",
+    log:
+        "results/logs/report/claims.log",
+    benchmark:
+        "results/benchmarks/report/claims.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables"),
+    shell:
+        "python -m realfake.report claims --cfg {params.cfg:q} --metrics {input.table1} {input.table2}"
+        " --out {output.table} --log {log} 2>> {log}"

@@ -50,3 +50,26 @@ def test_table2_flags_and_paper_numbers(tmp_path):
         [True, False, False, False]
     assert t.loc["ours", "paper_in10_top1"] == 90.5 and t.loc["base", "paper_in100_top1"] == 66.0
     assert t.loc["lp", "paper_in10_top1"] == 80.8 and np.isnan(t.loc["ft_vg", "paper_in10_top1"])
+
+
+def test_claims_follow_the_numbers(tmp_path):
+    from realfake.report import claims
+
+    cfg = load_config(REPO / "config" / "mini.yaml")
+    rows = []
+    for seed, (r, b, o, rs) in enumerate([(90, 30, 50, 88), (92, 34, 52, 89), (94, 32, 54, 90)]):
+        rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]
+    acc = {"lp": 40, "ft": 35, "ft_vg": 36, "ft_dm": 34, "ft_vg_dm": 37, "lp_ft": 45, "lp_ft_vg": 47,
+           "lp_ft_dm": 44}  # base and ours come from the rows above: means 32 and 52
+    rows += [("syn", v, 0, float(a)) for v, a in acc.items()]
+    m = load_metrics(write_metrics(tmp_path, rows))
+    c = claims(table1(m, cfg), table2(m, cfg)).set_index("claim")
+    assert c.loc["synthetic only: method beats text-to-image baseline", "holds"]
+    assert c.loc["synthetic only: method beats text-to-image baseline", "beyond_spread"]
+    assert not c.loc["real + synthetic beats real only", "holds"]  # 89 < 92
+    lp = c.loc["adding latent prior helps (ablation pairs)"]
+    # pairs: lp-base 8, lp_ft-ft 10, lp_ft_vg-ft_vg 11, lp_ft_dm-ft_dm 10, ours-ft_vg_dm 15
+    assert lp.pairs == 5 and lp.delta_top1 == pytest.approx(10.8)
+    dm = c.loc["adding distribution matching helps (ablation pairs)"]
+    # ft_dm-ft -1, ft_vg_dm-ft_vg +1, lp_ft_dm-lp_ft -1, ours-lp_ft_vg +5
+    assert dm.pairs == 4 and dm.pairs_positive == 2 and dm.delta_top1 == pytest.approx(1.0)

@@ -39,6 +39,8 @@ def test_tables_and_figures(smoke_run):
     assert t2.set_index("variant").loc["ours", "paper_in10_top1"] == 90.5
     side = json.loads((r / "tables" / "table1.csv.json").read_text())
     assert side["seeds"] == [0] and len(side["inputs"]) == 4 and side["config_hash"]
+    claims = pd.read_csv(r / "tables" / "claims.csv")
+    assert "synthetic only: method beats text-to-image baseline" in set(claims.claim)
     for fig in ("samples.png", "samples.pdf", "ablation.png", "ablation.pdf"):
         assert (r / "figures" / fig).stat().st_size > 1000
     assert (r / "figures" / "samples.png").read_bytes()[:4] == b"\x89PNG"

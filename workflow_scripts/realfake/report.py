@@ -62,6 +62,7 @@ def table1(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
                          "scale": t["scale"] if setting != "real" else 0, **s,
                          "paper_top1": paper.get(key, np.nan)})
     out = pd.DataFrame(rows)
+    out["setting_variant"] = out.setting + ":" + out.variant
     out["delta_vs_real"] = out.top1_mean - out.groupby("dataset").top1_mean.transform("first")
     return out
 
@@ -87,6 +88,45 @@ def table2(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
                          **summarize(_select(df, ds, "syn", v, t["scale"])),
                          "paper_in10_top1": paper.get("imagenet10", np.nan),
                          "paper_in100_top1": paper.get("imagenet100", np.nan)})
+    return pd.DataFrame(rows)
+
+
+COMPONENTS = ("latent_prior", "visual_guidance", "distribution_matching", "finetune")
+
+
+def claims(t1: pd.DataFrame, t2: pd.DataFrame | None) -> pd.DataFrame:
+    """The paper's qualitative claims, checked on our numbers (never edited by hand).
+
+    ``holds`` is True when the mean difference is positive; ``beyond_spread`` when it also exceeds
+    the larger of the two seed standard deviations.
+    """
+    rows = []
+    for ds, g in t1.groupby("dataset"):
+        g = g.set_index("setting_variant")
+
+        def cmp(claim, a, b):
+            d = g.loc[a, "top1_mean"] - g.loc[b, "top1_mean"]
+            spread = max(g.loc[a, "top1_std"], g.loc[b, "top1_std"])
+            rows.append({"dataset": ds, "claim": claim, "delta_top1": d, "pairs": 1, "pairs_positive": int(d > 0),
+                         "holds": bool(d > 0), "beyond_spread": bool(d > spread)})
+
+        syn = g[g.setting == "syn"].index
+        cmp("synthetic only: method beats text-to-image baseline", syn[1], syn[0])
+        cmp("real + synthetic beats real only", g[g.setting == "realsyn"].index[0], g[g.setting == "real"].index[0])
+    if t2 is not None:
+        for ds, g in t2.groupby("dataset"):
+            for comp in COMPONENTS:
+                deltas = []
+                for _, row in g[g[comp]].iterrows():
+                    want = {c: (row[c] if c != comp else False) for c in COMPONENTS}
+                    match = g[np.logical_and.reduce([g[c] == v for c, v in want.items()])]
+                    if len(match) == 1:
+                        deltas.append(row.top1_mean - match.top1_mean.iloc[0])
+                if deltas:
+                    rows.append({"dataset": ds, "claim": f"adding {comp.replace('_', ' ')} helps (ablation pairs)",
+                                 "delta_top1": float(np.mean(deltas)), "pairs": len(deltas),
+                                 "pairs_positive": int(sum(d > 0 for d in deltas)),
+                                 "holds": bool(np.mean(deltas) > 0), "beyond_spread": None})
     return pd.DataFrame(rows)
 
 
@@ -166,7 +206,7 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["table1", "table2", "samples"])
+    p.add_argument("what", choices=["table1", "table2", "samples", "claims"])
     p.add_argument("--cfg", required=True)
     p.add_argument("--metrics", nargs="*", default=[])
     p.add_argument("--index", nargs="*", default=[], help="dataset=real_index.parquet")
@@ -185,6 +225,11 @@ def main(argv=None) -> None:
             ds, variant = key.split(":", 1)
             manifests.setdefault(ds, {})[variant] = path
         samples_figure(index_files, manifests, [args.out] + args.figure)
+        return
+    if args.what == "claims":  # --metrics holds table1.csv [table2.csv]
+        t1 = pd.read_csv(args.metrics[0])
+        t2 = pd.read_csv(args.metrics[1]) if len(args.metrics) > 1 else None
+        write_table(claims(t1, t2), args.out, cfg, args.metrics)
         return
     df = load_metrics(args.metrics)
     table = table1(df, cfg) if args.what == "table1" else table2(df, cfg)
