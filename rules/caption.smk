@@ -17,7 +17,7 @@ rule caption:
         runtime=runtime("caption"),
         gpu=gpu_count("caption"),
     params:
-        cfg=cfg_for("caption"),
+        cfg=cfg_for("caption", "models"),
     shell:
         "python -m realfake.caption --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
         " --log {log} 2>> {log}"

@@ -18,7 +18,7 @@ rule classify_real:
         runtime=runtime("classify"),
         gpu=gpu_count("classify"),
     params:
-        cfg=cfg_for("datasets", "classify"),
+        cfg=cfg_for("datasets", "classify", "models"),
     shell:
         "python -m realfake.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index} --use-real --label setting=real --model-out {output.model} --metrics {output.metrics}"
@@ -43,7 +43,7 @@ rule classify_synthetic:
         runtime=runtime("classify"),
         gpu=gpu_count("classify"),
     params:
-        cfg=cfg_for("datasets", "classify"),
+        cfg=cfg_for("datasets", "classify", "models"),
         real=use_real_flag,
     shell:
         "python -m realfake.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"

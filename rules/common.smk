@@ -47,16 +47,14 @@ wildcard_constraints:
 
 
 def base_model(wildcards=None):
-    """Input function: the pretrained tiny model folder, or nothing (a local path in config)."""
-    if config["base_model"]["source"] == "pretrain":
+    """Input function: the pretrained tiny model folder, or nothing (models.sd15 is a local path)."""
+    if config["models"]["sd15"] is None:
         return "results/base_model/tiny"
     return []
 
 
 def base_model_path():
-    if config["base_model"]["source"] == "pretrain":
-        return "results/base_model/tiny"
-    return config["base_model"]["path"]
+    return config["models"]["sd15"] or "results/base_model/tiny"
 
 
 def digits_data(wildcards):
@@ -66,14 +64,14 @@ def digits_data(wildcards):
 
 
 def encoder_init(wildcards=None):
-    if config["image_encoder"]["pretrained"] is None:
+    if config["models"]["clip"] is None:
         return "results/image_encoder/random_init.pt"
     return []
 
 
 def encoder_checkpoint():
     return (
-        config["image_encoder"]["pretrained"] or "results/image_encoder/random_init.pt"
+        config["models"]["clip"] or "results/image_encoder/random_init.pt"
     )
 
 
@@ -188,7 +186,7 @@ def cfg_for(*sections):
     return narrowed
 
 
-PAPER_SCALE = config["base_model"]["source"] == "path"
+PAPER_SCALE = config["models"]["sd15"] is not None
 # Per-job memory (MB) and runtime (minutes) at paper scale (IN-1K-sized); the CPU mini world
 # needs far less, so a small test cluster can schedule it.
 PAPER_RESOURCES = {

@@ -30,7 +30,9 @@ def test_defaults_are_filled():
     ({"datasets": {"mini": {"kind": "mnist"}}}, "config key datasets.mini.kind"),
     ({"variants": {"ours": {"lora": "nope"}}}, "variants.ours.lora: unknown LoRA 'nope'"),
     ({"tables": {"table2_variants": ["ghost"]}}, "unknown variant 'ghost'"),
-    ({"base_model": {"source": "path"}}, "base_model.path: required"),
+    ({"classify": {"pretrained": True}}, "models.resnet50_pretrained: required"),
+    ({"models": {"sd15": 3}}, "config key models.sd15"),
+    ({"datasets": {"mini": {"classify_overrides": {"epoch": 3}}}}, "datasets.mini.classify_overrides.epoch"),
     ({"datasets": {"img": {"kind": "imagefolder"}}}, "datasets.img.root: required"),
 ])
 def test_bad_values_name_the_key(override, needle):
@@ -49,3 +51,27 @@ def test_malformed_yaml_names_the_file(tmp_path):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_classify_overrides_apply_per_dataset():
+    from realfake.config import classify_settings
+
+    cfg = load_config(REPO / "config" / "mini.yaml",
+                      overrides={"datasets": {"mini": {"classify_overrides": {"epochs": 3, "image_size": 64}}}})
+    c = classify_settings(cfg, "mini")
+    assert c["epochs"] == 3 and c["image_size"] == 64 and c["lr"] == cfg["classify"]["lr"]
+
+
+def test_multistep_schedule_decays_at_milestones():
+    import torch
+
+    from realfake.classify import make_schedule
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = make_schedule(opt, {"epochs": 4, "schedule": "multistep", "milestones": [1, 3], "lr": 0.1}, 2)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.02, 0.02, 0.004, 0.004])

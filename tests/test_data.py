@@ -93,3 +93,18 @@ def test_timm_resnet50_classifier_builds_and_steps():
     assert out.shape == (2, 7)
     out.sum().backward()
     assert model.fc.weight.grad is not None
+
+
+def test_classifier_loads_local_pretrained_weights(tmp_path):
+    import timm
+    import torch
+
+    from realfake.classify import build_model
+
+    src = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    torch.save(src.state_dict(), tmp_path / "in1k.pth")
+    model = build_model("resnet18", num_classes=5, weights=str(tmp_path / "in1k.pth"))
+    assert torch.equal(model.conv1.weight, src.conv1.weight)
+    assert model.fc.out_features == 5
+    with pytest.raises(ConfigError, match="pretrained classifier weights not found at .*missing.pth"):
+        build_model("resnet18", 5, weights=str(tmp_path / "missing.pth"))

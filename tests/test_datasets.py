@@ -39,7 +39,7 @@ def test_imagenet_class_folders_and_solution_csv(tmp_path):
         "ILSVRC2012_val_00000002,n01440764 5 6 7 8 n01440764 1 1 1 1\n")
     idx = imagenet(root)
     test = idx[idx.split == "test"].set_index("class_name")
-    assert test.loc["n02102040", "label"] == 1 and test.loc["n01440764", "label"] == 0
+    assert test.loc["English springer", "label"] == 1 and test.loc["tench", "label"] == 0
 
 
 def test_imagenet_classlist_subset_and_mismatch(tmp_path):
@@ -48,6 +48,7 @@ def test_imagenet_classlist_subset_and_mismatch(tmp_path):
         img(tmp_path / "val" / w / "b.JPEG")
     idx = imagenet(tmp_path, classlist="imagenet10")
     assert idx.label.nunique() == 10 and "n09999999" not in set(idx.class_name)
+    assert "tench" in set(idx.class_name) and "parachute" in set(idx.class_name)
     with pytest.raises(ConfigError, match="class list imagenet100 names 100 classes without a folder"):
         imagenet(tmp_path, classlist="imagenet100")
 
@@ -144,3 +145,14 @@ def test_masked_argmax_ignores_other_classes():
     logits[1, 15] = 2.0
     assert masked_argmax(logits, [10, 15]).tolist() == [10, 15]
     assert masked_argmax(logits, None).tolist() == [7, 15]
+
+
+def test_imagenet_reference_lists():
+    from realfake.datasets import imagenet_1k_wnids, ood_classlist
+
+    wnids = imagenet_1k_wnids()
+    assert len(wnids) == 1000 and wnids == sorted(wnids)
+    for kind in ("r", "a"):
+        sub = ood_classlist(kind)
+        assert len(sub) == len(set(sub)) == 200 and set(sub) <= set(wnids)
+    assert set(read_classlist("imagenet100")) <= set(wnids) and set(read_classlist("imagenet10")) <= set(wnids)

@@ -25,7 +25,7 @@ def load_blip2(path: str, device: str = "cpu", dtype=torch.float32):
 
     from .models import _check_local
 
-    _check_local(path, "BLIP-2 folder", "caption.model")
+    _check_local(path, "BLIP-2 folder", "models.blip2")
     processor = Blip2Processor.from_pretrained(path, local_files_only=True)
     model = Blip2ForConditionalGeneration.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
     return processor, model.to(device).eval()
@@ -51,13 +51,13 @@ def main(argv=None) -> None:
     index = pd.read_parquet(args.index)
     train = index[index.split == "train"].reset_index(drop=True)
     ccfg = cfg["caption"]
-    if ccfg["model"] is None:
+    if cfg["models"]["blip2"] is None:
         captions = [""] * len(train)
-        log.info("caption.model is null: writing %d empty captions", len(train))
+        log.info("models.blip2 is null: writing %d empty captions", len(train))
     else:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device == "cuda" else torch.float32
-        processor, model = load_blip2(ccfg["model"], device, dtype)
+        processor, model = load_blip2(cfg["models"]["blip2"], device, dtype)
         captions = caption_paths(processor, model, list(train.path), ccfg["batch_size"], ccfg["max_new_tokens"])
     df = pd.DataFrame({"image_id": train.image_id, "label": train.label, "class_name": train.class_name,
                        "caption": captions})[COLUMNS]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .atomic import write_json, write_torch
 from .cli import parser, provenance, run, seed_everything, setup
-from .config import get_dataset
+from .config import classify_settings, get_dataset
 from .data import images_tensor
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,20 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
-def build_model(arch: str, num_classes: int) -> nn.Module:
+def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.Module:
+    """smallcnn, or a timm model, optionally from a local ImageNet weights file (head re-initialised)."""
     if arch == "smallcnn":
+        if weights:
+            raise ValueError("classify.pretrained needs a timm architecture, not smallcnn")
         return SmallCNN(num_classes)
     import timm
 
+    if weights:
+        from .models import _check_local
+
+        _check_local(weights, "pretrained classifier weights", "models.resnet50_pretrained")
+        return timm.create_model(arch, pretrained=True, num_classes=num_classes,
+                                 pretrained_cfg_overlay={"file": str(weights)})
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
@@ -72,16 +81,27 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> 
             f"top{k}": float((topk == y[:, None]).any(1).float().mean() * 100), "n_test": len(y)}
 
 
-def train_classifier(x, y, num_classes: int, ccfg: dict, seed: int):
+def make_schedule(opt, ccfg: dict, steps_per_epoch: int):
+    """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine."""
+    total = ccfg["epochs"] * steps_per_epoch
+    if ccfg["schedule"] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            opt, milestones=[m * steps_per_epoch for m in ccfg["milestones"]], gamma=0.2)
+    if ccfg["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ccfg["lr"], total_steps=total)
+
+
+def train_classifier(x, y, num_classes: int, ccfg: dict, seed: int, weights: str | None = None):
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(ccfg["arch"], num_classes)
+    model = build_model(ccfg["arch"], num_classes, weights)
     if ccfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=ccfg["lr"], momentum=0.9, weight_decay=ccfg["weight_decay"])
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
     steps_per_epoch = max(1, int(np.ceil(len(x) / ccfg["batch_size"])))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ccfg["lr"], total_steps=ccfg["epochs"] * steps_per_epoch)
+    sched = make_schedule(opt, ccfg, steps_per_epoch)
     for epoch in tqdm(range(ccfg["epochs"]), desc="classify", mininterval=10):
         model.train()
         perm = torch.randperm(len(x), generator=gen)
@@ -125,17 +145,19 @@ def main(argv=None) -> None:
     p.add_argument("--label", nargs="*", default=[], help="key=value pairs recorded in metrics.json")
     args = p.parse_args(argv)
     cfg = setup(args)
-    ds, ccfg = get_dataset(cfg, args.dataset), cfg["classify"]
+    ds, ccfg = get_dataset(cfg, args.dataset), classify_settings(cfg, args.dataset)
     index = pd.read_parquet(args.index)
     num_classes = int(index.label.max()) + 1
     train = training_set(index, args.use_real, args.synthetic)
     test = index[index.split == "test"]
-    x = images_tensor(list(train.path), ds["image_size"])
+    size = ccfg["image_size"] or ds["image_size"]
+    x = images_tensor(list(train.path), size)
     y = torch.as_tensor(train.label.to_numpy(), dtype=torch.long)
     log.info("training %s on %d images (%s real, %d synthetic sets)", ccfg["arch"], len(x),
              "with" if args.use_real else "no", len(args.synthetic))
-    model = train_classifier(x, y, num_classes, ccfg, args.seed)
-    metrics = evaluate(model, images_tensor(list(test.path), ds["image_size"]),
+    weights = cfg["models"]["resnet50_pretrained"] if ccfg["pretrained"] else None
+    model = train_classifier(x, y, num_classes, ccfg, args.seed, weights)
+    metrics = evaluate(model, images_tensor(list(test.path), size),
                        torch.as_tensor(test.label.to_numpy(), dtype=torch.long))
     log.info("test %s", metrics)
     write_torch({"state_dict": model.state_dict(), "arch": ccfg["arch"], "num_classes": num_classes,

@@ -101,9 +101,13 @@ def _cross_check(config: dict) -> None:
             raise ConfigError(f"config key tables.table2_variants: unknown variant {name!r} (defined: {sorted(variants)})")
     if tables["scale"] not in config["scales"]:
         raise ConfigError(f"config key tables.scale: {tables['scale']} is not one of scales {config['scales']}")
-    if config["base_model"]["source"] == "path" and not config["base_model"]["path"]:
-        raise ConfigError("config key base_model.path: required when base_model.source is 'path'")
+    if config["classify"]["pretrained"] and not config["models"]["resnet50_pretrained"]:
+        raise ConfigError("config key models.resnet50_pretrained: required when classify.pretrained is true")
     for name, ds in config["datasets"].items():
+        unknown = sorted(set(ds["classify_overrides"]) - set(config["classify"]))
+        if unknown:
+            raise ConfigError(f"unknown config key datasets.{name}.classify_overrides.{unknown[0]} "
+                              f"(allowed: {', '.join(sorted(config['classify']))})")
         if ds["kind"] != "digits" and not ds["root"]:
             raise ConfigError(f"config key datasets.{name}.root: required for kind {ds['kind']!r}")
 
@@ -138,6 +142,11 @@ def get_dataset(config: dict, name: str) -> dict:
     if name not in config["datasets"]:
         raise ConfigError(f"unknown dataset {name!r}: not under config key datasets (defined: {sorted(config['datasets'])})")
     return config["datasets"][name]
+
+
+def classify_settings(config: dict, dataset: str) -> dict:
+    """The classify section with the dataset's classify_overrides applied."""
+    return {**config["classify"], **get_dataset(config, dataset).get("classify_overrides", {})}
 
 
 def get_variant(config: dict, name: str) -> dict:

@@ -33,6 +33,29 @@ def read_classlist(name_or_path: str) -> list[str]:
     return [ln.split("#")[0].strip() for ln in path.read_text().splitlines() if ln.split("#")[0].strip()]
 
 
+def _timm_info(name: str) -> Path:
+    import timm.data
+
+    return Path(timm.data.__file__).parent / "_info" / name
+
+
+def imagenet_classnames(wnids: list[str]) -> dict[str, str]:
+    """WordNet id -> first lemma ('n01440764' -> 'tench'), from the list timm ships."""
+    table = dict(ln.split("\t", 1) for ln in _timm_info("imagenet_synset_to_lemma.txt").read_text().splitlines()
+                 if "\t" in ln)
+    return {w: table[w].split(",")[0].strip() if w in table else w for w in wnids}
+
+
+def imagenet_1k_wnids() -> list[str]:
+    """The 1000 ImageNet-1K WordNet ids in the standard (sorted) class-index order."""
+    return _timm_info("imagenet_synsets.txt").read_text().split()
+
+
+def ood_classlist(kind: str) -> list[str]:
+    """The 200 WordNet ids of ImageNet-R or ImageNet-A (lists shipped with timm)."""
+    return _timm_info(f"imagenet_{kind}_synsets.txt").read_text().split()
+
+
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -50,19 +73,21 @@ def imagenet(root, classlist: str | None = None) -> pd.DataFrame:
                               f"{train_dir}: {missing[:5]}")
         wnids = sorted(wanted)
     label = {w: i for i, w in enumerate(wnids)}
-    rows = [(f"train/{w}/{p.stem}", "train", label[w], w, str(p)) for w in wnids for p in _images(train_dir / w)]
+    names = imagenet_classnames(wnids)
+    rows = [(f"train/{w}/{p.stem}", "train", label[w], names[w], str(p)) for w in wnids for p in _images(train_dir / w)]
     val = _need(root / "val", "ImageNet val/ folder")
     solution = root / "LOC_val_solution.csv"
     if any(p.is_dir() for p in val.iterdir()):
         for w in wnids:
-            rows += [(f"test/{w}/{p.stem}", "test", label[w], w, str(p)) for p in _images(_need(val / w, "val class folder"))]
+            rows += [(f"test/{w}/{p.stem}", "test", label[w], names[w], str(p))
+                     for p in _images(_need(val / w, "val class folder"))]
     elif solution.is_file():
         with open(solution) as fh:
             for rec in csv.DictReader(fh):
                 w = rec["PredictionString"].split()[0]
                 if w in label:
                     p = val / f"{rec['ImageId']}.JPEG"
-                    rows.append((f"test/{w}/{rec['ImageId']}", "test", label[w], w, str(p)))
+                    rows.append((f"test/{w}/{rec['ImageId']}", "test", label[w], names[w], str(p)))
     else:
         raise ConfigError(f"{val} holds neither class folders nor a sibling LOC_val_solution.csv")
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)

@@ -77,7 +77,10 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
     acp = sched.alphas_cumprod
     history = []
     unet.train()
-    bar = tqdm(range(fcfg["steps"]), desc="finetune", mininterval=10)
+    steps = fcfg["steps"]
+    if fcfg.get("epochs"):
+        steps = int(np.ceil(fcfg["epochs"] * len(images) / fcfg["batch_size"]))
+    bar = tqdm(range(steps), desc="finetune", mininterval=10)
     for step in bar:
         idx = torch.randint(len(images), (fcfg["batch_size"],), generator=gen)
         x = images[idx]

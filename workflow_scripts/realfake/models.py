@@ -21,7 +21,7 @@ def _check_local(path: str | Path, what: str, key: str) -> Path:
     return p
 
 
-def load_pipeline(path: str | Path, key: str = "base_model.path", device: str = "cpu", dtype=torch.float32):
+def load_pipeline(path: str | Path, key: str = "models.sd15", device: str = "cpu", dtype=torch.float32):
     """A StableDiffusionPipeline from a local folder (SD 1.5 or the mini world's tiny model)."""
     from diffusers import StableDiffusionPipeline
 
@@ -41,7 +41,7 @@ def register_tiny_clip() -> None:
     open_clip.add_model_config(_TINY_CONFIGS)
 
 
-def create_open_clip(model_name: str, pretrained: str | Path | None, key: str = "image_encoder.pretrained"):
+def create_open_clip(model_name: str, pretrained: str | Path | None, key: str = "models.clip"):
     """(model, preprocess) through open_clip's own factory, weights from a local file."""
     import open_clip
 
