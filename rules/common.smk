@@ -70,9 +70,7 @@ def encoder_init(wildcards=None):
 
 
 def encoder_checkpoint():
-    return (
-        config["models"]["clip"] or "results/image_encoder/random_init.pt"
-    )
+    return config["models"]["clip"] or "results/image_encoder/random_init.pt"
 
 
 def variant_lora(wildcards):
