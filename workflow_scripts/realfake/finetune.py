@@ -102,7 +102,7 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append((float(loss), float(base), float(dm)))
+        history.append((loss.item(), base.item(), dm.item()))
         if step % 50 == 0:
             log.info("step %d loss %.4f (min-snr %.4f, dm %.4f)", step, *history[-1])
     unet.eval()
