@@ -71,11 +71,11 @@ for _ in $(seq 1 60); do
 done
 sinfo
 log "running config/smoke.yaml locally, then through --profile (Slurm executor)"
-"$SMK" -s "$REPO/Snakefile" -d "$WORK/local" --configfile "$REPO/config/smoke.yaml" --cores 2 -q all_ablation
+"$SMK" all_ablation -s "$REPO/Snakefile" -d "$WORK/local" --cores 2 --configfile "$REPO/config/smoke.yaml" > "$WORK/local.log" 2>&1 || { tail -30 "$WORK/local.log"; exit 1; }
 cp -r "$REPO/tests/slurm/profile" "$WORK/slurmtest"
 mkdir -p "$WORK/slurm"
-(cd "$WORK/slurm" && "$SMK" -s "$REPO/Snakefile" --configfile "$REPO/config/smoke.yaml" \
-   --profile "$WORK/slurmtest" all_ablation)
+(cd "$WORK/slurm" && "$SMK" all_ablation -s "$REPO/Snakefile" --profile "$WORK/slurmtest" \
+   --configfile "$REPO/config/smoke.yaml")
 
 jobs=$(grep -c "JobId=" /var/log/slurm/jobcomp.log || true)
 log "Slurm job log lists $jobs completed jobs"

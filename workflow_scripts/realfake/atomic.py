@@ -58,7 +58,13 @@ def write_parquet(df, final: str | os.PathLike) -> None:
 
 
 def write_torch(obj, final: str | os.PathLike) -> None:
+    """torch.save through a buffer: saving to a path would name the zip's inner folder after the
+    (random) temporary file name, and the same content would not give the same bytes."""
+    import io
+
     import torch
 
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(final) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getvalue())
