@@ -16,8 +16,10 @@ CORES ?= 2
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
 
-# The stamp is written last: an interrupted install is wiped and redone on the next call.
-$(STAMP): requirements.lock
+# The stamp is written last: an interrupted install is wiped and redone on the next call. No
+# prerequisite on requirements.lock: its hash is in the path already, and a fresh clone's newer
+# file time must not rebuild an up-to-date venv.
+$(STAMP):
 	@echo "creating venv $(VENV) (lock hash $(LOCK_HASH))"
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,43 @@
+"""Model loading from local paths only: clear errors for missing, wrong or hub-id paths."""
+
+import pytest
+import torch
+
+from realfake.config import ConfigError
+from realfake.models import create_open_clip, load_pipeline, write_random_open_clip
+
+
+def test_missing_model_folder_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=f"Stable Diffusion pipeline folder not found at {tmp_path / 'sd'} "
+                                          r"\(config key models.sd15\)"):
+        load_pipeline(tmp_path / "sd")
+
+
+def test_hub_id_is_recognised(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="looks like a hub id; realfake never downloads"):
+        load_pipeline("runwayml/stable-diffusion-v1-5")
+
+
+def test_folder_without_model_index_is_rejected(tmp_path):
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(ConfigError, match="is not a diffusers pipeline folder \\(no model_index.json\\)"):
+        load_pipeline(tmp_path)
+
+
+def test_tiny_pipeline_loads_through_the_paper_code_path(tiny_base):
+    pipe = load_pipeline(tiny_base)
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    assert pipe.text_encoder.config.hidden_size == pipe.unet.config.cross_attention_dim == 64
+
+
+def test_open_clip_local_checkpoint_round_trip(tmp_path):
+    write_random_open_clip("realfake-tiny-vit", seed=3, out=tmp_path / "enc.pt")
+    a, preprocess = create_open_clip("realfake-tiny-vit", tmp_path / "enc.pt")
+    b, _ = create_open_clip("realfake-tiny-vit", tmp_path / "enc.pt")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        ea, eb = a.encode_image(x), b.encode_image(x)
+    assert ea.shape == (2, 64) and torch.equal(ea, eb)
+    with pytest.raises(ConfigError, match="open_clip checkpoint not found at .*nope.pt \\(config key models.clip\\)"):
+        create_open_clip("realfake-tiny-vit", tmp_path / "nope.pt")
