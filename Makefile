@@ -33,9 +33,15 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 demo: venv
 	$(SMK) --configfile config/mini.yaml --cores $(CORES) --resources mem_mb=20000 --printshellcmds
+	@echo; echo "results/tables/table1.csv (top-1 %, mean and std over seeds):"
+	@$(PY) -c "import pandas as p; print(p.read_csv('results/tables/table1.csv')[['row','top1_mean','top1_std','n_seeds']].to_string(index=False))"
+	@echo "figures: results/figures/samples.png; logs: results/logs/; per-job time and memory: results/benchmarks/"
 
 demo-all: venv
 	$(SMK) all_ablation --configfile config/mini.yaml --cores $(CORES) --printshellcmds
+	@echo; echo "results/tables/table2.csv (synthetic only, top-1 %):"
+	@$(PY) -c "import pandas as p; print(p.read_csv('results/tables/table2.csv')[['variant','label','top1_mean','top1_std']].to_string(index=False))"
+	@echo; $(PY) -c "import pandas as p; print(p.read_csv('results/tables/claims.csv')[['claim','delta_top1','pairs','pairs_positive','holds']].to_string(index=False))"
 
 test: venv lint
 	$(PY) -m pytest -q tests
