@@ -58,11 +58,10 @@ def table1(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
                 (f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method")]
         for label, setting, variant, key in spec:
             s = summarize(_select(df, ds, setting, variant, t["scale"]))
-            rows.append({"dataset": ds, "row": label, "setting": setting, "variant": variant,
+            rows.append({"dataset": ds, "row": label, "cell": key, "setting": setting, "variant": variant,
                          "scale": t["scale"] if setting != "real" else 0, **s,
                          "paper_top1": paper.get(key, np.nan)})
     out = pd.DataFrame(rows)
-    out["setting_variant"] = out.setting + ":" + out.variant
     out["delta_vs_real"] = out.top1_mean - out.groupby("dataset").top1_mean.transform("first")
     return out
 
@@ -102,7 +101,7 @@ def claims(t1: pd.DataFrame, t2: pd.DataFrame | None) -> pd.DataFrame:
     """
     rows = []
     for ds, g in t1.groupby("dataset"):
-        g = g.set_index("setting_variant")
+        g = g.set_index("cell")
 
         def cmp(claim, a, b):
             d = g.loc[a, "top1_mean"] - g.loc[b, "top1_mean"]
@@ -110,9 +109,8 @@ def claims(t1: pd.DataFrame, t2: pd.DataFrame | None) -> pd.DataFrame:
             rows.append({"dataset": ds, "claim": claim, "delta_top1": d, "pairs": 1, "pairs_positive": int(d > 0),
                          "holds": bool(d > 0), "beyond_spread": bool(d > spread)})
 
-        syn = g[g.setting == "syn"].index
-        cmp("synthetic only: method beats text-to-image baseline", syn[1], syn[0])
-        cmp("real + synthetic beats real only", g[g.setting == "realsyn"].index[0], g[g.setting == "real"].index[0])
+        cmp("synthetic only: method beats text-to-image baseline", "syn_method", "syn_baseline")
+        cmp("real + synthetic beats real only", "realsyn_method", "real")
     if t2 is not None:
         for ds, g in t2.groupby("dataset"):
             for comp in COMPONENTS:
