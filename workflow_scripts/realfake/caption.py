@@ -23,9 +23,9 @@ COLUMNS = ["image_id", "label", "class_name", "caption"]
 def load_blip2(path: str, device: str = "cpu", dtype=torch.float32):
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    from .models import _check_local
+    from .models import check_local
 
-    _check_local(path, "BLIP-2 folder", "models.blip2")
+    check_local(path, "BLIP-2 folder", "models.blip2")
     processor = Blip2Processor.from_pretrained(path, local_files_only=True)
     model = Blip2ForConditionalGeneration.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
     return processor, model.to(device).eval()

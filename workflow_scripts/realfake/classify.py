@@ -49,9 +49,9 @@ def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.M
     import timm
 
     if weights:
-        from .models import _check_local
+        from .models import check_local
 
-        _check_local(weights, "pretrained classifier weights", "models.resnet50_pretrained")
+        check_local(weights, "pretrained classifier weights", "models.resnet50_pretrained")
         return timm.create_model(arch, pretrained=True, num_classes=num_classes,
                                  pretrained_cfg_overlay={"file": str(weights)})
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)

@@ -11,7 +11,7 @@ from .config import ConfigError
 _TINY_CONFIGS = Path(__file__).with_name("model_configs")
 
 
-def _check_local(path: str | Path, what: str, key: str) -> Path:
+def check_local(path: str | Path, what: str, key: str) -> Path:
     p = Path(path)
     if not p.exists():
         hint = ""
@@ -25,7 +25,7 @@ def load_pipeline(path: str | Path, key: str = "models.sd15", device: str = "cpu
     """A StableDiffusionPipeline from a local folder (SD 1.5 or the mini world's tiny model)."""
     from diffusers import StableDiffusionPipeline
 
-    p = _check_local(path, "Stable Diffusion pipeline folder", key)
+    p = check_local(path, "Stable Diffusion pipeline folder", key)
     if not (p / "model_index.json").is_file():
         raise ConfigError(f"{p} is not a diffusers pipeline folder (no model_index.json) (config key {key})")
     pipe = StableDiffusionPipeline.from_pretrained(
@@ -47,7 +47,7 @@ def create_open_clip(model_name: str, pretrained: str | Path | None, key: str = 
 
     register_tiny_clip()
     if pretrained is not None:
-        _check_local(pretrained, "open_clip checkpoint", key)
+        check_local(pretrained, "open_clip checkpoint", key)
         pretrained = str(pretrained)
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
     return model.eval(), preprocess

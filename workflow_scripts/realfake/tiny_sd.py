@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,4 @@ def pretrain_base(out_dir: str | Path, cfg: dict, image_size: int = 32) -> None:
         latents = pretrain_vae(pipe.vae, x, cfg["vae_steps"], cfg["batch_size"], cfg["lr"], gen)
         pretrain_unet(pipe, latents.detach(), captions, cfg["unet_steps"], cfg["batch_size"], cfg["lr"], gen)
         pipe.save_pretrained(tmp)
-        import shutil
-
         shutil.rmtree(tmp / "_tok")
