@@ -29,6 +29,7 @@ rule classify_synthetic:
     input:
         index="results/{dataset}/real_index.parquet",
         manifest=synthetic_manifest,
+        shards=shard_tars,
     output:
         model="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/model.pt",
         metrics="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/metrics.json",

@@ -17,6 +17,7 @@ from realfake.config import (  # noqa: E402
     get_dataset,
     get_variant,
     read_yaml,
+    shard_count,
     validate,
 )
 
@@ -29,6 +30,11 @@ except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 config.clear()
 config.update(_resolved)
+try:  # shards are planned from config alone, so every dataset's class count must be known now
+    for _name in config["datasets"]:
+        shard_count(config, _name)
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
 
 DATASETS = sorted(config["datasets"])
 SEEDS = config["seeds"]
@@ -44,6 +50,7 @@ wildcard_constraints:
     seed=r"\d+",
     scale=r"\d+",
     mix="syn|realsyn",
+    shard=r"\d{5}",
 
 
 def base_model(wildcards=None):
@@ -85,6 +92,27 @@ def variant_lora(wildcards):
 def synthetic_manifest(wildcards):
     w = wildcards
     return f"results/synthetic/{w.dataset}/{w.variant}/s{w.seed}/{w.scale}x/manifest.parquet"
+
+
+def _shard_paths(w, ext):
+    n = shard_count(config, w.dataset)
+    d = f"results/synthetic/{w.dataset}/{w.variant}/s{w.seed}/{w.scale}x/shards"
+    return [f"{d}/{k:05d}.{ext}" for k in range(n)]
+
+
+def shard_rows(wildcards):
+    """Input function: every shard's manifest rows of one synthetic set."""
+    get_variant(config, wildcards.variant)
+    return _shard_paths(wildcards, "parquet")
+
+
+def shard_tars(wildcards):
+    return _shard_paths(wildcards, "tar")
+
+
+def synthetic_inputs(wildcards):
+    """Input function for classifiers: the set's manifest and its shards (a deleted shard reruns)."""
+    return {"manifest": synthetic_manifest(wildcards), "shards": shard_tars(wildcards)}
 
 
 def metrics(dataset, setting, seed, variant=None, scale=None):

@@ -1,7 +1,9 @@
-# Stage generate: synthetic training sets per variant, replicate seed and scale.
+# Stage generate: synthetic training sets per variant, replicate seed and scale. One job per tar
+# shard (generate.classes_per_shard classes); shard jobs share the group "generate" so a profile
+# can bundle several into one scheduler submission (--group-components, README "Grouping").
 
 
-rule generate:
+rule generate_shard:
     input:
         base=base_model,
         lora=variant_lora,
@@ -10,14 +12,14 @@ rule generate:
         means="results/{dataset}/class_means.pt",
         embeddings="results/{dataset}/embeddings.pt",
     output:
-        images=directory(
-            "results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/images"
-        ),
-        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/manifest.parquet",
+        shard="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/shards/{shard}.tar",
+        rows="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/shards/{shard}.parquet",
     log:
-        "results/logs/{dataset}/generate/{variant}_s{seed}_{scale}x.log",
+        "results/logs/{dataset}/generate/{variant}_s{seed}_{scale}x_{shard}.log",
     benchmark:
-        "results/benchmarks/{dataset}/generate/{variant}_s{seed}_{scale}x.tsv"
+        "results/benchmarks/{dataset}/generate/{variant}_s{seed}_{scale}x_{shard}.tsv"
+    group:
+        "generate"
     conda:
         "../envs/diffusion.yaml"
     resources:
@@ -30,7 +32,27 @@ rule generate:
         lora=lora_arg,
     shell:
         "python -m realfake.generate --cfg {params.cfg:q} --dataset {wildcards.dataset} --variant {wildcards.variant}"
-        " --seed {wildcards.seed} --scale {wildcards.scale} --base {params.base} {params.lora}"
+        " --seed {wildcards.seed} --scale {wildcards.scale} --shard {wildcards.shard} --base {params.base} {params.lora}"
         " --index {input.index} --captions {input.captions} --means {input.means}"
-        " --embeddings {input.embeddings} --images-out {output.images} --manifest {output.manifest}"
+        " --embeddings {input.embeddings} --shard-out {output.shard} --rows-out {output.rows}"
         " --log {log} 2>> {log}"
+
+
+rule synthetic_manifest:
+    input:
+        rows=shard_rows,
+        shards=shard_tars,
+    output:
+        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/manifest.parquet",
+    log:
+        "results/logs/{dataset}/generate/{variant}_s{seed}_{scale}x_manifest.log",
+    benchmark:
+        "results/benchmarks/{dataset}/generate/{variant}_s{seed}_{scale}x_manifest.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("datasets", "generate", "variants"),
+    shell:
+        "python -m realfake.generate merge --cfg {params.cfg:q} --dataset {wildcards.dataset}"
+        " --variant {wildcards.variant} --seed {wildcards.seed} --scale {wildcards.scale}"
+        " --rows {input.rows} --manifest {output.manifest} --log {log} 2>> {log}"

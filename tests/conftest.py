@@ -33,9 +33,9 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     return proc
 
 
-def run_cli(module: str, *args: str, check: bool = True, cwd=None) -> subprocess.CompletedProcess:
+def run_cli(module: str, *args: str, check: bool = True, cwd=None, env=None) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", f"realfake.{module}", *args], capture_output=True, text=True,
-                          env=snakemake_env(), cwd=cwd)
+                          env={**snakemake_env(), **(env or {})}, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc

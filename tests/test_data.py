@@ -108,3 +108,12 @@ def test_classifier_loads_local_pretrained_weights(tmp_path):
     assert model.fc.out_features == 5
     with pytest.raises(ConfigError, match="pretrained classifier weights not found at .*missing.pth"):
         build_model("resnet18", 5, weights=str(tmp_path / "missing.pth"))
+
+
+def test_class_count_mismatch_with_config_names_root_and_writes_nothing(tmp_path):
+    root = make_folder(tmp_path / "ds")  # 2 classes
+    ds = {"train_per_class": None, "split_seed": 0, "classnames": None}
+    with pytest.raises(ValueError, match=f"{root} holds 2 classes but the config plans 3"):
+        build_index(ds, root, tmp_path / "index.parquet", expected_classes=3)
+    assert not (tmp_path / "index.parquet").exists()
+    assert len(build_index(ds, root, tmp_path / "index.parquet", expected_classes=2)) == 12

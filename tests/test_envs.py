@@ -53,3 +53,26 @@ def test_every_rule_has_log_benchmark_and_conda_env():
                 assert f"    {directive}" in body, f"{smk.name}: rule {name} lacks {directive}"
             env = re.search(r'"\.\./envs/([a-z_]+\.yaml)"', body)
             assert env and (REPO / "envs" / env.group(1)).is_file(), f"rule {name}: conda env missing"
+
+
+def rule_names() -> set:
+    return {m.group(1) for f in (REPO / "rules").glob("*.smk")
+            for m in re.finditer(r"^rule (\w+):", f.read_text(), re.M)}
+
+
+def test_profiles_name_only_existing_rules_and_groups():
+    """A renamed rule must not silently lose its cluster resources (or its GPU override in tests)."""
+    rules = rule_names()
+    groups = {m.group(1) for f in (REPO / "rules").glob("*.smk")
+              for m in re.finditer(r"^\s+group:\s*\n\s+\"(\w+)\"", f.read_text(), re.M)}
+    assert "generate_shard" in rules and groups == {"generate"}
+    for path in ("slurm/config.yaml", "tests/slurm/profile/config.yaml"):
+        prof = yaml.safe_load((REPO / path).read_text())
+        unknown = set(prof.get("set-resources", {})) - rules
+        assert not unknown, f"{path} sets resources of unknown rules {unknown}"
+        for item in prof.get("group-components", []):
+            assert item.split("=")[0] in groups, f"{path}: unknown group in {item}"
+    test_prof = yaml.safe_load((REPO / "tests/slurm/profile/config.yaml").read_text())
+    gpu_rules = {r for r in rules if re.search(rf"rule {r}:(?:(?!\nrule ).)*gpu=gpu_count",
+                                               "\n".join(f.read_text() for f in (REPO / "rules").glob("*.smk")), re.S)}
+    assert gpu_rules and all(test_prof["set-resources"][r]["gpu"] == 0 for r in gpu_rules)

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
+from realfake.shards import iter_shard
+
 from conftest import REPO, run_snakemake
 
 
@@ -22,7 +24,10 @@ def test_demo_targets_exist_with_schemas(smoke_run, smoke_cfg):
             "shard"} <= set(man.columns)
     assert len(man) == 30 and man.seed.is_unique and (man.guidance == "class_mean").all()
     assert man.lora_hash.str.len().eq(16).all()
-    assert all((smoke_run / p).is_file() for p in man.path)
+    assert sorted(man.shard.unique()) == [f"results/synthetic/smoke/ours/s0/1x/shards/0000{k}.tar" for k in (0, 1)]
+    for shard, rows in man.groupby("shard"):
+        members = [f"{k}.png" for k, _, _ in iter_shard(smoke_run / shard)]
+        assert members == list(rows.member)
 
 
 def test_tables_and_figures(smoke_run):
@@ -95,13 +100,24 @@ def test_unknown_config_key_stops_snakemake(tmp_path):
 def test_missing_data_root_fails_cleanly(tmp_path):
     cfg = tmp_path / "img.yaml"
     cfg.write_text((REPO / "config" / "smoke.yaml").read_text().replace(
-        "    kind: digits\n", f"    kind: imagefolder\n    root: {tmp_path / 'no_such_root'}\n"))
+        "    kind: digits\n", f"    kind: imagefolder\n    num_classes: 10\n    root: {tmp_path / 'no_such_root'}\n"))
     proc = run_snakemake(tmp_path, "results/smoke/real_index.parquet", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     log = (tmp_path / "results" / "logs" / "smoke" / "index_real.log").read_text()
     assert f"data root not found: {tmp_path / 'no_such_root'}" in log
     leftovers = [p for p in (tmp_path / "results" / "smoke").iterdir()] if (tmp_path / "results" / "smoke").exists() else []
     assert not leftovers, leftovers
+
+
+def test_imagefolder_without_class_count_stops_at_parse_time(tmp_path):
+    """Shards are planned from config alone: an imagefolder dataset must say how many classes it has."""
+    cfg = tmp_path / "img.yaml"
+    cfg.write_text((REPO / "config" / "smoke.yaml").read_text().replace(
+        "    kind: digits\n", f"    kind: imagefolder\n    root: {tmp_path}\n"))
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert "datasets.smoke.num_classes: required for kind 'imagefolder'" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
 
 
 def test_slurm_profile_placeholder_stops_before_submission(tmp_path):

@@ -87,7 +87,7 @@ for f in results/tables/table1.csv results/tables/table2.csv \
          results/smoke/class_means.pt results/smoke/lora/full/s0/lora.safetensors; do
   if cmp -s "$WORK/local/$f" "$WORK/slurm/$f"; then log "same bytes: $f"; else log "FAIL: differs: $f"; status=1; fi
 done
-for d in results/synthetic/smoke/ours/s0/1x/images results/synthetic/smoke/base/s0/1x/images; do
+for d in results/synthetic/smoke/ours/s0/1x/shards results/synthetic/smoke/base/s0/1x/shards; do
   if diff -rq "$WORK/local/$d" "$WORK/slurm/$d" >/dev/null; then log "same images: $d"; else log "FAIL: differs: $d"; status=1; fi
 done
 [ $status -eq 0 ] && log "PASS: Slurm run equals local run" && rm -rf "$WORK"

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .atomic import write_json, write_torch
 from .cli import parser, provenance, run, seed_everything, setup
 from .config import classify_settings, get_dataset
-from .data import images_tensor
+from .data import frame_tensor, images_tensor
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> p
     if use_real:
         parts.append(index[index.split == "train"][["path", "label"]])
     for m in manifests:
-        parts.append(pd.read_parquet(m)[["path", "label"]])
+        parts.append(pd.read_parquet(m)[["shard", "member", "label"]])
     if not parts:
         raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
     return pd.concat(parts, ignore_index=True)
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     train = training_set(index, args.use_real, args.synthetic)
     test = index[index.split == "test"]
     size = ccfg["image_size"] or ds["image_size"]
-    x = images_tensor(list(train.path), size)
+    x = frame_tensor(train, size)
     y = torch.as_tensor(train.label.to_numpy(), dtype=torch.long)
     log.info("training %s on %d images (%s real, %d synthetic sets)", ccfg["arch"], len(x),
              "with" if args.use_real else "no", len(args.synthetic))

@@ -153,3 +153,33 @@ def get_variant(config: dict, name: str) -> dict:
     if name not in config["variants"]:
         raise ConfigError(f"unknown variant {name!r}: not under config key variants (defined: {sorted(config['variants'])})")
     return config["variants"][name]
+
+
+KIND_CLASSES = {"digits": 10, "cub": 200, "cars": 196, "pets": 37, "eurosat": 10, "celeba": 1}
+
+
+def class_count(config: dict, name: str) -> int:
+    """Classes of a dataset from config alone (no data read): plans shards at DAG time."""
+    ds = get_dataset(config, name)
+    if ds["num_classes"]:
+        return ds["num_classes"]
+    if ds["kind"] == "imagenet":
+        if ds["classlist"]:
+            from .datasets import read_classlist
+
+            return len(read_classlist(ds["classlist"]))
+        return 1000
+    if ds["kind"] in KIND_CLASSES:
+        return KIND_CLASSES[ds["kind"]]
+    raise ConfigError(f"config key datasets.{name}.num_classes: required for kind {ds['kind']!r}")
+
+
+def shard_count(config: dict, name: str) -> int:
+    """Generation jobs (tar shards) per synthetic set: classes split into chunks of classes_per_shard."""
+    per = config["generate"]["classes_per_shard"]
+    return -(-class_count(config, name) // per)
+
+
+def shard_of(label: int, classes_per_shard: int) -> int:
+    """The shard a class's synthetic images go to (multi-label sets, label -1, all go to shard 0)."""
+    return max(int(label), 0) // classes_per_shard

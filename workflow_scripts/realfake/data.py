@@ -120,7 +120,8 @@ def check_images(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return index[~index.path.isin(bad)].reset_index(drop=True), bad
 
 
-def build_index(ds: dict, root: str | Path, out: str | Path) -> pd.DataFrame:
+def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: int | None = None) -> pd.DataFrame:
+    """Read a dataset layout into the index table; ``expected_classes`` (from config) is checked."""
     from .datasets import read_dataset
 
     kind = ds.get("kind", "imagefolder")
@@ -135,6 +136,10 @@ def build_index(ds: dict, root: str | Path, out: str | Path) -> pd.DataFrame:
     index = subsample_per_class(index, ds["train_per_class"], ds["split_seed"])
     names = ds.get("classnames") or {}
     index["class_name"] = [names.get(c, c) for c in index.class_name]
+    found = index.label[index.label >= 0].nunique()
+    if expected_classes is not None and (index.label >= 0).any() and found != expected_classes:
+        raise ValueError(f"{root} holds {found} classes but the config plans {expected_classes} (config key "
+                         "num_classes, or the kind's class count): generation shards would not cover the data")
     write_parquet(index, out)
     return index
 
@@ -144,4 +149,32 @@ def images_tensor(paths, size: int):
     import torch
 
     arr = np.stack([np.asarray(load_rgb(p, size), dtype=np.float32) for p in paths])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def frame_images(df: pd.DataFrame, size: int | None = None) -> list[Image.Image]:
+    """RGB images for index rows (``path``) and manifest rows (``shard`` + ``member``), in row order.
+    Each shard is read once, sequentially."""
+    from .shards import read_images
+
+    out: list = [None] * len(df)
+    pos = {i: n for n, i in enumerate(df.index)}
+    has_shard = df["shard"].notna() if "shard" in df else pd.Series(False, index=df.index)
+    for i in df.index[~has_shard]:
+        out[pos[i]] = load_rgb(df.at[i, "path"], size)
+    if not has_shard.any():
+        return out
+    for shard, rows in df[has_shard].groupby("shard", sort=False):
+        keys = [m.rsplit(".", 1)[0] for m in rows.member]
+        images = read_images(shard, keys, size)
+        for i, k in zip(rows.index, keys):
+            out[pos[i]] = images[k]
+    return out
+
+
+def frame_tensor(df: pd.DataFrame, size: int):
+    """frame_images stacked into a float tensor in [-1, 1], shape (N, 3, size, size)."""
+    import torch
+
+    arr = np.stack([np.asarray(im, dtype=np.float32) for im in frame_images(df, size)])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0

@@ -3,30 +3,37 @@
 Latent prior = img2img from a real training image (strength 0.75); otherwise text-to-image.
 UniPC, CFG, LoRA scale from config; the guidance token goes in through ``prompt_embeds``.
 Every image has its own seed derived from (dataset, source image, replica, replicate seed), so
-any subset can be regenerated alone and gives the same bytes.
+any shard can be regenerated alone and gives the same bytes. One job writes one tar shard (a chunk
+of classes, ``generate.classes_per_shard``) and resumes it after a crash (see shards.py); ``merge``
+concatenates the shards' rows into the set's manifest.parquet.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_dir, write_json, write_parquet
+from .atomic import write_json, write_parquet
 from .cli import parser, provenance, run, setup
-from .config import get_dataset, get_variant
+from .config import get_dataset, get_variant, shard_count, shard_of
 from .data import load_rgb
 from .finetune import guidance_table
 from .method import build_prompt, encode_text, inject_guidance
 from .models import load_pipeline
+from .shards import ShardWriter, member_names
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["image_id", "label", "class_name", "source_image", "replica", "seed", "prompt", "caption",
-                    "guidance", "lora_hash", "shard", "path"]
+                    "guidance", "lora_hash", "shard", "member"]
 
 
 def image_seed(dataset: str, source_image: str, replica: int, base_seed: int) -> int:
@@ -67,10 +74,35 @@ def plan(dataset: str, train: pd.DataFrame, scale: int, base_seed: int) -> pd.Da
     return df
 
 
+def batches_of(jobs: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
+    """Generation batches: one class at a time (one prompt encoding per class where prompts agree)."""
+    out = []
+    for _, group in jobs.groupby("label", sort=True):
+        out += [group.iloc[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return out
+
+
+def encode_image(im, fmt: str, quality: int) -> bytes:
+    """PNG (lossless) or JPEG bytes; both deterministic for the same pixels."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        im.save(buf, format="PNG")
+    else:
+        im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _fault_hook(stage: str, step: int) -> None:
+    """Test-only fault injection: REALFAKE_TEST_KILL=<stage>:<n> SIGKILLs this process after step n."""
+    want = os.environ.get("REALFAKE_TEST_KILL", "")
+    if want == f"{stage}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @torch.no_grad()
-def generate(pipes, jobs: pd.DataFrame, prompts: list[str], guidance, gcfg: dict, variant: dict, size: int,
-             negative: str, rescale: bool, out_dir: Path, lora_used: bool) -> None:
-    """Run the pipeline over ``jobs`` in batches (one class at a time) and save PNGs to out_dir."""
+def generate(pipes, batches: list[pd.DataFrame], prompts: dict, guidance, gcfg: dict, variant: dict, size: int,
+             negative: str, rescale: bool, writer: ShardWriter, lora_used: bool) -> None:
+    """Run the pipeline over the pending batches and append each batch to the shard."""
     text2img, img2img = pipes
     tok, te = text2img.tokenizer, text2img.text_encoder
     device = text2img.unet.device
@@ -85,11 +117,8 @@ def generate(pipes, jobs: pd.DataFrame, prompts: list[str], guidance, gcfg: dict
     kwargs = {"num_inference_steps": gcfg["steps"], "guidance_scale": gcfg["cfg"], "output_type": "pil"}
     if lora_used:
         kwargs["cross_attention_kwargs"] = {"scale": gcfg["lora_scale"]}
-    bs = gcfg["batch_size"]
-    batches = []
-    for _, group in jobs.groupby("label", sort=True):
-        batches += [group.iloc[i : i + bs] for i in range(0, len(group), bs)]
-    for batch in tqdm(batches, desc="generate", mininterval=10):
+    done = writer.done_batches
+    for step, batch in enumerate(tqdm(batches[done:], desc="generate", mininterval=10), start=done + 1):
         hidden = torch.stack([embed(prompts[i]) for i in batch.index])
         g = None if guidance is None else guidance[list(batch.index)].to(device)
         hidden = inject_guidance(hidden, g, rescale)
@@ -102,8 +131,9 @@ def generate(pipes, jobs: pd.DataFrame, prompts: list[str], guidance, gcfg: dict
             images = img2img(image=init, strength=gcfg["strength"], **common).images
         else:
             images = text2img(height=size, width=size, **common).images
-        for iid, im in zip(batch.image_id, images):
-            im.save(out_dir / f"{iid}.png")
+        writer.write_batch((k, encode_image(im, gcfg["image_format"], gcfg["jpeg_quality"]), lab)
+                           for k, im, lab in zip(batch.key, images, batch.label))
+        _fault_hook("generate", step)
 
 
 def main(argv=None) -> None:
@@ -112,14 +142,15 @@ def main(argv=None) -> None:
     p.add_argument("--variant", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--scale", type=int, required=True)
+    p.add_argument("--shard", type=int, required=True, help="shard number (classes shard*classes_per_shard ...)")
     p.add_argument("--base", required=True)
     p.add_argument("--lora", default=None)
     p.add_argument("--index", required=True)
     p.add_argument("--captions", required=True)
     p.add_argument("--means", required=True)
     p.add_argument("--embeddings", required=True)
-    p.add_argument("--images-out", required=True)
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--shard-out", required=True, help="the shard's .tar")
+    p.add_argument("--rows-out", required=True, help="the shard's manifest rows (.parquet)")
     args = p.parse_args(argv)
     cfg = setup(args)
     ds, variant, gcfg = get_dataset(cfg, args.dataset), get_variant(cfg, args.variant), cfg["generate"]
@@ -127,27 +158,77 @@ def main(argv=None) -> None:
         raise ValueError(f"scale must be a positive integer, got {args.scale}")
     if (variant["lora"] is None) != (args.lora is None):
         raise ValueError(f"variant {args.variant!r} expects lora={variant['lora']!r}, got file {args.lora!r}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    pipes = make_pipelines(args.base, args.lora, device, dtype)
+    n_shards = shard_count(cfg, args.dataset)
+    if not 0 <= args.shard < n_shards:
+        raise ValueError(f"shard {args.shard} out of range: dataset {args.dataset} has {n_shards} shards")
     index = pd.read_parquet(args.index)
     train = index[index.split == "train"].reset_index(drop=True)
     caps = pd.read_parquet(args.captions).set_index("image_id").caption
     jobs = plan(args.dataset, train, args.scale, gcfg["seed"] * 1000003 + args.seed)
+    jobs = jobs[[shard_of(lab, gcfg["classes_per_shard"]) == args.shard for lab in jobs.label]]
+    jobs = jobs.reset_index(drop=True)
+    jobs["key"] = [shard_key(i) for i in jobs.image_id]
     jobs["caption"] = [caps.get(i, "") if ds["use_captions"] else "" for i in jobs.source_image]
     jobs["prompt"] = [build_prompt(ds["prompt_template"], c, cap) for c, cap in zip(jobs.class_name, jobs.caption)]
     guidance = guidance_table(variant["guidance"], jobs.label, jobs.source_image, args.means, args.embeddings)
-    with atomic_dir(args.images_out) as tmp:
-        generate(pipes, jobs, list(jobs.prompt), guidance, gcfg, variant, ds["image_size"], ds["negative_prompt"],
-                 cfg["image_encoder"]["rescale_to_token_norm"], tmp, args.lora is not None)
+    lora_hash = file_hash(args.lora)
+    batches = batches_of(jobs, gcfg["batch_size"])
+    fingerprint = {"cfg": cfg, "args": {k: v for k, v in vars(args).items() if k not in ("log", "threads")},
+                   "lora_hash": lora_hash, "keys": list(jobs.key)}
+    writer = ShardWriter(args.shard_out, [list(b.key) for b in batches], fingerprint, fmt=gcfg["image_format"])
+    log.info("shard %d/%d: %d images in %d batches (%d done before)", args.shard, n_shards, len(jobs),
+             len(batches), writer.done_batches)
+    if writer.pending:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        pipes = make_pipelines(args.base, args.lora, device, dtype)
+        generate(pipes, batches, dict(zip(jobs.index, jobs.prompt)), guidance, gcfg, variant, ds["image_size"],
+                 ds["negative_prompt"], cfg["image_encoder"]["rescale_to_token_norm"], writer, args.lora is not None)
+    writer.close()
     jobs["guidance"] = variant["guidance"]
-    jobs["lora_hash"] = file_hash(args.lora)
-    jobs["shard"] = Path(args.images_out).name
-    jobs["path"] = [str(Path(args.images_out) / f"{i}.png") for i in jobs.image_id]
-    write_parquet(jobs[MANIFEST_COLUMNS], args.manifest)
+    jobs["lora_hash"] = lora_hash
+    jobs["shard"] = args.shard_out
+    jobs["member"] = [member_names(k, gcfg["image_format"])[0] for k in jobs.key]
+    write_parquet(jobs[MANIFEST_COLUMNS], args.rows_out)
+
+
+def shard_key(image_id: str) -> str:
+    """Tar member stem of a synthetic image: the image id with '/' and '.' made safe."""
+    key = image_id.replace("/", "_").replace(".", "_")
+    if len(key) > 90:
+        key = key[:70] + "_" + hashlib.sha256(image_id.encode()).hexdigest()[:16]
+    return key
+
+
+def merge(argv=None) -> None:
+    """Concatenate the shards' rows into manifest.parquet, checking every shard is there."""
+    p = parser("Merge shard rows into one manifest.")
+    p.add_argument("--rows", nargs="+", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--scale", type=int, required=True)
+    args = p.parse_args(argv)
+    cfg = setup(args)
+    parts = []
+    for rows in args.rows:
+        df = pd.read_parquet(rows)
+        for shard in df.shard.unique():
+            if not Path(shard).is_file():
+                raise FileNotFoundError(f"shard {shard} listed in {rows} is missing")
+        parts.append(df)
+    man = pd.concat(parts, ignore_index=True)
+    if man.image_id.duplicated().any():
+        raise ValueError(f"duplicate image ids across shards, e.g. {man.image_id[man.image_id.duplicated()].iloc[0]}")
+    write_parquet(man, args.manifest)
     write_json(provenance(cfg, dataset=args.dataset, variant=args.variant, seed=args.seed, scale=args.scale,
-                          lora=args.lora, lora_hash=file_hash(args.lora), n=len(jobs)), args.manifest + ".meta.json")
+                          shards=sorted(man.shard.unique()), lora_hash=sorted(man.lora_hash.unique()), n=len(man)),
+               args.manifest + ".meta.json")
 
 
 if __name__ == "__main__":
-    run(main)
+    if len(sys.argv) > 1 and sys.argv[1] == "merge":
+        run(lambda: merge(sys.argv[2:]))
+    else:
+        run(main)

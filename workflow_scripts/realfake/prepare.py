@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .atomic import write_json
 from .cli import parser, provenance, run, setup
-from .config import get_dataset
+from .config import class_count, get_dataset
 from .data import build_index, write_digits_imagefolder
 
 
@@ -21,7 +21,7 @@ def main(argv=None) -> None:
         write_digits_imagefolder(args.data_dir, ds["image_size"], ds["test_size"], ds["split_seed"])
         return
     root = args.data_dir or ds["root"]
-    index = build_index(ds, root, args.out)
+    index = build_index(ds, root, args.out, expected_classes=class_count(cfg, args.dataset))
     write_json(provenance(cfg, dataset=args.dataset, root=str(root), n_images=len(index)), args.out + ".meta.json")
 
 

@@ -169,7 +169,8 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
+
+    from .data import frame_images
 
     panels = []
     for ds, index_file in index_files.items():
@@ -185,12 +186,12 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
         for lab in labels:
             c = 0
             for name, df in groups:
-                paths = list(df[df.label == lab].path)[:per_class]
+                images = frame_images(df[df.label == lab].head(per_class))
                 for k in range(per_class):
                     ax = axes[r, c]
                     ax.axis("off")
-                    if k < len(paths):
-                        ax.imshow(Image.open(paths[k]).convert("RGB"))
+                    if k < len(images):
+                        ax.imshow(images[k])
                     if r == 0 and k == 0:
                         ax.set_title(name, fontsize=8, loc="left")
                     c += 1

@@ -1,0 +1,319 @@
+"""`make bench`: speed of generation, classifier data loading and DAG planning, as ratios.
+
+Everything is measured in one process run, back to back, so machine noise mostly cancels in the
+ratios. Writes results/bench/{generation,flops,loading,dryrun}.csv and prints a summary.
+
+* generation: our generate stage (one model load, prompt embeddings cached per class, images
+  appended to a tar shard) vs a reference loop that does what the official generate.py does (one
+  pipeline call per batch with prompt strings encoded on every call, guidance read per image with
+  torch.load, model CPU offload when on CUDA, one file per image with an exists() check);
+* flops: UNet FLOPs per image (torch.utils.flop_counter) x images/s vs the measured matmul FLOP/s;
+* loading: classifier input images/s from tar shards vs one-file-per-image folders, loader only and
+  with a training step;
+* dryrun: `snakemake -n` job count and seconds vs dataset size (IN-10/100/1K) and scale (1x/10x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _clock() -> float:
+    return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------- generation
+def _bench_world(work: Path, n_classes: int, per_class: int, size: int, seed: int = 0):
+    """A tiny random SD pipeline folder, source images on disk, per-image guidance files."""
+    from .tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
+
+    tok = build_tokenizer(work / "_tok")
+    build_tiny_pipeline(tok, seed=seed, image_size=size).save_pretrained(work / "pipe")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_classes):
+        for i in range(per_class):
+            p = work / "src" / f"{c}_{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(p)
+            rows.append({"label": c, "source_path": str(p), "key": f"c{c}_{i}", "seed": int(rng.integers(1 << 62)),
+                         "prompt": f"a photo of class {c}"})
+    jobs = pd.DataFrame(rows)
+    guidance = torch.randn(len(jobs), TEXT_HIDDEN, generator=torch.Generator().manual_seed(seed))
+    gdir = work / "guidance"
+    gdir.mkdir()
+    for k, g in zip(jobs.key, guidance):
+        torch.save(g.clone(), gdir / f"{k}.pt")
+    return work / "pipe", jobs, guidance, gdir
+
+
+def _run_ours(base: Path, jobs, guidance, gcfg, size, out: Path, device, dtype) -> float:
+    from .generate import batches_of, generate, make_pipelines
+    from .shards import ShardWriter
+
+    pipes = make_pipelines(str(base), None, device, dtype)
+    batches = batches_of(jobs, gcfg["batch_size"])
+    variant = {"latent_prior": True}
+    prompts = dict(zip(jobs.index, jobs.prompt))
+    # warm-up batch (not timed), into a throwaway shard
+    warm = ShardWriter(out / "warm.tar", [list(batches[0].key)], "warm")
+    generate(pipes, batches[:1], prompts, guidance, gcfg, variant, size, "", False, warm, False)
+    writer = ShardWriter(out / "ours.tar", [list(b.key) for b in batches], "bench")
+    t0 = _clock()
+    generate(pipes, batches, prompts, guidance, gcfg, variant, size, "", False, writer, False)
+    writer.close()
+    return len(jobs) / (_clock() - t0)
+
+
+def _run_reference(base: Path, jobs, gdir: Path, gcfg, size, out: Path, device, dtype) -> float:
+    """What the official generate.py does per batch (see module docstring)."""
+    from diffusers import StableDiffusionImg2ImgPipeline, UniPCMultistepScheduler
+
+    from .method import encode_text, inject_guidance
+
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(str(base), torch_dtype=dtype, safety_checker=None)
+    pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+    if device == "cuda":
+        pipe.enable_model_cpu_offload()
+    else:  # CPU offload needs an accelerator: on CPU the reference keeps the model in place
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    bs = gcfg["batch_size"]
+    batches = [jobs.iloc[i : i + bs] for i in range(0, len(jobs), bs)]
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one(batch):
+        paths = [out / f"{k}.png" for k in batch.key]
+        if paths[-1].exists():  # the official resume check: last file of the batch only
+            return
+        prompts = [f"{p}, photo, best quality" for p in batch.prompt]
+        negative = ["distorted, unrealistic, blurry"] * len(batch)
+        dev = pipe._execution_device
+        hidden = encode_text(pipe.tokenizer, pipe.text_encoder, prompts, dev)
+        neg = encode_text(pipe.tokenizer, pipe.text_encoder, negative, dev)
+        g = torch.stack([torch.load(gdir / f"{k}.pt") for k in batch.key])
+        hidden = inject_guidance(hidden, g.to(dev), False)
+        init = [Image.open(p).convert("RGB").resize((size, size)) for p in batch.source_path]
+        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in batch.seed]
+        images = pipe(prompt_embeds=hidden.to(dtype), negative_prompt_embeds=neg.to(dtype), image=init,
+                      strength=gcfg["strength"], num_inference_steps=gcfg["steps"], guidance_scale=gcfg["cfg"],
+                      generator=gens).images
+        for im, p in zip(images, paths):
+            im.save(p)
+
+    one(batches[0])  # warm-up (not timed)
+    for p in out.iterdir():
+        p.unlink()
+    t0 = _clock()
+    for b in batches:
+        one(b)
+    return len(jobs) / (_clock() - t0)
+
+
+def unet_flops_per_image(pipe, size: int, steps: int, strength: float) -> float:
+    """UNet FLOPs for one image: batch of 2 (CFG) per denoising step, img2img steps only."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = pipe.unet
+    lat = size // pipe.vae_scale_factor
+    x = torch.randn(2, unet.config.in_channels, lat, lat, device=unet.device, dtype=unet.dtype)
+    ctx = torch.randn(2, pipe.tokenizer.model_max_length, unet.config.cross_attention_dim,
+                      device=unet.device, dtype=unet.dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(x, torch.tensor([500, 500], device=unet.device), encoder_hidden_states=ctx)
+    return counter.get_total_flops() * int(steps * strength)
+
+
+def matmul_flops_per_s(device: str, dtype, n: int = 1024, seconds: float = 2.0) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, _clock()
+    while _clock() - t0 < seconds:
+        a @ b
+        reps += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (_clock() - t0)
+
+
+def bench_generation(work: Path, quick: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    size = 64
+    n_classes, per_class = (2, 8) if quick else (4, 16)
+    gcfg = {"steps": 10 if quick else 30, "cfg": 2.0, "strength": 0.75, "lora_scale": 0.5, "batch_size": 8 if quick else 16,
+            "image_format": "png", "jpeg_quality": 95}
+    base, jobs, guidance, gdir = _bench_world(work, n_classes, per_class, size)
+    rows = []
+    for rep in range(1 if quick else 2):  # interleaved so drift hits both
+        ref = _run_reference(base, jobs, gdir, gcfg, size, work / f"ref{rep}", device, dtype)
+        ours = _run_ours(base, jobs, guidance, gcfg, size, work / f"ours{rep}", device, dtype)
+        rows.append({"rep": rep, "device": device, "images": len(jobs), "image_size": size, "steps": gcfg["steps"],
+                     "batch_size": gcfg["batch_size"], "reference_img_per_s": ref, "ours_img_per_s": ours,
+                     "speedup": ours / ref})
+        (work / f"ours{rep}" / "ours.tar").unlink()
+    gen = pd.DataFrame(rows)
+
+    from .models import load_pipeline
+
+    pipe = load_pipeline(str(base), device=device, dtype=dtype)
+    per_image = unet_flops_per_image(pipe, size, gcfg["steps"], gcfg["strength"])
+    peak = matmul_flops_per_s(device, dtype)
+    best = gen.ours_img_per_s.max()
+    flops = pd.DataFrame([{"device": device, "dtype": str(dtype).replace("torch.", ""), "unet_gflop_per_image": per_image / 1e9,
+                           "ours_img_per_s": best, "achieved_gflop_per_s": per_image * best / 1e9,
+                           "matmul_gflop_per_s": peak / 1e9, "fraction_of_bound": per_image * best / peak,
+                           "flop_bound_img_per_s": peak / per_image}])
+    return gen, flops
+
+
+# ----------------------------------------------------------------------------- loading
+class _FolderDataset(torch.utils.data.Dataset):
+    def __init__(self, paths, labels, size):
+        self.paths, self.labels, self.size = paths, labels, size
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        im = Image.open(self.paths[i]).convert("RGB")
+        if im.size != (self.size, self.size):
+            im = im.resize((self.size, self.size), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+        return x, self.labels[i]
+
+
+def bench_loading(work: Path, quick: bool) -> pd.DataFrame:
+    from .classify import SmallCNN
+    from .shards import ShardDataset, ShardWriter
+
+    n, size, per_shard = (512, 32, 128) if quick else (4096, 64, 512)
+    rng = np.random.default_rng(0)
+    paths, labels, shards = [], [], []
+    folder = work / "files"
+    for s in range(n // per_shard):
+        keys = [f"{s}_{i}" for i in range(per_shard)]
+        w = ShardWriter(work / "shards" / f"{s:05d}.tar", [keys], "bench")
+        items = []
+        for k in keys:
+            lab = int(rng.integers(10))
+            arr = (rng.random((size, size, 3)) * 40 + rng.integers(0, 200)).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(arr).save(buf, format="PNG")
+            p = folder / str(lab) / f"{k}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(buf.getvalue())
+            paths.append(str(p))
+            labels.append(lab)
+            items.append((k, buf.getvalue(), lab))
+        w.write_batch(items)
+        w.close()
+        shards.append(str(work / "shards" / f"{s:05d}.tar"))
+    workers = 2
+    rows = []
+    model = SmallCNN(10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for with_step in (False, True):
+        for name in ("files", "shards", "files", "shards"):
+            ds = _FolderDataset(paths, labels, size) if name == "files" else ShardDataset(shards, size, 0, 256)
+            kw = {"shuffle": True, "generator": torch.Generator().manual_seed(0)} if name == "files" else {}
+            loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=workers, **kw)
+            t0, seen = _clock(), 0
+            for x, y in loader:
+                if with_step:
+                    loss = torch.nn.functional.cross_entropy(model(x), torch.as_tensor(y))
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                seen += len(x)
+            rows.append({"source": name, "with_train_step": with_step, "images": seen, "image_size": size,
+                         "workers": workers, "img_per_s": seen / (_clock() - t0),
+                         "files_opened": n if name == "files" else len(shards)})
+    df = pd.DataFrame(rows).groupby(["source", "with_train_step", "images", "image_size", "workers", "files_opened"],
+                                     as_index=False).img_per_s.max()
+    return df
+
+
+# ----------------------------------------------------------------------------- dry-run
+def _dry_run(work: Path, configs: list[Path], extra: dict) -> tuple[int, float]:
+    cfg = work / f"extra_{abs(hash(json.dumps(extra, sort_keys=True)))}.yaml"
+    cfg.write_text(json.dumps(extra))
+    smk = Path(sys.executable).parent / "snakemake"
+    cmd = [str(smk), "results/tables/table1.csv", "-n", "-s", str(REPO / "Snakefile"), "-d", str(work / "dag"),
+           "--cores", "1", "--quiet", "rules", "--configfile", *map(str, configs), str(cfg)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow_scripts")}
+    t0 = _clock()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    secs = _clock() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"dry run failed: {proc.stderr[-2000:]}")
+    m = re.search(r"^total\s+(\d+)", proc.stdout + proc.stderr, re.M)
+    if not m:
+        raise RuntimeError(f"no job count in dry-run output: {proc.stdout[-1000:]}")
+    return int(m.group(1)), secs
+
+
+def bench_dryrun(work: Path, quick: bool) -> pd.DataFrame:
+    rows = []
+    sets = [("imagenet10", 10), ("imagenet100", 100), ("imagenet1k", 1000)]
+    scales = [1, 10]
+    for name, classes in sets:
+        for scale in scales:
+            extra = {"scales": [scale], "tables": {"scale": scale}}
+            jobs, secs = _dry_run(work, [REPO / "config" / f"{name}.yaml"], extra)
+            rows.append({"config": name, "classes": classes, "scale": scale, "jobs": jobs, "seconds": secs})
+    jobs, secs = _dry_run(work, [REPO / "config" / "paper.yaml"], {"scales": [10], "tables": {"scale": 10}})
+    rows.append({"config": "paper (7 datasets)", "classes": 1778, "scale": 10, "jobs": jobs, "seconds": secs})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--quick", action="store_true", help="small sizes (a test of the bench itself)")
+    p.add_argument("--only", nargs="*", default=["generation", "loading", "dryrun"])
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else (os.cpu_count() or 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from .atomic import atomic_path
+
+    def save(df, name):
+        with atomic_path(out / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=False, float_format="%.4g")
+        print(f"\n== {out / name}.csv\n{df.to_string(index=False)}")
+
+    with tempfile.TemporaryDirectory(prefix="realfake-bench-") as tmp:
+        work = Path(tmp)
+        if "generation" in args.only:
+            gen, flops = bench_generation(work / "gen", args.quick)
+            save(gen, "generation")
+            save(flops, "flops")
+        if "loading" in args.only:
+            (work / "load").mkdir()
+            save(bench_loading(work / "load", args.quick), "loading")
+        if "dryrun" in args.only:
+            (work / "dry").mkdir()
+            save(bench_dryrun(work / "dry", args.quick), "dryrun")
+
+
+if __name__ == "__main__":
+    main()
