@@ -75,12 +75,17 @@ log "running config/smoke.yaml locally, then through --profile (Slurm executor)"
 cp -r "$REPO/tests/slurm/profile" "$WORK/slurmtest"
 mkdir -p "$WORK/slurm"
 (cd "$WORK/slurm" && "$SMK" all_ablation -s "$REPO/Snakefile" --profile "$WORK/slurmtest" \
-   --configfile "$REPO/config/smoke.yaml")
+   --configfile "$REPO/config/smoke.yaml") 2>&1 | tee "$WORK/slurm.log"
 
 jobs=$(grep -c "JobId=" /var/log/slurm/jobcomp.log || true)
 log "Slurm job log lists $jobs completed jobs"
 [ "$jobs" -ge 10 ] || { log "FAIL: expected the workflow's jobs in the Slurm log"; exit 1; }
 grep -q "JobState=FAILED" /var/log/slurm/jobcomp.log && { log "FAIL: a Slurm job failed"; exit 1; }
+# grouping: the 4 generate_shard jobs (2 sets x 2 shards) went in as 2 sbatch submissions of 2, run in
+# series inside each (one core per submission), so each asked for twice one shard's runtime
+groups=$(grep -c "submitted with SLURM jobid .*slurm_logs/group_generate_generate_shard/" "$WORK/slurm.log" || true)
+log "generate_shard jobs were submitted as $groups group jobs"
+[ "$groups" -eq 2 ] || { log "FAIL: expected 2 grouped submissions of generate_shard"; exit 1; }
 
 status=0
 for f in results/tables/table1.csv results/tables/table2.csv \

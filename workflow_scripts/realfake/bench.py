@@ -158,7 +158,7 @@ def bench_generation(work: Path, quick: bool) -> tuple[pd.DataFrame, pd.DataFram
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.float16 if device == "cuda" else torch.float32
     size = 64
-    n_classes, per_class = (2, 8) if quick else (4, 16)
+    n_classes, per_class = (2, 8) if quick else (2, 16)
     gcfg = {"steps": 10 if quick else 30, "cfg": 2.0, "strength": 0.75, "lora_scale": 0.5, "batch_size": 8 if quick else 16,
             "image_format": "png", "jpeg_quality": 95}
     base, jobs, guidance, gdir = _bench_world(work, n_classes, per_class, size)

@@ -1,0 +1,30 @@
+"""The benchmark's own pieces: FLOP counting and the loading comparison (speed itself is `make bench`)."""
+
+import pandas as pd
+
+from realfake.bench import bench_loading, unet_flops_per_image
+
+from conftest import run_cli
+
+
+def test_unet_flops_scale_with_denoising_steps(tiny_base):
+    from realfake.models import load_pipeline
+
+    pipe = load_pipeline(str(tiny_base))
+    f10 = unet_flops_per_image(pipe, 32, 10, 1.0)
+    f20 = unet_flops_per_image(pipe, 32, 20, 1.0)
+    assert f10 > 1e6 and f20 == 2 * f10
+    assert unet_flops_per_image(pipe, 32, 20, 0.75) == 15 * f10 / 10  # img2img runs int(20 * 0.75) steps
+    assert unet_flops_per_image(pipe, 64, 10, 1.0) > 3 * f10  # 4x the latent pixels
+
+
+def test_loading_bench_reads_every_image_from_both_sources(tmp_path):
+    df = bench_loading(tmp_path, quick=True)
+    assert set(df.source) == {"files", "shards"} and (df.images == 512).all()
+    assert set(df[df.source == "shards"].files_opened) == {4}
+    assert (df.img_per_s > 0).all()
+
+
+def test_bench_cli_writes_csv(tmp_path):
+    run_cli("bench", "--quick", "--only", "loading", "--out", str(tmp_path / "bench"))
+    assert len(pd.read_csv(tmp_path / "bench" / "loading.csv")) == 4
