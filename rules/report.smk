@@ -41,6 +41,46 @@ rule table2:
         " --figure {output.png} {output.pdf} --log {log} 2>> {log}"
 
 
+rule table3:
+    input:
+        metrics=table3_metrics,
+    output:
+        table="results/tables/table3.csv",
+        sidecar="results/tables/table3.csv.json",
+        png="results/figures/fig2_scaling.png",
+        pdf="results/figures/fig2_scaling.pdf",
+    log:
+        "results/logs/report/table3.log",
+    benchmark:
+        "results/benchmarks/report/table3.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables", "scales"),
+    shell:
+        "python -m realfake.report table3 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        " --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+
+
+rule table9:
+    input:
+        metrics=table1_metrics,
+    output:
+        table="results/tables/table9.csv",
+        sidecar="results/tables/table9.csv.json",
+    log:
+        "results/logs/report/table9.log",
+    benchmark:
+        "results/benchmarks/report/table9.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables", "variants", "loras"),
+    shell:
+        "python -m realfake.report table9 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        " --log {log} 2>> {log}"
+
+
 rule samples_figure:
     input:
         index=expand("results/{dataset}/real_index.parquet", dataset=DATASETS),

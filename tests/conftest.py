@@ -24,10 +24,10 @@ def snakemake_env() -> dict:
     return env
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, *args: str, check: bool = True, env=None) -> subprocess.CompletedProcess:
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
            "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=snakemake_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**snakemake_env(), **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

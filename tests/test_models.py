@@ -41,3 +41,15 @@ def test_open_clip_local_checkpoint_round_trip(tmp_path):
     assert ea.shape == (2, 64) and torch.equal(ea, eb)
     with pytest.raises(ConfigError, match="open_clip checkpoint not found at .*nope.pt \\(config key models.clip\\)"):
         create_open_clip("realfake-tiny-vit", tmp_path / "nope.pt")
+
+
+def test_generation_pipelines_share_weights_and_use_sdpa(tiny_base):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from realfake.generate import make_pipelines
+
+    text2img, img2img = make_pipelines(str(tiny_base), None, "cpu", torch.float32)
+    assert img2img.unet is text2img.unet  # one model load per job, both pipelines
+    procs = set(map(type, text2img.unet.attn_processors.values()))
+    assert procs == {AttnProcessor2_0}  # torch.nn.functional.scaled_dot_product_attention
+    assert type(text2img.scheduler).__name__ == "UniPCMultistepScheduler"

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 
 from realfake.config import load_config
-from realfake.report import load_metrics, table1, table2
+from realfake.report import crossover, load_metrics, table1, table2, table3, table9
 
 from conftest import REPO
 
 
 def write_metrics(tmp_path, rows):
     files = []
-    for i, (setting, variant, seed, top1) in enumerate(rows):
+    for i, (setting, variant, seed, top1, *scale) in enumerate(rows):
         f = tmp_path / f"m{i}.json"
-        f.write_text(json.dumps({"dataset": "mini", "setting": setting, "variant": variant, "scale": "1",
-                                 "seed": seed, "top1": top1, "top5": 100.0}))
+        f.write_text(json.dumps({"dataset": "mini", "setting": setting, "variant": variant,
+                                 "scale": str(scale[0] if scale else 1), "seed": seed, "top1": top1, "top5": 100.0}))
         files.append(f)
     return files
 
@@ -73,3 +73,34 @@ def test_claims_follow_the_numbers(tmp_path):
     dm = c.loc["adding distribution matching helps (ablation pairs)"]
     # ft_dm-ft -1, ft_vg_dm-ft_vg +1, lp_ft_dm-lp_ft -1, ours-lp_ft_vg +5
     assert dm.pairs == 4 and dm.pairs_positive == 2 and dm.delta_top1 == pytest.approx(1.0)
+
+
+def test_crossover_interpolates_and_reports_never():
+    assert crossover([1, 2, 5, 10], [80, 85, 95, 97], 90.0) == pytest.approx(2 + 5 / 10 * 3)
+    assert crossover([1, 2], [91, 95], 90.0) == 1.0
+    assert np.isnan(crossover([1, 2, 5], [40, 45, 50], 90.0))
+
+
+def test_table3_scaling_rows_and_crossover(tmp_path):
+    cfg = load_config(REPO / "config" / "mini.yaml", overrides={"scales": [1, 2, 5]})
+    rows = []
+    for seed in (0, 1):
+        rows.append(("real", "", seed, 90.0))
+        for k, syn, realsyn in ((1, 80.0, 91.0), (2, 88.0, 92.0), (5, 94.0, 93.0)):
+            rows += [("syn", "ours", seed, syn + seed, k), ("realsyn", "ours", seed, realsyn, k)]
+    t = table3(load_metrics(write_metrics(tmp_path, rows)), cfg)
+    assert len(t) == 6 and list(t[t.setting == "syn"].scale) == [1, 2, 5]
+    syn5 = t[(t.setting == "syn") & (t.scale == 5)].iloc[0]
+    assert syn5.top1_mean == pytest.approx(94.5) and syn5.delta_vs_real == pytest.approx(4.5)
+    # synthetic-only means 80.5, 88.5, 94.5 vs real 90: crossover between 2x and 5x
+    assert t.crossover_scale.iloc[0] == pytest.approx(2 + 1.5 / 6 * 3)
+
+
+def test_table9_lists_every_seed(tmp_path):
+    cfg = load_config(REPO / "config" / "mini.yaml")
+    rows = []
+    for seed, (r, b, o, rs) in enumerate([(90, 30, 50, 92), (92, 34, 52, 94)]):
+        rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]
+    t = table9(load_metrics(write_metrics(tmp_path, rows)), cfg).set_index("cell")
+    assert t.loc["syn_method", "top1_seed0"] == 50 and t.loc["syn_method", "top1_seed1"] == 52
+    assert t.loc["syn_method", "top1_mean"] == pytest.approx(51.0)

@@ -46,7 +46,11 @@ def test_tables_and_figures(smoke_run):
     assert side["seeds"] == [0] and len(side["inputs"]) == 4 and side["config_hash"]
     claims = pd.read_csv(r / "tables" / "claims.csv")
     assert "synthetic only: method beats text-to-image baseline" in set(claims.claim)
-    for fig in ("samples.png", "samples.pdf", "ablation.png", "ablation.pdf"):
+    t3 = pd.read_csv(r / "tables" / "table3.csv")
+    assert list(t3.setting) == ["syn", "realsyn"] and (t3.scale == 1).all() and "crossover_scale" in t3
+    t9 = pd.read_csv(r / "tables" / "table9.csv")
+    assert "top1_seed0" in t9 and len(t9) == 4
+    for fig in ("samples.png", "samples.pdf", "ablation.png", "ablation.pdf", "fig2_scaling.png", "fig2_scaling.pdf"):
         assert (r / "figures" / fig).stat().st_size > 1000
     assert (r / "figures" / "samples.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .atomic import write_json, write_torch
-from .cli import parser, provenance, run, seed_everything, setup
+from . import checkpoint
+from .cli import fault_hook, parser, provenance, run, seed_everything, setup
 from .config import classify_settings, get_dataset
 from .data import frame_tensor, images_tensor
 
@@ -72,9 +73,14 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torc
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
+def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256) -> dict:
+    """Top-1 / top-5 on the real test rows, decoded ``batch_size`` images at a time (50k ImageNet
+    val images never sit in memory at once)."""
     model.eval()
-    logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    device = next(model.parameters()).device
+    logits = torch.cat([model(images_tensor(list(test.path[i : i + batch_size]), size).to(device)).float().cpu()
+                        for i in range(0, len(test), batch_size)])
+    y = torch.as_tensor(test.label.to_numpy(), dtype=torch.long)
     k = min(5, logits.shape[1])
     topk = logits.topk(k, dim=1).indices
     return {"top1": float((topk[:, 0] == y).float().mean() * 100),
@@ -92,34 +98,96 @@ def make_schedule(opt, ccfg: dict, steps_per_epoch: int):
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ccfg["lr"], total_steps=total)
 
 
-def train_classifier(x, y, num_classes: int, ccfg: dict, seed: int, weights: str | None = None):
+class MemoryData:
+    """The whole training set decoded once into a tensor (mini world)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
+        perm = torch.randperm(len(self.x), generator=gen)
+        for i in range(0, len(self.x), batch_size):
+            idx = perm[i : i + batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class StreamData:
+    """Worker processes stream tar shards (and real files) through a seeded shuffle buffer."""
+
+    def __init__(self, train: pd.DataFrame, size: int, seed: int, ccfg: dict):
+        from .shards import ShardDataset
+
+        has_shard = train["shard"].notna() if "shard" in train else pd.Series(False, index=train.index)
+        real = train[~has_shard]
+        shards = list(dict.fromkeys(train.shard[has_shard])) if has_shard.any() else []
+        self.n = len(train)
+        self.dataset = ShardDataset(shards, size, seed, ccfg["shuffle_buffer"],
+                                    files=list(zip(real.path, real.label.astype(int))),
+                                    shard_images=int(has_shard.sum()))
+        self.workers = ccfg["num_workers"]
+
+    def __len__(self):
+        return self.n
+
+    def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
+        self.dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size, num_workers=self.workers)
+        for x, y in loader:
+            yield x, torch.as_tensor(y, dtype=torch.long)
+
+
+def train_classifier(data, num_classes: int, ccfg: dict, seed: int, weights: str | None = None,
+                     ckpt_path: str | None = None, fingerprint: dict | None = None):
+    """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
+    when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_model(ccfg["arch"], num_classes, weights)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(ccfg["arch"], num_classes, weights).to(device)
     if ccfg["optimizer"] == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=ccfg["lr"], momentum=0.9, weight_decay=ccfg["weight_decay"])
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
-    steps_per_epoch = max(1, int(np.ceil(len(x) / ccfg["batch_size"])))
+    steps_per_epoch = max(1, int(np.ceil(len(data) / ccfg["batch_size"])))
     sched = make_schedule(opt, ccfg, steps_per_epoch)
-    for epoch in tqdm(range(ccfg["epochs"]), desc="classify", mininterval=10):
+    start = 0
+    state = checkpoint.load(ckpt_path, fingerprint) if ckpt_path else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        start = state["epoch"] + 1
+    amp = ccfg["amp"] and device.type == "cuda"
+    every, total_steps = ccfg["checkpoint_every"], steps_per_epoch * ccfg["epochs"]
+    for epoch in tqdm(range(start, ccfg["epochs"]), desc="classify", mininterval=10, initial=start,
+                      total=ccfg["epochs"]):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
         total = 0.0
-        for i in range(0, len(x), ccfg["batch_size"]):
-            idx = perm[i : i + ccfg["batch_size"]]
-            if len(idx) < 2:
+        for xb, yb in data.batches(epoch, ccfg["batch_size"], gen):
+            if len(yb) < 2:
                 continue
-            xb = augment(x[idx], gen, ccfg["pad_crop"], ccfg["random_flip"])
-            loss = F.cross_entropy(model(xb), y[idx])
+            xb = augment(xb, gen, ccfg["pad_crop"], ccfg["random_flip"]).to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(model(xb), yb.to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
-            total += float(loss) * len(idx)
+            if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
+                sched.step()
+            total += float(loss) * len(yb)
         if epoch % 10 == 0 or epoch == ccfg["epochs"] - 1:
-            log.info("epoch %d train loss %.4f", epoch, total / len(x))
-    return model
+            log.info("epoch %d train loss %.4f", epoch, total / len(data))
+        if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < ccfg["epochs"]:
+            checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {ccfg['epochs']}", epoch=epoch,
+                            model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                            gen=gen.get_state(), rng=torch.get_rng_state())
+            fault_hook("classify", epoch + 1)
+    return model.cpu()
 
 
 def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> pd.DataFrame:
@@ -151,20 +219,25 @@ def main(argv=None) -> None:
     train = training_set(index, args.use_real, args.synthetic)
     test = index[index.split == "test"]
     size = ccfg["image_size"] or ds["image_size"]
-    x = frame_tensor(train, size)
-    y = torch.as_tensor(train.label.to_numpy(), dtype=torch.long)
-    log.info("training %s on %d images (%s real, %d synthetic sets)", ccfg["arch"], len(x),
-             "with" if args.use_real else "no", len(args.synthetic))
+    if ccfg["loader"] == "stream":
+        data = StreamData(train, size, args.seed, ccfg)
+    else:
+        data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
+    log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", ccfg["arch"], len(data),
+             "with" if args.use_real else "no", len(args.synthetic), ccfg["loader"])
     weights = cfg["models"]["resnet50_pretrained"] if ccfg["pretrained"] else None
-    model = train_classifier(x, y, num_classes, ccfg, args.seed, weights)
-    metrics = evaluate(model, images_tensor(list(test.path), size),
-                       torch.as_tensor(test.label.to_numpy(), dtype=torch.long))
+    fingerprint = {"cfg": cfg, "seed": args.seed, "use_real": args.use_real, "synthetic": args.synthetic,
+                   "n_train": len(train)}
+    ckpt = args.model_out + ".ckpt"
+    model = train_classifier(data, num_classes, ccfg, args.seed, weights, ckpt, fingerprint)
+    metrics = evaluate(model, test.reset_index(drop=True), size)
     log.info("test %s", metrics)
     write_torch({"state_dict": model.state_dict(), "arch": ccfg["arch"], "num_classes": num_classes,
                  "config": cfg, "seed": args.seed}, args.model_out)
     labels = dict(kv.split("=", 1) for kv in args.label)
-    write_json({**metrics, **labels, "n_train": len(x), "use_real": args.use_real, "synthetic": args.synthetic,
+    write_json({**metrics, **labels, "n_train": len(data), "use_real": args.use_real, "synthetic": args.synthetic,
                 **provenance(cfg, dataset=args.dataset, seed=args.seed)}, args.metrics)
+    checkpoint.remove(ckpt)
 
 
 if __name__ == "__main__":

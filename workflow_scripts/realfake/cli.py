@@ -58,6 +58,16 @@ def provenance(cfg: dict, **extra) -> dict:
     return {"config": cfg, "config_hash": config_hash(cfg), "git_commit": git_commit(), **extra}
 
 
+def fault_hook(stage: str, step: int) -> None:
+    """Test-only fault injection: REALFAKE_TEST_KILL=<stage>:<n> SIGKILLs this process after step n
+    of that stage (after its checkpoint or flush), so tests can kill a job at an exact point."""
+    import os
+    import signal
+
+    if os.environ.get("REALFAKE_TEST_KILL", "") == f"{stage}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def run(main) -> None:
     """Run a stage's main; a known bad input ends with one clear line, not a traceback."""
     from .config import ConfigError

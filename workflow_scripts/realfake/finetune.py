@@ -15,8 +15,9 @@ import torch
 from tqdm import tqdm
 
 from .atomic import atomic_path, write_json
-from .cli import parser, provenance, run, seed_everything, setup
-from .config import get_dataset
+from . import checkpoint
+from .cli import fault_hook, parser, provenance, run, seed_everything, setup
+from .config import config_hash, get_dataset
 from .data import images_tensor
 from .method import build_prompt, inject_guidance, realfake_loss
 from .models import load_pipeline
@@ -61,8 +62,12 @@ def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> torch.
     return data["embedding"][[pos[i] for i in image_ids]]
 
 
-def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, seed: int, rescale: bool):
-    """The fine-tuning loop; returns the per-step (loss, base, dm) history."""
+def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, seed: int, rescale: bool,
+               ckpt_path: str | Path | None = None, fingerprint: dict | None = None):
+    """The fine-tuning loop; returns the per-step (loss, base, dm) history.
+
+    With ``ckpt_path`` it saves a checkpoint every ``finetune.checkpoint_every`` steps and resumes
+    from one (same fingerprint only) with identical results to an uninterrupted run."""
     fcfg = cfg["finetune"]
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -80,7 +85,18 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
     steps = fcfg["steps"]
     if fcfg.get("epochs"):
         steps = int(np.ceil(fcfg["epochs"] * len(images) / fcfg["batch_size"]))
-    bar = tqdm(range(steps), desc="finetune", mininterval=10)
+    start = 0
+    state = checkpoint.load(ckpt_path, fingerprint) if ckpt_path else None
+    if state is not None:
+        for p, v in zip(params, state["params"]):
+            p.data.copy_(v)
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        history, start = state["history"], state["step"] + 1
+    amp = fcfg["amp"] and device.type == "cuda"
+    every = fcfg["checkpoint_every"]
+    bar = tqdm(range(start, steps), desc="finetune", mininterval=10, initial=start, total=steps)
     for step in bar:
         idx = torch.randint(len(images), (fcfg["batch_size"],), generator=gen)
         x = images[idx]
@@ -95,8 +111,9 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
         noise = torch.randn(latents.shape, generator=gen).to(device)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
         noisy = sched.add_noise(latents, noise, t)
-        pred = unet(noisy, t, hidden).sample
-        loss, base, dm = realfake_loss(pred, noise, acp, t, fcfg["snr_gamma"], dm_weight)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = unet(noisy, t, hidden).sample
+        loss, base, dm = realfake_loss(pred.float(), noise, acp, t, fcfg["snr_gamma"], dm_weight)
         if not torch.isfinite(loss):
             raise ValueError(f"fine-tuning loss became {float(loss)} at step {step} (lr {fcfg['lr']}): stopping")
         opt.zero_grad()
@@ -105,6 +122,11 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
         history.append((loss.item(), base.item(), dm.item()))
         if step % 50 == 0:
             log.info("step %d loss %.4f (min-snr %.4f, dm %.4f)", step, *history[-1])
+        if ckpt_path and every and (step + 1) % every == 0 and step + 1 < steps:
+            checkpoint.save(ckpt_path, fingerprint, f"step {step + 1} of {steps}", step=step,
+                            params=[p.detach().clone() for p in params], opt=opt.state_dict(),
+                            gen=gen.get_state(), rng=torch.get_rng_state(), history=history)
+            fault_hook("finetune", step + 1)
     unet.eval()
     return history
 
@@ -137,9 +159,13 @@ def main(argv=None) -> None:
     images = images_tensor(list(train.path), ds["image_size"])
     guidance = guidance_table(lcfg["guidance"], train.label, train.image_id, args.means, args.embeddings)
     seed = args.seed  # same seed for every LoRA kind: the ablation compares like with like
+    ckpt = args.out + ".ckpt"
+    fingerprint = {"cfg": cfg, "lora": args.lora, "seed": seed, "base": args.base, "n_train": len(train),
+                   "train_ids_hash": config_hash(list(train.image_id))}
     history = train_lora(pipe, images, prompts, guidance, cfg, lcfg["dm_weight"], seed,
-                         cfg["image_encoder"]["rescale_to_token_norm"])
+                         cfg["image_encoder"]["rescale_to_token_norm"], ckpt, fingerprint)
     save_lora(pipe.unet, args.out)
+    checkpoint.remove(ckpt)
     write_json(provenance(cfg, dataset=args.dataset, lora=args.lora, seed=seed, base=args.base,
                           final_loss=history[-1], first_loss=history[0]), args.out + ".meta.json")
 

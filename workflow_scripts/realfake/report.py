@@ -90,6 +90,90 @@ def table2(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def crossover(scales, syn, real: float) -> float:
+    """Smallest synthetic scale at which synthetic-only accuracy reaches real-only (linear
+    interpolation between measured scales); NaN when it never does within the measured range."""
+    pts = sorted(zip(scales, syn))
+    for (s0, a0), (s1, a1) in zip([(None, None)] + pts[:-1], pts):
+        if a1 >= real:
+            if s0 is None or a0 >= real:
+                return float(s1)
+            return float(s0 + (real - a0) * (s1 - s0) / (a1 - a0))
+    return float("nan")
+
+
+def table3(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Scaling (paper Tab. 3 / Fig. 2): top-1/top-5 at every configured scale, with and without real data."""
+    method = cfg["tables"]["table1_method"]
+    rows = []
+    for ds in sorted(df.dataset.unique()):
+        real = summarize(_select(df, ds, "real"))
+        paper = PAPER.get("table3", {}).get(ds, {})
+        syn_means = {}
+        for setting in ("syn", "realsyn"):
+            for scale in cfg["scales"]:
+                sel = _select(df, ds, setting, method, scale)
+                s = summarize(sel)
+                if setting == "syn":
+                    syn_means[scale] = s["top1_mean"]
+                rows.append({"dataset": ds, "setting": setting, "variant": method, "scale": scale, **s,
+                             "real_top1_mean": real["top1_mean"], "delta_vs_real": s["top1_mean"] - real["top1_mean"],
+                             "paper_top1": paper.get(f"{setting}_{scale}x", np.nan)})
+        cross = crossover(list(syn_means), list(syn_means.values()), real["top1_mean"])
+        for r in rows:
+            if r["dataset"] == ds:
+                r["crossover_scale"] = cross
+                r["paper_crossover_scale"] = paper.get("crossover", np.nan)
+    return pd.DataFrame(rows)
+
+
+def scaling_figure(table: pd.DataFrame, outs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = sorted(table.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        sub = table[table.dataset == ds]
+        for setting, label, style in (("syn", "synthetic only", "o-"), ("realsyn", "real + synthetic", "s-")):
+            g = sub[sub.setting == setting].sort_values("scale")
+            ax.errorbar(g.scale, g.top1_mean, yerr=g.top1_std, fmt=style, capsize=3, label=label)
+        real = sub.real_top1_mean.iloc[0]
+        ax.axhline(real, color="k", ls="--", lw=1, label=f"real only ({real:.1f} %)")
+        cross = sub.crossover_scale.iloc[0]
+        if np.isfinite(cross):
+            ax.axvline(cross, color="grey", ls=":", lw=1)
+            ax.annotate(f"crossover {cross:.1f}x", (cross, real), textcoords="offset points", xytext=(4, -14), fontsize=8)
+        else:
+            ax.text(0.02, 0.02, "synthetic only stays below real only\nat every measured scale",
+                    transform=ax.transAxes, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(sub.scale.unique()), [f"{s}x" for s in sorted(sub.scale.unique())])
+        ax.set_xlabel("synthetic set size (multiples of the real training set)")
+        ax.set_ylabel("top-1 accuracy on real test set (%)")
+        ax.set_title(f"{ds}: scaling (mean ± std over {int(sub.n_seeds.max())} seeds)")
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+    _save_fig(fig, outs)
+    plt.close(fig)
+
+
+def table9(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Multi-seed results (paper Tab. 9): every seed's top-1 beside mean and std, table 1's rows."""
+    t1 = table1(df, cfg)
+    rows = []
+    for _, r in t1.iterrows():
+        sel = _select(df, r.dataset, r.setting, r.variant, r.scale if r.setting != "real" else 0)
+        per_seed = {f"top1_seed{int(s)}": float(v) for s, v in zip(sel.seed, sel.top1)}
+        paper = PAPER["table9"].get(r.dataset, {}) if r.cell == "syn_method" else {}
+        rows.append({"dataset": r.dataset, "row": r.row, "cell": r.cell, **per_seed, "top1_mean": r.top1_mean,
+                     "top1_std": r.top1_std, "n_seeds": r.n_seeds, "paper_top1_mean": paper.get("mean", np.nan),
+                     "paper_top1_std": paper.get("std", np.nan)})
+    return pd.DataFrame(rows)
+
+
 COMPONENTS = ("latent_prior", "visual_guidance", "distribution_matching", "finetune")
 
 
@@ -205,7 +289,7 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["table1", "table2", "samples", "claims"])
+    p.add_argument("what", choices=["table1", "table2", "table3", "table9", "samples", "claims"])
     p.add_argument("--cfg", required=True)
     p.add_argument("--metrics", nargs="*", default=[])
     p.add_argument("--index", nargs="*", default=[], help="dataset=real_index.parquet")
@@ -231,10 +315,12 @@ def main(argv=None) -> None:
         write_table(claims(t1, t2), args.out, cfg, args.metrics)
         return
     df = load_metrics(args.metrics)
-    table = table1(df, cfg) if args.what == "table1" else table2(df, cfg)
+    table = {"table1": table1, "table2": table2, "table3": table3, "table9": table9}[args.what](df, cfg)
     write_table(table, args.out, cfg, args.metrics)
     if args.what == "table2" and args.figure:
         ablation_figure(table, args.figure)
+    if args.what == "table3" and args.figure:
+        scaling_figure(table, args.figure)
     log.info("wrote %s (%d rows)", args.out, len(table))
 
 

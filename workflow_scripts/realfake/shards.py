@@ -196,21 +196,24 @@ except ImportError:  # pragma: no cover
 
 class ShardDataset(IterableDataset):
     """Stream (image tensor in [-1, 1], label) from tar shards; shards are split over DataLoader
-    workers and shuffled per epoch with a seeded buffer. No per-image file opens."""
+    workers and shuffled per epoch with a seeded buffer. No per-image file opens for synthetic data;
+    ``files`` (path, label) pairs, e.g. the real training images, are streamed alongside."""
 
-    def __init__(self, shards: list[str], size: int, seed: int = 0, shuffle_buffer: int = 0):
+    def __init__(self, shards: list[str], size: int, seed: int = 0, shuffle_buffer: int = 0,
+                 files: list[tuple[str, int]] | None = None, shard_images: int = 0):
         self.shards, self.size, self.seed, self.buffer = list(shards), size, seed, shuffle_buffer
+        self.files, self.shard_images = list(files or []), shard_images
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _decode(self, data: bytes):
+    def _decode(self, data):
         import numpy as np
         import torch
         from PIL import Image
 
-        im = Image.open(io.BytesIO(data)).convert("RGB")
+        im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data).convert("RGB")
         if im.size != (self.size, self.size):
             im = im.resize((self.size, self.size), Image.BICUBIC)
         return torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
@@ -222,17 +225,43 @@ class ShardDataset(IterableDataset):
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
         rng = random.Random(f"{self.seed}|{self.epoch}|{wid}")
         mine = self.shards[wid::nw]
+        files = self.files[wid::nw]
         if self.buffer:
             mine = rng.sample(mine, len(mine))
+            files = rng.sample(files, len(files))
+
+        def from_files():
+            for path, label in files:
+                yield path, int(label)
+
+        def from_shards():
+            for shard in mine:
+                for _, data, label in iter_shard(shard):
+                    yield data, label
+
+        def source():
+            """Real files and shard images interleaved in proportion (seeded), not one after the other."""
+            left = {"f": len(files), "s": self.shard_images * len(mine) // max(1, len(self.shards))}
+            its = {"f": from_files(), "s": from_shards()}
+            while its:
+                if len(its) == 1:
+                    yield from next(iter(its.values()))
+                    return
+                pick = "f" if rng.random() * max(1, left["f"] + left["s"]) < left["f"] else "s"
+                try:
+                    yield next(its[pick])
+                    left[pick] = max(0, left[pick] - 1)
+                except StopIteration:
+                    del its[pick]
+
         buf = []
-        for shard in mine:
-            for _, data, label in iter_shard(shard):
-                item = (self._decode(data), label)
-                if not self.buffer:
-                    yield item
-                    continue
-                buf.append(item)
-                if len(buf) >= self.buffer:
-                    yield buf.pop(rng.randrange(len(buf)))
+        for data, label in source():
+            item = (self._decode(data), label)
+            if not self.buffer:
+                yield item
+                continue
+            buf.append(item)
+            if len(buf) >= self.buffer:
+                yield buf.pop(rng.randrange(len(buf)))
         rng.shuffle(buf)
         yield from buf

@@ -1,0 +1,104 @@
+"""Faults: a job killed with SIGKILL mid-run, then rerun, gives the same bytes as an uninterrupted run.
+
+Kills are placed exactly with the test-only REALFAKE_TEST_KILL=<stage>:<step> hook (realfake.cli),
+so nothing here depends on timing.
+"""
+
+import json
+import shutil
+import signal
+
+import pytest
+import yaml
+
+from conftest import REPO, run_cli, run_snakemake
+
+
+def _cfg(smoke_cfg, **classify):
+    cfg = json.loads(json.dumps(smoke_cfg))
+    cfg["classify"].update({"epochs": 4, "checkpoint_every": 1, **classify})
+    cfg["finetune"].update({"steps": 6, "checkpoint_every": 2})
+    return cfg
+
+
+def _classify(inputs, cfg, out, env=None, check=True, loader_args=()):
+    man = inputs["workdir"] / "results/synthetic/smoke/ours/s0/1x/manifest.parquet"
+    return run_cli("classify", "--cfg", json.dumps(cfg), "--dataset", "smoke", "--seed", "0",
+                   "--index", str(inputs["index"]), "--use-real", "--synthetic", str(man),
+                   "--model-out", str(out / "model.pt"), "--metrics", str(out / "metrics.json"),
+                   "--log", str(out / "log.txt"), *loader_args, cwd=inputs["workdir"], env=env, check=check)
+
+
+def _finetune(inputs, cfg, out, env=None, check=True):
+    return run_cli("finetune", "--cfg", json.dumps(cfg), "--dataset", "smoke", "--lora", "full", "--seed", "0",
+                   "--base", str(inputs["base"]), "--index", str(inputs["index"]), "--captions",
+                   str(inputs["captions"]), "--means", str(inputs["means"]), "--embeddings", str(inputs["embeddings"]),
+                   "--out", str(out / "lora.safetensors"), "--log", str(out / "log.txt"),
+                   cwd=inputs["workdir"], env=env, check=check)
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_classifier_resumes_from_checkpoint_identically(real_inputs, smoke_cfg, tmp_path, loader):
+    cfg = _cfg(smoke_cfg, loader=loader, num_workers=2, shuffle_buffer=16)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    _classify(real_inputs, cfg, a)
+    proc = _classify(real_inputs, cfg, b, env={"REALFAKE_TEST_KILL": "classify:2"}, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert (b / "model.pt.ckpt").exists() and not (b / "model.pt").exists()
+    _classify(real_inputs, cfg, b)
+    assert "resuming from" in (b / "log.txt").read_text() and "epoch 2 of 4" in (b / "log.txt").read_text()
+    assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
+    assert json.loads((a / "metrics.json").read_text())["top1"] == json.loads((b / "metrics.json").read_text())["top1"]
+    assert not (b / "model.pt.ckpt").exists()
+
+
+def test_checkpoint_from_another_config_is_an_error(real_inputs, smoke_cfg, tmp_path):
+    cfg = _cfg(smoke_cfg)
+    proc = _classify(real_inputs, cfg, tmp_path, env={"REALFAKE_TEST_KILL": "classify:1"}, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    cfg["classify"]["lr"] = 0.01
+    proc = _classify(real_inputs, cfg, tmp_path, check=False)
+    assert proc.returncode == 2
+    assert f"checkpoint {tmp_path / 'model.pt.ckpt'} was written under a different config" in proc.stderr
+    assert "cfg.classify.lr" in proc.stderr
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_finetune_resumes_from_checkpoint_identically(real_inputs, smoke_cfg, tmp_path):
+    cfg = _cfg(smoke_cfg)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    _finetune(real_inputs, cfg, a)
+    proc = _finetune(real_inputs, cfg, b, env={"REALFAKE_TEST_KILL": "finetune:4"}, check=False)
+    assert proc.returncode == -signal.SIGKILL and not (b / "lora.safetensors").exists()
+    _finetune(real_inputs, cfg, b)
+    assert "step 4 of 6" in (b / "log.txt").read_text()
+    assert (a / "lora.safetensors").read_bytes() == (b / "lora.safetensors").read_bytes()
+    assert not (b / "lora.safetensors.ckpt").exists()
+
+
+def test_snakemake_rerun_incomplete_after_kills_equals_uninterrupted(smoke_run, tmp_path):
+    """Kill a generation shard job, then a classifier job, through snakemake; --rerun-incomplete
+    finishes and every artifact down to table 1 equals an uninterrupted run's."""
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"classify": {"epochs": 3, "checkpoint_every": 1},
+                                     "generate": {"batch_size": 2}}))
+    args = ["results/tables/table1.csv", "--configfile", str(REPO / "config" / "smoke.yaml"), str(extra)]
+    runs = {}
+    for name in ("clean", "killed"):
+        work = tmp_path / name
+        shutil.copytree(smoke_run / "results", work / "results")
+        shutil.copytree(smoke_run / ".snakemake", work / ".snakemake")
+        runs[name] = work
+    run_snakemake(runs["clean"], *args)
+    for kill in ("generate:2", "classify:1"):
+        proc = run_snakemake(runs["killed"], *args, check=False, env={"REALFAKE_TEST_KILL": kill})
+        assert proc.returncode != 0
+    run_snakemake(runs["killed"], *args, "--rerun-incomplete")
+    r1, r2 = runs["clean"] / "results", runs["killed"] / "results"
+    for rel in ("tables/table1.csv", "synthetic/smoke/ours/s0/1x/shards/00000.tar",
+                "synthetic/smoke/base/s0/1x/shards/00001.tar", "smoke/classify/syn/ours/1x/s0/model.pt",
+                "smoke/classify/realsyn/ours/1x/s0/model.pt", "smoke/classify/real/s0/model.pt"):
+        assert (r1 / rel).read_bytes() == (r2 / rel).read_bytes(), rel
+    assert not list(r2.rglob("*.partial")) and not list(r2.rglob("*.ckpt"))
