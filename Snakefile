@@ -13,6 +13,7 @@ include: "rules/embed.smk"
 include: "rules/finetune.smk"
 include: "rules/generate.smk"
 include: "rules/classify.smk"
+include: "rules/privacy.smk"
 include: "rules/report.smk"
 
 

@@ -36,7 +36,8 @@ try:  # shards are planned from config alone, so every dataset's class count mus
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
-DATASETS = sorted(config["datasets"])
+# datasets of the paper tables; a LiRA member half (member_half) only feeds the privacy stage
+DATASETS = sorted(n for n, d in config["datasets"].items() if d["member_half"] is None)
 SEEDS = config["seeds"]
 CFG = json.dumps(config, sort_keys=True)
 
@@ -51,6 +52,7 @@ wildcard_constraints:
     scale=r"\d+",
     mix="syn|realsyn",
     shard=r"\d{5}",
+    k=r"\d+",
 
 
 def base_model(wildcards=None):
@@ -189,6 +191,36 @@ def table3_metrics(wildcards=None):
     ]
 
 
+def _lira_targets():
+    p = config["privacy"]
+    s = SEEDS[0]
+    return {
+        "real members": metrics(p["members"], "real", s).replace(
+            "metrics.json", "model.pt"
+        ),
+        "synthetic from members": metrics(
+            p["members"], "syn", s, p["variant"], p["scale"]
+        ).replace("metrics.json", "model.pt"),
+    }
+
+
+def lira_inputs(wildcards=None):
+    p = config["privacy"]
+    return {
+        "index": f"results/{p['pool']}/real_index.parquet",
+        "members_index": f"results/{p['members']}/real_index.parquet",
+        "shadows": [
+            f"results/{p['pool']}/privacy/shadow/{k}.parquet"
+            for k in range(p["shadows"])
+        ],
+        "targets": list(_lira_targets().values()),
+    }
+
+
+def lira_target_args(wildcards=None):
+    return [f"'{k}={v}'" for k, v in _lira_targets().items()]
+
+
 def ablation_targets():
     return [
         "results/tables/table2.csv",
@@ -199,7 +231,15 @@ def ablation_targets():
         "results/figures/fig2_scaling.png",
         "results/figures/fig2_scaling.pdf",
         "results/tables/table9.csv",
-    ]
+    ] + (
+        [
+            "results/tables/table_privacy.csv",
+            "results/figures/fig3_lira.png",
+            "results/figures/fig3_lira.pdf",
+        ]
+        if config["privacy"]["pool"]
+        else []
+    )
 
 
 def cfg_for(*sections):

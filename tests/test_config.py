@@ -34,6 +34,14 @@ def test_defaults_are_filled():
     ({"models": {"sd15": 3}}, "config key models.sd15"),
     ({"datasets": {"mini": {"classify_overrides": {"epoch": 3}}}}, "datasets.mini.classify_overrides.epoch"),
     ({"datasets": {"img": {"kind": "imagefolder"}}}, "datasets.img.root: required"),
+    ({"privacy": {"pool": "ghost"}}, "privacy.pool: unknown dataset 'ghost'"),
+    ({"datasets": {"mini_members": {"member_half": None}}}, "datasets.mini_members.member_half: required"),
+    ({"datasets": {"mini_members": {"train_per_class": 5}}}, "must read the same data as 'mini' (differs in train_per_class)"),
+    ({"privacy": {"shadows": 2}}, "config key privacy.shadows"),
+    ({"privacy": {"scale": 10}}, "privacy.scale: 10 is not one of scales"),
+    ({"generate": {"classes_per_shard": 0}}, "config key generate.classes_per_shard"),
+    ({"generate": {"image_format": "webp"}}, "config key generate.image_format"),
+    ({"classify": {"loader": "lazy"}}, "config key classify.loader"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as exc:

@@ -48,9 +48,14 @@ def test_tables_and_figures(smoke_run):
     assert "synthetic only: method beats text-to-image baseline" in set(claims.claim)
     t3 = pd.read_csv(r / "tables" / "table3.csv")
     assert list(t3.setting) == ["syn", "realsyn"] and (t3.scale == 1).all() and "crossover_scale" in t3
+    priv = pd.read_csv(r / "tables" / "table_privacy.csv")
+    assert len(priv) == 6 and set(priv.attack) == {"online", "offline", "fixed_variance"}
+    assert set(priv.target) == {"real members", "synthetic from members"} and priv.auc.between(0, 1).all()
+    assert (priv.members == 10).all() and (priv.non_members == 20).all() and (priv.shadows == 4).all()
     t9 = pd.read_csv(r / "tables" / "table9.csv")
     assert "top1_seed0" in t9 and len(t9) == 4
-    for fig in ("samples.png", "samples.pdf", "ablation.png", "ablation.pdf", "fig2_scaling.png", "fig2_scaling.pdf"):
+    for fig in ("samples.png", "samples.pdf", "ablation.png", "ablation.pdf", "fig2_scaling.png", "fig2_scaling.pdf",
+                "fig3_lira.png", "fig3_lira.pdf"):
         assert (r / "figures" / fig).stat().st_size > 1000
     assert (r / "figures" / "samples.png").read_bytes()[:4] == b"\x89PNG"
 

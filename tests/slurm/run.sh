@@ -81,11 +81,11 @@ jobs=$(grep -c "JobId=" /var/log/slurm/jobcomp.log || true)
 log "Slurm job log lists $jobs completed jobs"
 [ "$jobs" -ge 10 ] || { log "FAIL: expected the workflow's jobs in the Slurm log"; exit 1; }
 grep -q "JobState=FAILED" /var/log/slurm/jobcomp.log && { log "FAIL: a Slurm job failed"; exit 1; }
-# grouping: the 4 generate_shard jobs (2 sets x 2 shards) went in as 2 sbatch submissions of 2, run in
+# grouping: the 6 generate_shard jobs (3 sets x 2 shards) went in as 3 sbatch submissions of 2, run in
 # series inside each (one core per submission), so each asked for twice one shard's runtime
 groups=$(grep -c "submitted with SLURM jobid .*slurm_logs/group_generate_generate_shard/" "$WORK/slurm.log" || true)
 log "generate_shard jobs were submitted as $groups group jobs"
-[ "$groups" -eq 2 ] || { log "FAIL: expected 2 grouped submissions of generate_shard"; exit 1; }
+[ "$groups" -eq 3 ] || { log "FAIL: expected 3 grouped submissions of generate_shard"; exit 1; }
 
 status=0
 for f in results/tables/table1.csv results/tables/table2.csv \

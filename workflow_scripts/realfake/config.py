@@ -84,6 +84,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     if errors:
         raise ConfigError("; ".join(_format_error(e) for e in errors))
     _cross_check(config)
+    _check_privacy(config)
     return config
 
 
@@ -110,6 +111,28 @@ def _cross_check(config: dict) -> None:
                               f"(allowed: {', '.join(sorted(config['classify']))})")
         if ds["kind"] != "digits" and not ds["root"]:
             raise ConfigError(f"config key datasets.{name}.root: required for kind {ds['kind']!r}")
+
+
+def _check_privacy(config: dict) -> None:
+    pc = config["privacy"]
+    if pc["pool"] is None:
+        return
+    for key in ("pool", "members"):
+        if pc[key] not in config["datasets"]:
+            raise ConfigError(f"config key privacy.{key}: unknown dataset {pc[key]!r} (defined: {sorted(config['datasets'])})")
+    pool, mem = config["datasets"][pc["pool"]], config["datasets"][pc["members"]]
+    if mem["member_half"] is None:
+        raise ConfigError(f"config key datasets.{pc['members']}.member_half: required for privacy.members")
+    data_keys = ("kind", "root", "classlist", "test_fraction", "train_per_class", "test_size", "split_seed",
+                 "image_size", "num_classes")  # what decides the images; prompts etc. may differ
+    differ = [k for k in data_keys if mem[k] != pool[k]]
+    if differ or pool["member_half"] is not None:
+        raise ConfigError(f"config key privacy.members: dataset {pc['members']!r} must read the same data as "
+                          f"{pc['pool']!r} (differs in {', '.join(differ) or 'member_half, set on the pool'})")
+    if pc["variant"] not in config["variants"]:
+        raise ConfigError(f"config key privacy.variant: unknown variant {pc['variant']!r}")
+    if pc["scale"] not in config["scales"]:
+        raise ConfigError(f"config key privacy.scale: {pc['scale']} is not one of scales {config['scales']}")
 
 
 def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:

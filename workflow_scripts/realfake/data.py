@@ -81,6 +81,15 @@ def scan_imagefolder(root: str | Path, classnames: dict | None = None) -> pd.Dat
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
+def member_half(index: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Keep a seeded, class-stratified half of the train split (LiRA members); test stays whole."""
+    rng = np.random.default_rng([seed, 7919])
+    train = index[index.split == "train"].sort_values("image_id")
+    keep = [g.iloc[np.sort(rng.choice(len(g), size=len(g) // 2, replace=False))]
+            for _, g in train.groupby("label", sort=True)]
+    return pd.concat(keep + [index[index.split == "test"]], ignore_index=True)
+
+
 def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
     """Keep ``per_class`` random train images of each class (seeded); test stays whole."""
     if per_class is None:
@@ -134,6 +143,8 @@ def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: i
     index, bad = check_images(index)
     log.info("indexed %d images under %s; %d corrupt images skipped", len(index), root, len(bad))
     index = subsample_per_class(index, ds["train_per_class"], ds["split_seed"])
+    if ds.get("member_half") is not None:
+        index = member_half(index, ds["member_half"])
     names = ds.get("classnames") or {}
     index["class_name"] = [names.get(c, c) for c in index.class_name]
     found = index.label[index.label >= 0].nunique()

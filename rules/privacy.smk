@@ -1,0 +1,47 @@
+# Stage privacy: LiRA membership inference against classifiers trained on real members and on
+# synthetic data made from them (paper Fig. 3). Off while privacy.pool is null.
+
+
+rule shadow_classifier:
+    input:
+        index="results/{dataset}/real_index.parquet",
+    output:
+        scores="results/{dataset}/privacy/shadow/{k}.parquet",
+    log:
+        "results/logs/{dataset}/privacy/shadow_{k}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/privacy/shadow_{k}.tsv"
+    conda:
+        "../envs/classify.yaml"
+    resources:
+        mem_mb=mem_mb("classify"),
+        runtime=runtime("classify"),
+        gpu=gpu_count("classify"),
+    params:
+        cfg=cfg_for("datasets", "classify", "privacy", "models"),
+    shell:
+        "python -m realfake.privacy shadow --cfg {params.cfg:q} --index {input.index} --k {wildcards.k}"
+        " --out {output.scores} --log {log} 2>> {log}"
+
+
+rule lira:
+    input:
+        unpack(lira_inputs),
+    output:
+        table="results/tables/table_privacy.csv",
+        sidecar="results/tables/table_privacy.csv.json",
+        png="results/figures/fig3_lira.png",
+        pdf="results/figures/fig3_lira.pdf",
+    log:
+        "results/logs/report/lira.log",
+    benchmark:
+        "results/benchmarks/report/lira.tsv"
+    conda:
+        "../envs/classify.yaml"
+    params:
+        cfg=cfg_for("datasets", "classify", "privacy", "models"),
+        targets=lira_target_args,
+    shell:
+        "python -m realfake.privacy attack --cfg {params.cfg:q} --index {input.index}"
+        " --members-index {input.members_index} --shadows {input.shadows} --target {params.targets}"
+        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"

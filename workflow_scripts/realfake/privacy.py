@@ -1,0 +1,245 @@
+"""Stage `privacy`: LiRA membership inference (Carlini et al. 2022; paper Fig. 3).
+
+Setup (METHOD.md section 5): the real training pool of ``privacy.pool`` is split into members (the
+half kept by dataset ``privacy.members``, ``member_half``) and non-members. Two target classifiers
+are attacked: one trained on the members directly, one trained on synthetic data made by the
+method from the members only (LoRA fine-tuned on members, latent prior from members). Shadow
+classifiers are trained on seeded random halves of the pool, so each pool image is "in" for about
+half of them. Per image, LiRA fits Gaussians to the shadows' logit-scaled confidences:
+
+* online: likelihood ratio of N(mu_in, s_in) vs N(mu_out, s_out) at the target's confidence;
+* offline: only the "out" Gaussian: how far above mu_out the target's confidence lies;
+* fixed variance: online with one global variance per side instead of per-image ones.
+
+``python -m realfake.privacy shadow|attack``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .atomic import atomic_path, write_json, write_parquet
+from .cli import parser, provenance, run, setup
+from .config import classify_settings, get_dataset
+
+log = logging.getLogger(__name__)
+ATTACKS = ("online", "offline", "fixed_variance")
+
+
+# ----------------------------------------------------------------------------- statistics
+def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """phi = log(p_y / (1 - p_y)) from raw logits, computed stably as z_y - logsumexp_{j != y} z_j."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    zy = logits[np.arange(len(labels)), labels]
+    others = logits.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    m = others.max(axis=1)
+    return zy - (m + np.log(np.exp(others - m[:, None]).sum(axis=1)))
+
+
+def _log_normal(x, mu, sd):
+    return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd)
+
+
+def lira_scores(target: np.ndarray, shadow: np.ndarray, shadow_in: np.ndarray, attack: str,
+                eps: float = 1e-6) -> np.ndarray:
+    """Membership scores (higher = more likely a member) for each of N examples.
+
+    target: (N,) confidences of the attacked model; shadow: (S, N) shadow confidences;
+    shadow_in: (S, N) bool, True where the example was in that shadow's training half.
+    """
+    shadow, shadow_in = np.asarray(shadow, float), np.asarray(shadow_in, bool)
+    n_in, n_out = shadow_in.sum(0), (~shadow_in).sum(0)
+    if shadow_in.sum() < 2 or (~shadow_in).sum() < 2:
+        raise ValueError("LiRA needs shadow models with and without the examples; raise privacy.shadows")
+    masked_in = np.where(shadow_in, shadow, np.nan)
+    masked_out = np.where(~shadow_in, shadow, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are handled below
+        mu_in, mu_out = np.nanmean(masked_in, 0), np.nanmean(masked_out, 0)
+        sd_in, sd_out = np.nanstd(masked_in, 0, ddof=1), np.nanstd(masked_out, 0, ddof=1)
+    # global (fixed) variances and the mean in/out shift: the fixed-variance attack, and the fallback
+    # for an example seen "in" or "out" by fewer than 2 shadows (few shadows, small classes)
+    g_in = np.nanstd((masked_in - mu_in)[:, n_in >= 2], ddof=1) if (n_in >= 2).any() else 1.0
+    g_out = np.nanstd((masked_out - mu_out)[:, n_out >= 2], ddof=1) if (n_out >= 2).any() else 1.0
+    both = (n_in > 0) & (n_out > 0)
+    shift = float(np.mean(mu_in[both] - mu_out[both])) if both.any() else 0.0
+    mu_in = np.where(n_in > 0, mu_in, mu_out + shift)
+    mu_out = np.where(n_out > 0, mu_out, mu_in - shift)
+    if attack == "fixed_variance":
+        sd_in, sd_out = np.full(len(n_in), g_in), np.full(len(n_out), g_out)
+    sd_in = np.where(n_in >= 2, sd_in, g_in) + eps
+    sd_out = np.where(n_out >= 2, sd_out, g_out) + eps
+    if attack == "offline":
+        return (target - mu_out) / sd_out
+    if attack in ("online", "fixed_variance"):
+        return _log_normal(target, mu_in, sd_in) - _log_normal(target, mu_out, sd_out)
+    raise ValueError(f"unknown LiRA attack {attack!r} (known: {', '.join(ATTACKS)})")
+
+
+def roc(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) over every threshold, from (0, 0) to (1, 1); ties handled as one step."""
+    scores, is_member = np.asarray(scores, float), np.asarray(is_member, bool)
+    order = np.argsort(-scores, kind="stable")
+    s, m = scores[order], is_member[order]
+    last = np.r_[np.diff(s) != 0, True]
+    tp, fp = np.cumsum(m)[last], np.cumsum(~m)[last]
+    tpr = np.r_[0.0, tp / max(1, m.sum())]
+    fpr = np.r_[0.0, fp / max(1, (~m).sum())]
+    return fpr, tpr
+
+
+def roc_summary(scores, is_member) -> dict:
+    fpr, tpr = roc(scores, is_member)
+    auc = float(np.trapezoid(tpr, fpr)) if hasattr(np, "trapezoid") else float(np.trapz(tpr, fpr))
+
+    def tpr_at(x):
+        ok = fpr <= x
+        return float(tpr[ok].max()) if ok.any() else 0.0
+
+    return {"auc": auc, "tpr_at_0.1%_fpr": tpr_at(0.001), "tpr_at_1%_fpr": tpr_at(0.01),
+            "balanced_accuracy": float(np.max(1 - (fpr + (1 - tpr)) / 2))}
+
+
+# ----------------------------------------------------------------------------- models
+def load_classifier(path):
+    from .classify import build_model
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(state["arch"], state["num_classes"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def logits_on(model, frame: pd.DataFrame, size: int, batch_size: int = 256) -> np.ndarray:
+    from .data import images_tensor
+
+    return torch.cat([model(images_tensor(list(frame.path[i : i + batch_size]), size)).float()
+                      for i in range(0, len(frame), batch_size)]).numpy()
+
+
+def shadow_half(pool: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+    """Bool mask of the pool's rows in shadow k's training half (class-stratified, seeded)."""
+    rng = np.random.default_rng([seed, k])
+    mask = np.zeros(len(pool), bool)
+    for _, idx in pool.groupby("label").indices.items():
+        take = rng.choice(idx, size=len(idx) // 2, replace=False)
+        mask[take] = True
+    return mask
+
+
+def pool_of(index_file: str) -> pd.DataFrame:
+    index = pd.read_parquet(index_file)
+    return index[index.split == "train"].sort_values("image_id").reset_index(drop=True)
+
+
+def shadow_main(args, cfg) -> None:
+    from .classify import MemoryData, train_classifier
+    from .data import frame_tensor
+
+    pcfg = cfg["privacy"]
+    ds = get_dataset(cfg, pcfg["pool"])
+    ccfg = {**classify_settings(cfg, pcfg["pool"]), "checkpoint_every": 0}
+    pool = pool_of(args.index)
+    mask = shadow_half(pool, args.k, pcfg["seed"])
+    train = pool[mask]
+    size = ccfg["image_size"] or ds["image_size"]
+    data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
+    model = train_classifier(data, int(pool.label.max()) + 1, ccfg, pcfg["seed"] * 1000 + args.k)
+    logits = logits_on(model.eval(), pool, size)
+    log.info("shadow %d trained on %d of %d pool images", args.k, int(mask.sum()), len(pool))
+    write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
+                                "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
+
+
+def attack_main(args, cfg) -> None:
+    pcfg = cfg["privacy"]
+    ds = get_dataset(cfg, pcfg["pool"])
+    size = classify_settings(cfg, pcfg["pool"])["image_size"] or ds["image_size"]
+    pool = pool_of(args.index)
+    members = set(pool_of(args.members_index).image_id)
+    if not members <= set(pool.image_id):
+        raise ValueError(f"{args.members_index}: member images are not all in the pool {args.index}")
+    is_member = pool.image_id.isin(members).to_numpy()
+    shadows = [pd.read_parquet(f) for f in args.shadows]
+    for f, sh in zip(args.shadows, shadows):
+        if list(sh.image_id) != list(pool.image_id):
+            raise ValueError(f"shadow file {f} scores other images than the pool {args.index}")
+    conf = np.stack([sh.confidence.to_numpy() for sh in shadows])
+    shadow_in = np.stack([sh.in_train.to_numpy() for sh in shadows])
+    rows, curves = [], {}
+    for name, model_file in (kv.split("=", 1) for kv in args.target):
+        target = logit_confidence(logits_on(load_classifier(model_file), pool, size), pool.label.to_numpy())
+        for attack in ATTACKS:
+            scores = lira_scores(target, conf, shadow_in, attack)
+            rows.append({"target": name, "attack": attack, **roc_summary(scores, is_member),
+                         "members": int(is_member.sum()), "non_members": int((~is_member).sum()),
+                         "shadows": len(shadows), "model": model_file})
+            curves[(name, attack)] = roc(scores, is_member)
+    table = pd.DataFrame(rows)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_json(provenance(cfg, inputs=[args.index, args.members_index, *args.shadows, *args.target]),
+               args.out + ".json")
+    lira_figure(curves, table, args.figure)
+
+
+def lira_figure(curves: dict, table: pd.DataFrame, outs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import _save_fig
+
+    fig, axes = plt.subplots(1, len(ATTACKS), figsize=(4.2 * len(ATTACKS), 4), squeeze=False)
+    for ax, attack in zip(axes[0], ATTACKS):
+        for (name, att), (fpr, tpr) in curves.items():
+            if att != attack:
+                continue
+            auc = table[(table.target == name) & (table.attack == attack)].auc.iloc[0]
+            ax.plot(np.clip(fpr, 1e-4, 1), np.clip(tpr, 1e-4, 1), label=f"{name} (AUC {auc:.3f})")
+        ax.plot([1e-4, 1], [1e-4, 1], "k:", lw=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.set_title(f"LiRA, {attack.replace('_', ' ')}")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    _save_fig(fig, outs)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    action, rest = argv[0], argv[1:]
+    p = parser(__doc__)
+    p.add_argument("--index", required=True, help="the pool dataset's real_index.parquet")
+    p.add_argument("--out", required=True)
+    if action == "shadow":
+        p.add_argument("--k", type=int, required=True)
+    elif action == "attack":
+        p.add_argument("--members-index", required=True)
+        p.add_argument("--shadows", nargs="+", required=True)
+        p.add_argument("--target", nargs="+", required=True, help="name=model.pt")
+        p.add_argument("--figure", nargs="*", default=[])
+    else:
+        raise ValueError(f"unknown action {action!r}: use shadow or attack")
+    args = p.parse_args(rest)
+    cfg = setup(args)
+    (shadow_main if action == "shadow" else attack_main)(args, cfg)
+
+
+if __name__ == "__main__":
+    run(main)
