@@ -204,6 +204,12 @@ def _lira_targets():
     }
 
 
+def nearest_manifest(wildcards):
+    get_dataset(config, wildcards.dataset)
+    n = config["nearest"]
+    return f"results/synthetic/{wildcards.dataset}/{n['variant']}/s{SEEDS[0]}/{n['scale']}x/manifest.parquet"
+
+
 def lira_inputs(wildcards=None):
     p = config["privacy"]
     return {
@@ -222,23 +228,31 @@ def lira_target_args(wildcards=None):
 
 
 def ablation_targets():
-    return [
-        "results/tables/table2.csv",
-        "results/figures/ablation.png",
-        "results/figures/ablation.pdf",
-        "results/tables/claims.csv",
-        "results/tables/table3.csv",
-        "results/figures/fig2_scaling.png",
-        "results/figures/fig2_scaling.pdf",
-        "results/tables/table9.csv",
-    ] + (
+    return (
         [
-            "results/tables/table_privacy.csv",
-            "results/figures/fig3_lira.png",
-            "results/figures/fig3_lira.pdf",
+            "results/tables/table2.csv",
+            "results/figures/ablation.png",
+            "results/figures/ablation.pdf",
+            "results/tables/claims.csv",
+            "results/tables/table3.csv",
+            "results/figures/fig2_scaling.png",
+            "results/figures/fig2_scaling.pdf",
+            "results/tables/table9.csv",
         ]
-        if config["privacy"]["pool"]
-        else []
+        + [
+            f"results/figures/fig4_nearest_{ds}.{ext}"
+            for ds in DATASETS
+            for ext in ("png", "pdf")
+        ]
+        + (
+            [
+                "results/tables/table_privacy.csv",
+                "results/figures/fig3_lira.png",
+                "results/figures/fig3_lira.pdf",
+            ]
+            if config["privacy"]["pool"]
+            else []
+        )
     )
 
 

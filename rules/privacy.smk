@@ -1,5 +1,6 @@
 # Stage privacy: LiRA membership inference against classifiers trained on real members and on
-# synthetic data made from them (paper Fig. 3). Off while privacy.pool is null.
+# synthetic data made from them (paper Fig. 3; off while privacy.pool is null), and the copy check:
+# nearest real images of synthetic queries (paper Fig. 4).
 
 
 rule shadow_classifier:
@@ -44,4 +45,26 @@ rule lira:
     shell:
         "python -m realfake.privacy attack --cfg {params.cfg:q} --index {input.index}"
         " --members-index {input.members_index} --shadows {input.shadows} --target {params.targets}"
+        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+
+
+rule nearest:
+    input:
+        index="results/{dataset}/real_index.parquet",
+        manifest=nearest_manifest,
+    output:
+        table="results/tables/nearest_{dataset}.csv",
+        sidecar="results/tables/nearest_{dataset}.csv.json",
+        png="results/figures/fig4_nearest_{dataset}.png",
+        pdf="results/figures/fig4_nearest_{dataset}.pdf",
+    log:
+        "results/logs/{dataset}/nearest.log",
+    benchmark:
+        "results/benchmarks/{dataset}/nearest.tsv"
+    conda:
+        "../envs/classify.yaml"
+    params:
+        cfg=cfg_for("nearest", "models"),
+    shell:
+        "python -m realfake.nearest --cfg {params.cfg:q} --index {input.index} --manifest {input.manifest}"
         " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"

@@ -52,10 +52,12 @@ def test_tables_and_figures(smoke_run):
     assert len(priv) == 6 and set(priv.attack) == {"online", "offline", "fixed_variance"}
     assert set(priv.target) == {"real members", "synthetic from members"} and priv.auc.between(0, 1).all()
     assert (priv.members == 10).all() and (priv.non_members == 20).all() and (priv.shadows == 4).all()
+    near = pd.read_csv(r / "tables" / "nearest_smoke.csv")
+    assert len(near) == 8 * 5 and near.groupby("query").similarity.apply(lambda s: s.is_monotonic_decreasing).all()
     t9 = pd.read_csv(r / "tables" / "table9.csv")
     assert "top1_seed0" in t9 and len(t9) == 4
     for fig in ("samples.png", "samples.pdf", "ablation.png", "ablation.pdf", "fig2_scaling.png", "fig2_scaling.pdf",
-                "fig3_lira.png", "fig3_lira.pdf"):
+                "fig3_lira.png", "fig3_lira.pdf", "fig4_nearest_smoke.png", "fig4_nearest_smoke.pdf"):
         assert (r / "figures" / fig).stat().st_size > 1000
     assert (r / "figures" / "samples.png").read_bytes()[:4] == b"\x89PNG"
 

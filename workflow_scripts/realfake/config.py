@@ -114,6 +114,11 @@ def _cross_check(config: dict) -> None:
 
 
 def _check_privacy(config: dict) -> None:
+    nc = config["nearest"]
+    if config["variants"] and nc["variant"] not in config["variants"]:
+        raise ConfigError(f"config key nearest.variant: unknown variant {nc['variant']!r}")
+    if nc["scale"] not in config["scales"]:
+        raise ConfigError(f"config key nearest.scale: {nc['scale']} is not one of scales {config['scales']}")
     pc = config["privacy"]
     if pc["pool"] is None:
         return

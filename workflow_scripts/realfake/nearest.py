@@ -1,0 +1,144 @@
+"""Stage `nearest`: do synthetic images copy real ones? (paper Fig. 4, copy detection).
+
+For seeded synthetic queries, the top-k real training images by inner product of L2-normalised
+copy-detection descriptors. Paper scale: SSCD (ResNeXt-101 DISC, TorchScript file at
+``models.sscd``; images resized to 288 px short side, ImageNet normalisation, 1024-d). Mini world
+(``models.sscd: null``): the named substitute ``pixels16``, the 16x16 grayscale thumbnail, mean-
+centred and L2-normalised, a classic near-duplicate descriptor; no trained copy detector exists in
+the mini world. Writes ``nearest.csv`` (every query's top-k) and ``fig4_nearest.{png,pdf}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .atomic import atomic_path, write_json
+from .cli import parser, provenance, run, setup
+from .data import frame_images
+
+log = logging.getLogger(__name__)
+
+
+def pixels16(images) -> np.ndarray:
+    """Substitute descriptor: 16x16 grayscale, mean-centred, unit norm."""
+    from PIL import Image
+
+    arr = np.stack([np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float64).ravel()
+                    for im in images])
+    arr -= arr.mean(axis=1, keepdims=True)
+    return arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-8)
+
+
+def load_sscd(path: str):
+    from .models import check_local
+
+    p = check_local(path, "SSCD TorchScript file", "models.sscd")
+    try:
+        return torch.jit.load(str(p), map_location="cpu").eval()
+    except RuntimeError as exc:
+        raise ValueError(f"{p} is not a TorchScript model (config key models.sscd): {exc}") from exc
+
+
+@torch.no_grad()
+def sscd_descriptors(model, images, batch_size: int = 32) -> np.ndarray:
+    """SSCD preprocessing (resize 288 short side, ImageNet mean/std), L2-normalised descriptors."""
+    from PIL import Image
+
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+    def prep(im):
+        w, h = im.size
+        s = 288 / min(w, h)
+        im = im.convert("RGB").resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (x - mean) / std
+
+    out = []
+    for i in range(0, len(images), batch_size):
+        batch = [prep(im) for im in images[i : i + batch_size]]
+        sizes = {tuple(x.shape) for x in batch}
+        xs = torch.stack(batch) if len(sizes) == 1 else None
+        feats = model(xs) if xs is not None else torch.cat([model(x[None]) for x in batch])
+        out.append(torch.nn.functional.normalize(feats.float(), dim=1))
+    return torch.cat(out).numpy()
+
+
+def top_matches(query: np.ndarray, real: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and similarities of the k most similar real descriptors for every query (descending)."""
+    sim = query @ real.T
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(sim, idx, axis=1)
+
+
+def figure(queries, real_images, idx, sim, outs, descriptor: str, show: int = 3) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import _save_fig
+
+    n = len(queries)
+    fig, axes = plt.subplots(n, 1 + show, figsize=(1.6 * (1 + show), 1.7 * n + 0.5), squeeze=False)
+    for r in range(n):
+        axes[r, 0].imshow(queries[r])
+        axes[r, 0].set_title("synthetic query", fontsize=7)
+        for c in range(show):
+            axes[r, c + 1].imshow(real_images[idx[r, c]])
+            axes[r, c + 1].set_title(f"real #{c + 1}, sim {sim[r, c]:.2f}", fontsize=7)
+        for ax in axes[r]:
+            ax.axis("off")
+    fig.suptitle(f"nearest real training images by {descriptor} similarity", fontsize=9)
+    fig.tight_layout()
+    _save_fig(fig, outs)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--index", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="nearest.csv")
+    p.add_argument("--figure", nargs="+", required=True)
+    args = p.parse_args(argv)
+    cfg = setup(args)
+    ncfg = cfg["nearest"]
+    index = pd.read_parquet(args.index)
+    real = index[index.split == "train"].reset_index(drop=True)
+    man = pd.read_parquet(args.manifest)
+    if ncfg["queries"] > len(man):
+        raise ValueError(f"config key nearest.queries: {ncfg['queries']} queries but {args.manifest} has {len(man)} images")
+    pick = np.sort(np.random.default_rng(ncfg["seed"]).choice(len(man), ncfg["queries"], replace=False))
+    queries = man.iloc[pick].reset_index(drop=True)
+    q_images, r_images = frame_images(queries), frame_images(real)
+    if cfg["models"]["sscd"]:
+        model, name = load_sscd(cfg["models"]["sscd"]), "SSCD"
+        qd, rd = sscd_descriptors(model, q_images), sscd_descriptors(model, r_images)
+    else:
+        name = "pixels16 (substitute for SSCD)"
+        qd, rd = pixels16(q_images), pixels16(r_images)
+    k = min(ncfg["top_k"], len(real))
+    idx, sim = top_matches(qd, rd, k)
+    rows = []
+    for q in range(len(queries)):
+        for rank in range(k):
+            rows.append({"query": queries.image_id[q], "query_source": queries.source_image[q], "rank": rank + 1,
+                         "real": real.image_id[idx[q, rank]], "similarity": float(sim[q, rank]),
+                         "is_source": real.image_id[idx[q, rank]] == queries.source_image[q], "descriptor": name})
+    table = pd.DataFrame(rows)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    write_json(provenance(cfg, index=args.index, manifest=args.manifest, descriptor=name), args.out + ".json")
+    figure(q_images, r_images, idx, sim, args.figure, name, show=min(3, k))
+    top1 = table[table["rank"] == 1]
+    log.info("top-1 similarity mean %.3f; top-1 match is the query's own source image for %d of %d queries",
+             top1.similarity.mean(), int(top1.is_source.sum()), len(top1))
+
+
+if __name__ == "__main__":
+    run(main)
