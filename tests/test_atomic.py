@@ -27,3 +27,44 @@ def test_torch_files_are_byte_identical_for_identical_content(tmp_path):
 def test_json_is_sorted_and_stable(tmp_path):
     write_json({"b": 1, "a": [1, 2]}, tmp_path / "x.json")
     assert (tmp_path / "x.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
+
+
+def test_disk_full_during_a_real_writer_leaves_nothing(tmp_path, monkeypatch):
+    """ENOSPC raised by the filesystem in the middle of write_parquet: no file that looks complete."""
+    import errno
+
+    import pandas as pd
+
+    from realfake.atomic import write_parquet
+
+    real_to_parquet = pd.DataFrame.to_parquet
+
+    def full(self, path, *a, **k):
+        real_to_parquet(self.head(1), path, *a, **k)  # some bytes reach the disk first
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_parquet(pd.DataFrame({"a": range(100)}), tmp_path / "manifest.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_folder_gives_permission_error_and_no_file(tmp_path):
+    import os
+
+    if os.geteuid() == 0:  # root ignores file modes: use a folder that cannot be created instead
+        target = tmp_path / "file_not_dir" / "x.json"
+        (tmp_path / "file_not_dir").write_text("")
+        with pytest.raises(OSError):
+            write_json({"a": 1}, target)
+        assert (tmp_path / "file_not_dir").read_text() == ""
+        return
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError):
+            write_json({"a": 1}, ro / "x.json")
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)

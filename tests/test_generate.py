@@ -125,3 +125,19 @@ def test_shard_key_is_short_and_unique():
     assert len(shard_key(long)) <= 90 and shard_key(long) != shard_key(long + "y")
     assert shard_key("train/n01/n01_1.JPEG_r0") == "train_n01_n01_1_JPEG_r0"
 
+
+
+def test_lora_from_another_base_is_named(real_inputs, smoke_cfg, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(real_inputs["lora"])
+    key = next(k for k in sd if k.endswith("lora.down.weight"))
+    sd[key] = torch.zeros(sd[key].shape[0], sd[key].shape[1] + 3)  # a layer of another width
+    bad = tmp_path / "other_base.safetensors"
+    save_file(sd, bad)
+    inputs = {**real_inputs, "lora": bad}
+    proc = _generate(inputs, smoke_cfg, tmp_path / "out", check=False)
+    assert proc.returncode == 2
+    assert f"LoRA file {bad} does not fit the base model" in proc.stderr and "is 32 wide in the base, 35" in proc.stderr
+    assert not list((tmp_path / "out").glob("*.tar"))

@@ -71,6 +71,11 @@ def test_every_artifact_records_its_config(smoke_run):
     assert metrics["config"]["classify"]["arch"] == "smallcnn" and metrics["variant"] == "ours"
 
 
+def test_nothing_written_outside_results(smoke_run):
+    """The run's working directory holds only results/ and Snakemake's own .snakemake/."""
+    assert sorted(p.name for p in smoke_run.iterdir()) == [".snakemake", "results"]
+
+
 def test_logs_and_benchmarks_per_rule(smoke_run):
     r = smoke_run / "results"
     assert (r / "logs" / "smoke" / "embed.log").read_text().strip()

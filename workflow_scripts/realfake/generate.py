@@ -56,12 +56,42 @@ def make_pipelines(base: str, lora: str | None, device: str, dtype, compile_unet
     pipe = load_pipeline(base, device=device, dtype=dtype)
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
     if lora is not None:
+        check_lora_fits(pipe.unet, lora, base)
         pipe.load_lora_weights(str(Path(lora).parent), weight_name=Path(lora).name)
     if compile_unet:
         pipe.unet = torch.compile(pipe.unet)
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
     img2img.set_progress_bar_config(disable=True)
     return pipe, img2img
+
+
+def check_lora_fits(unet, lora: str | Path, base: str) -> None:
+    """A LoRA file made for another base model (other layer names or widths) is an error naming
+    both files; diffusers alone would skip unknown layers with a warning, or fail deep inside."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(lora))
+    except Exception as exc:  # safetensors raises its own error types for a foreign file
+        raise ValueError(f"LoRA file {lora} is not a readable safetensors file: {exc}") from exc
+    modules = dict(unet.named_modules())
+    for key, tensor in state.items():
+        name = key.removeprefix("unet.")
+        for tail, dim in ((".lora_A.weight", "in_features"), (".lora_B.weight", "out_features"),
+                          (".lora.down.weight", "in_features"), (".lora.up.weight", "out_features")):
+            if name.endswith(tail):
+                target = modules.get(name[: -len(tail)])
+                if target is None or not hasattr(target, dim):
+                    raise ValueError(f"LoRA file {lora} does not fit the base model {base}: it adapts layer "
+                                     f"{name[: -len(tail)]!r}, which the base UNet does not have")
+                want = getattr(target, dim)
+                got = tensor.shape[1] if dim == "in_features" else tensor.shape[0]
+                if got != want:
+                    raise ValueError(f"LoRA file {lora} does not fit the base model {base}: layer "
+                                     f"{name[: -len(tail)]!r} is {want} wide in the base, {got} in the LoRA")
+                break
+        else:
+            raise ValueError(f"LoRA file {lora}: unexpected tensor {key!r} (not a diffusers UNet LoRA)")
 
 
 def plan(dataset: str, train: pd.DataFrame, scale: int, base_seed: int) -> pd.DataFrame:
