@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all test lint dryrun bench slurm-test clean-results
+.PHONY: venv demo demo-all report test lint dryrun bench slurm-test clean-results
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -42,6 +42,11 @@ demo-all: venv
 	@echo; echo "results/tables/table2.csv (synthetic only, top-1 %):"
 	@$(PY) -c "import pandas as p; print(p.read_csv('results/tables/table2.csv')[['variant','label','top1_mean','top1_std']].to_string(index=False))"
 	@echo; $(PY) -c "import pandas as p; print(p.read_csv('results/tables/claims.csv')[['claim','delta_top1','pairs','pairs_positive','holds']].to_string(index=False))"
+
+# One HTML file with every table and figure of make demo-all, their provenance and the job graph.
+report: venv
+	$(SMK) all_ablation --configfile config/mini.yaml --report results/report.html
+	@echo "open results/report.html"
 
 test: venv lint
 	$(PY) -m pytest -q tests

@@ -29,9 +29,17 @@ rule lira:
     input:
         unpack(lira_inputs),
     output:
-        table="results/tables/table_privacy.csv",
+        table=report(
+            "results/tables/table_privacy.csv",
+            category="Tables",
+            labels={"table": "privacy"},
+        ),
         sidecar="results/tables/table_privacy.csv.json",
-        png="results/figures/fig3_lira.png",
+        png=report(
+            "results/figures/fig3_lira.png",
+            category="Figures",
+            labels={"figure": "3 LiRA"},
+        ),
         pdf="results/figures/fig3_lira.pdf",
     log:
         "results/logs/report/lira.log",
@@ -53,9 +61,17 @@ rule nearest:
         index="results/{dataset}/real_index.parquet",
         manifest=nearest_manifest,
     output:
-        table="results/tables/nearest_{dataset}.csv",
+        table=report(
+            "results/tables/nearest_{dataset}.csv",
+            category="Tables",
+            labels={"table": "nearest {dataset}"},
+        ),
         sidecar="results/tables/nearest_{dataset}.csv.json",
-        png="results/figures/fig4_nearest_{dataset}.png",
+        png=report(
+            "results/figures/fig4_nearest_{dataset}.png",
+            category="Figures",
+            labels={"figure": "4 nearest {dataset}"},
+        ),
         pdf="results/figures/fig4_nearest_{dataset}.pdf",
     log:
         "results/logs/{dataset}/nearest.log",

@@ -5,7 +5,9 @@ rule table1:
     input:
         metrics=table1_metrics,
     output:
-        table="results/tables/table1.csv",
+        table=report(
+            "results/tables/table1.csv", category="Tables", labels={"table": "1 main"}
+        ),
         sidecar="results/tables/table1.csv.json",
     log:
         "results/logs/report/table1.log",
@@ -24,9 +26,17 @@ rule table2:
     input:
         metrics=table2_metrics,
     output:
-        table="results/tables/table2.csv",
+        table=report(
+            "results/tables/table2.csv",
+            category="Tables",
+            labels={"table": "2 ablation"},
+        ),
         sidecar="results/tables/table2.csv.json",
-        png="results/figures/ablation.png",
+        png=report(
+            "results/figures/ablation.png",
+            category="Figures",
+            labels={"figure": "ablation"},
+        ),
         pdf="results/figures/ablation.pdf",
     log:
         "results/logs/report/table2.log",
@@ -45,9 +55,17 @@ rule table3:
     input:
         metrics=table3_metrics,
     output:
-        table="results/tables/table3.csv",
+        table=report(
+            "results/tables/table3.csv",
+            category="Tables",
+            labels={"table": "3 scaling"},
+        ),
         sidecar="results/tables/table3.csv.json",
-        png="results/figures/fig2_scaling.png",
+        png=report(
+            "results/figures/fig2_scaling.png",
+            category="Figures",
+            labels={"figure": "2 scaling"},
+        ),
         pdf="results/figures/fig2_scaling.pdf",
     log:
         "results/logs/report/table3.log",
@@ -66,7 +84,9 @@ rule table9:
     input:
         metrics=table1_metrics,
     output:
-        table="results/tables/table9.csv",
+        table=report(
+            "results/tables/table9.csv", category="Tables", labels={"table": "9 seeds"}
+        ),
         sidecar="results/tables/table9.csv.json",
     log:
         "results/logs/report/table9.log",
@@ -86,7 +106,11 @@ rule samples_figure:
         index=expand("results/{dataset}/real_index.parquet", dataset=DATASETS),
         manifests=sample_manifests,
     output:
-        png="results/figures/samples.png",
+        png=report(
+            "results/figures/samples.png",
+            category="Figures",
+            labels={"figure": "samples"},
+        ),
         pdf="results/figures/samples.pdf",
     log:
         "results/logs/report/samples.log",
@@ -108,7 +132,9 @@ rule claims:
         table1=rules.table1.output.table,
         table2=rules.table2.output.table,
     output:
-        table="results/tables/claims.csv",
+        table=report(
+            "results/tables/claims.csv", category="Tables", labels={"table": "claims"}
+        ),
     log:
         "results/logs/report/claims.log",
     benchmark:

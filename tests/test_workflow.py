@@ -71,6 +71,15 @@ def test_every_artifact_records_its_config(smoke_run):
     assert metrics["config"]["classify"]["arch"] == "smallcnn" and metrics["variant"] == "ours"
 
 
+def test_snakemake_report_holds_every_table_and_figure(smoke_run, tmp_path):
+    out = tmp_path / "report.html"
+    run_snakemake(smoke_run, "all_ablation", "--configfile", str(REPO / "config" / "smoke.yaml"), "--report", str(out))
+    html = out.read_text(errors="replace")
+    for name in ("table1.csv", "table2.csv", "table3.csv", "table9.csv", "table_privacy.csv", "fig2_scaling.png",
+                 "fig3_lira.png", "fig4_nearest_smoke.png", "samples.png"):
+        assert name in html, name
+
+
 def test_nothing_written_outside_results(smoke_run):
     """The run's working directory holds only results/ and Snakemake's own .snakemake/."""
     assert sorted(p.name for p in smoke_run.iterdir()) == [".snakemake", "results"]
