@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all report test lint dryrun bench slurm-test clean-results
+.PHONY: venv demo demo-all report test lint dryrun bench slurm-test clean-results clean-partial
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -68,3 +68,8 @@ bench: venv
 
 clean-results:
 	find results -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +
+
+# Resume state of killed jobs (training checkpoints, partial shards). Needed after a config change
+# only: a checkpoint written under another config stops the rerun with a message naming it.
+clean-partial:
+	find results \( -name '*.ckpt' -o -name '*.tar.partial' -o -name '*.tar.partial.json' \) -print -delete

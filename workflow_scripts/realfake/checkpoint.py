@@ -49,7 +49,8 @@ def load(path: str | os.PathLike, fingerprint: dict) -> dict | None:
     if theirs != ours:
         keys = differing_keys(theirs, ours)
         raise ValueError(f"checkpoint {path} was written under a different config (differs in: "
-                         f"{', '.join(keys[:6])}); delete it to start over, or restore that config")
+                         f"{', '.join(keys[:6])}); delete it (or run `make clean-partial`) to start over, "
+                         "or restore that config")
     log.info("resuming from %s (%s)", path, state.get("where", ""))
     return state
 

@@ -132,6 +132,7 @@ def scaling_figure(table: pd.DataFrame, outs) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     datasets = sorted(table.dataset.unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
@@ -151,10 +152,11 @@ def scaling_figure(table: pd.DataFrame, outs) -> None:
                     transform=ax.transAxes, fontsize=8)
         ax.set_xscale("log")
         ax.set_xticks(sorted(sub.scale.unique()), [f"{s}x" for s in sorted(sub.scale.unique())])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("synthetic set size (multiples of the real training set)")
         ax.set_ylabel("top-1 accuracy on real test set (%)")
         ax.set_title(f"{ds}: scaling (mean ± std over {int(sub.n_seeds.max())} seeds)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="center right")
         ax.grid(alpha=0.3)
     _save_fig(fig, outs)
     plt.close(fig)
