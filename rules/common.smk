@@ -31,8 +31,7 @@ except ConfigError as exc:
 config.clear()
 config.update(_resolved)
 try:  # shards are planned from config alone, so every dataset's class count must be known now
-    for _name in config["datasets"]:
-        shard_count(config, _name)
+    SHARDS = {name: shard_count(config, name) for name in config["datasets"]}
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
@@ -97,7 +96,8 @@ def synthetic_manifest(wildcards):
 
 
 def _shard_paths(w, ext):
-    n = shard_count(config, w.dataset)
+    get_dataset(config, w.dataset)
+    n = SHARDS[w.dataset]
     d = f"results/synthetic/{w.dataset}/{w.variant}/s{w.seed}/{w.scale}x/shards"
     return [f"{d}/{k:05d}.{ext}" for k in range(n)]
 
@@ -110,11 +110,6 @@ def shard_rows(wildcards):
 
 def shard_tars(wildcards):
     return _shard_paths(wildcards, "tar")
-
-
-def synthetic_inputs(wildcards):
-    """Input function for classifiers: the set's manifest and its shards (a deleted shard reruns)."""
-    return {"manifest": synthetic_manifest(wildcards), "shards": shard_tars(wildcards)}
 
 
 def metrics(dataset, setting, seed, variant=None, scale=None):

@@ -122,10 +122,16 @@ def test_unknown_config_key_stops_snakemake(tmp_path):
     assert proc.returncode != 0 and "unknown config key generate_typo" in proc.stdout + proc.stderr
 
 
-def test_missing_data_root_fails_cleanly(tmp_path):
+def imagefolder_smoke(tmp_path, fields: str):
+    """config/smoke.yaml with the smoke dataset turned into kind imagefolder plus ``fields``."""
     cfg = tmp_path / "img.yaml"
     cfg.write_text((REPO / "config" / "smoke.yaml").read_text().replace(
-        "    kind: digits\n", f"    kind: imagefolder\n    num_classes: 10\n    root: {tmp_path / 'no_such_root'}\n"))
+        "    kind: digits\n", f"    kind: imagefolder\n{fields}"))
+    return cfg
+
+
+def test_missing_data_root_fails_cleanly(tmp_path):
+    cfg = imagefolder_smoke(tmp_path, f"    num_classes: 10\n    root: {tmp_path / 'no_such_root'}\n")
     proc = run_snakemake(tmp_path, "results/smoke/real_index.parquet", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     log = (tmp_path / "results" / "logs" / "smoke" / "index_real.log").read_text()
@@ -136,9 +142,7 @@ def test_missing_data_root_fails_cleanly(tmp_path):
 
 def test_imagefolder_without_class_count_stops_at_parse_time(tmp_path):
     """Shards are planned from config alone: an imagefolder dataset must say how many classes it has."""
-    cfg = tmp_path / "img.yaml"
-    cfg.write_text((REPO / "config" / "smoke.yaml").read_text().replace(
-        "    kind: digits\n", f"    kind: imagefolder\n    root: {tmp_path}\n"))
+    cfg = imagefolder_smoke(tmp_path, f"    root: {tmp_path}\n")
     proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     assert "datasets.smoke.num_classes: required for kind 'imagefolder'" in proc.stdout + proc.stderr

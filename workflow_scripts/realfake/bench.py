@@ -194,11 +194,9 @@ class _FolderDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        im = Image.open(self.paths[i]).convert("RGB")
-        if im.size != (self.size, self.size):
-            im = im.resize((self.size, self.size), Image.BICUBIC)
-        x = torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
-        return x, self.labels[i]
+        from .data import load_rgb, to_tensor
+
+        return to_tensor([load_rgb(self.paths[i], self.size)])[0], self.labels[i]
 
 
 def bench_loading(work: Path, quick: bool) -> pd.DataFrame:

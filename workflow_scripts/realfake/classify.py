@@ -18,7 +18,7 @@ from .atomic import write_json, write_torch
 from . import checkpoint
 from .cli import fault_hook, parser, provenance, run, seed_everything, setup
 from .config import classify_settings, get_dataset
-from .data import frame_tensor, images_tensor
+from .data import frame_tensor, images_tensor, in_shards
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,18 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torc
 
 
 @torch.no_grad()
-def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256) -> dict:
-    """Top-1 / top-5 on the real test rows, decoded ``batch_size`` images at a time (50k ImageNet
-    val images never sit in memory at once)."""
+def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256) -> torch.Tensor:
+    """Float logits on CPU for every row of an index frame, decoded ``batch_size`` images at a time
+    (50k ImageNet val images never sit in memory at once)."""
     model.eval()
     device = next(model.parameters()).device
-    logits = torch.cat([model(images_tensor(list(test.path[i : i + batch_size]), size).to(device)).float().cpu()
-                        for i in range(0, len(test), batch_size)])
+    return torch.cat([model(images_tensor(list(frame.path[i : i + batch_size]), size).to(device)).float().cpu()
+                      for i in range(0, len(frame), batch_size)])
+
+
+def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256) -> dict:
+    """Top-1 / top-5 on the real test rows."""
+    logits = predict_logits(model, test, size, batch_size)
     y = torch.as_tensor(test.label.to_numpy(), dtype=torch.long)
     k = min(5, logits.shape[1])
     topk = logits.topk(k, dim=1).indices
@@ -120,7 +125,7 @@ class StreamData:
     def __init__(self, train: pd.DataFrame, size: int, seed: int, ccfg: dict):
         from .shards import ShardDataset
 
-        has_shard = train["shard"].notna() if "shard" in train else pd.Series(False, index=train.index)
+        has_shard = in_shards(train)
         real = train[~has_shard]
         shards = list(dict.fromkeys(train.shard[has_shard])) if has_shard.any() else []
         self.n = len(train)

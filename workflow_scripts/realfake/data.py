@@ -81,25 +81,42 @@ def scan_imagefolder(root: str | Path, classnames: dict | None = None) -> pd.Dat
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
-def member_half(index: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Keep a seeded, class-stratified half of the train split (LiRA members); test stays whole."""
-    rng = np.random.default_rng([seed, 7919])
-    train = index[index.split == "train"].sort_values("image_id")
-    keep = [g.iloc[np.sort(rng.choice(len(g), size=len(g) // 2, replace=False))]
+def _keep_per_class(index: pd.DataFrame, train: pd.DataFrame, size_of, rng) -> pd.DataFrame:
+    """Seeded per-class sample of ``train`` (``size_of(n)`` of a class's n images, order kept);
+    the test split stays whole."""
+    keep = [g.iloc[np.sort(rng.choice(len(g), size=size_of(len(g)), replace=False))]
             for _, g in train.groupby("label", sort=True)]
     return pd.concat(keep + [index[index.split == "test"]], ignore_index=True)
+
+
+def member_half(index: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Keep a seeded, class-stratified half of the train split (LiRA members); test stays whole."""
+    train = index[index.split == "train"].sort_values("image_id")
+    return _keep_per_class(index, train, lambda n: n // 2, np.random.default_rng([seed, 7919]))
 
 
 def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
     """Keep ``per_class`` random train images of each class (seeded); test stays whole."""
     if per_class is None:
         return index
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, group in index[index.split == "train"].groupby("label", sort=True):
-        take = min(per_class, len(group))
-        keep.append(group.iloc[np.sort(rng.choice(len(group), size=take, replace=False))])
-    return pd.concat(keep + [index[index.split == "test"]], ignore_index=True)
+    return _keep_per_class(index, index[index.split == "train"], lambda n: min(per_class, n),
+                           np.random.default_rng(seed))
+
+
+def fit_rgb(im: Image.Image, size: int | None) -> Image.Image:
+    """RGB, resized (bicubic) to size x size when it is not already."""
+    rgb = im.convert("RGB")
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BICUBIC)
+    return rgb
+
+
+def to_tensor(images):
+    """RGB images of one size -> float tensor in [-1, 1], shape (N, 3, H, W)."""
+    import torch
+
+    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
 def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
@@ -112,9 +129,7 @@ def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
             rgb = im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"corrupt or unreadable image: {path} ({exc})") from exc
-    if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BICUBIC)
-    return rgb
+    return fit_rgb(rgb, size)
 
 
 def check_images(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -157,10 +172,12 @@ def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: i
 
 def images_tensor(paths, size: int):
     """Stack images into a float tensor in [-1, 1], shape (N, 3, size, size)."""
-    import torch
+    return to_tensor(load_rgb(p, size) for p in paths)
 
-    arr = np.stack([np.asarray(load_rgb(p, size), dtype=np.float32) for p in paths])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+def in_shards(df: pd.DataFrame) -> pd.Series:
+    """Rows that live in a tar shard (manifest rows) rather than in an image file (index rows)."""
+    return df["shard"].notna() if "shard" in df else pd.Series(False, index=df.index)
 
 
 def frame_images(df: pd.DataFrame, size: int | None = None) -> list[Image.Image]:
@@ -170,7 +187,7 @@ def frame_images(df: pd.DataFrame, size: int | None = None) -> list[Image.Image]
 
     out: list = [None] * len(df)
     pos = {i: n for n, i in enumerate(df.index)}
-    has_shard = df["shard"].notna() if "shard" in df else pd.Series(False, index=df.index)
+    has_shard = in_shards(df)
     for i in df.index[~has_shard]:
         out[pos[i]] = load_rgb(df.at[i, "path"], size)
     if not has_shard.any():
@@ -185,7 +202,4 @@ def frame_images(df: pd.DataFrame, size: int | None = None) -> list[Image.Image]
 
 def frame_tensor(df: pd.DataFrame, size: int):
     """frame_images stacked into a float tensor in [-1, 1], shape (N, 3, size, size)."""
-    import torch
-
-    arr = np.stack([np.asarray(im, dtype=np.float32) for im in frame_images(df, size)])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+    return to_tensor(frame_images(df, size))

@@ -117,14 +117,6 @@ def load_classifier(path):
     return model.eval()
 
 
-@torch.no_grad()
-def logits_on(model, frame: pd.DataFrame, size: int, batch_size: int = 256) -> np.ndarray:
-    from .data import images_tensor
-
-    return torch.cat([model(images_tensor(list(frame.path[i : i + batch_size]), size)).float()
-                      for i in range(0, len(frame), batch_size)]).numpy()
-
-
 def shadow_half(pool: pd.DataFrame, k: int, seed: int) -> np.ndarray:
     """Bool mask of the pool's rows in shadow k's training half (class-stratified, seeded)."""
     rng = np.random.default_rng([seed, k])
@@ -141,7 +133,7 @@ def pool_of(index_file: str) -> pd.DataFrame:
 
 
 def shadow_main(args, cfg) -> None:
-    from .classify import MemoryData, train_classifier
+    from .classify import MemoryData, predict_logits, train_classifier
     from .data import frame_tensor
 
     pcfg = cfg["privacy"]
@@ -153,13 +145,15 @@ def shadow_main(args, cfg) -> None:
     size = ccfg["image_size"] or ds["image_size"]
     data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
     model = train_classifier(data, int(pool.label.max()) + 1, ccfg, pcfg["seed"] * 1000 + args.k)
-    logits = logits_on(model.eval(), pool, size)
+    logits = predict_logits(model, pool, size).numpy()
     log.info("shadow %d trained on %d of %d pool images", args.k, int(mask.sum()), len(pool))
     write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
                                 "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
 
 
 def attack_main(args, cfg) -> None:
+    from .classify import predict_logits
+
     pcfg = cfg["privacy"]
     ds = get_dataset(cfg, pcfg["pool"])
     size = classify_settings(cfg, pcfg["pool"])["image_size"] or ds["image_size"]
@@ -176,7 +170,8 @@ def attack_main(args, cfg) -> None:
     shadow_in = np.stack([sh.in_train.to_numpy() for sh in shadows])
     rows, curves = [], {}
     for name, model_file in (kv.split("=", 1) for kv in args.target):
-        target = logit_confidence(logits_on(load_classifier(model_file), pool, size), pool.label.to_numpy())
+        logits = predict_logits(load_classifier(model_file), pool, size).numpy()
+        target = logit_confidence(logits, pool.label.to_numpy())
         for attack in ATTACKS:
             scores = lira_scores(target, conf, shadow_in, attack)
             rows.append({"target": name, "attack": attack, **roc_summary(scores, is_member),

@@ -174,14 +174,13 @@ def read_images(shard: str | os.PathLike, keys: Iterable[str] | None = None, siz
     """{key: RGB PIL image} for the wanted keys of one shard (all if ``keys`` is None)."""
     from PIL import Image
 
+    from .data import fit_rgb
+
     want = None if keys is None else set(keys)
     out = {}
     for key, data, _ in iter_shard(shard):
         if want is None or key in want:
-            im = Image.open(io.BytesIO(data)).convert("RGB")
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            out[key] = im
+            out[key] = fit_rgb(Image.open(io.BytesIO(data)), size)
     if want is not None and want - out.keys():
         missing = sorted(want - out.keys())
         raise ValueError(f"shard {shard} lacks {len(missing)} image(s) the manifest lists, e.g. {missing[0]}")
@@ -209,14 +208,13 @@ class ShardDataset(IterableDataset):
         self.epoch = epoch
 
     def _decode(self, data):
-        import numpy as np
-        import torch
+        """Shard member bytes or a real image's path -> tensor in [-1, 1], shape (3, size, size)."""
         from PIL import Image
 
-        im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data).convert("RGB")
-        if im.size != (self.size, self.size):
-            im = im.resize((self.size, self.size), Image.BICUBIC)
-        return torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+        from .data import fit_rgb, load_rgb, to_tensor
+
+        im = fit_rgb(Image.open(io.BytesIO(data)), self.size) if isinstance(data, bytes) else load_rgb(data, self.size)
+        return to_tensor([im])[0]
 
     def __iter__(self):
         import random
