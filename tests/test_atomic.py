@@ -68,3 +68,14 @@ def test_read_only_folder_gives_permission_error_and_no_file(tmp_path):
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o700)
+
+
+def test_stale_temporary_of_a_killed_writer_is_removed_on_the_next_write(tmp_path):
+    stale = tmp_path / ".table.csv.abc12345.tmp"
+    stale.write_text("half a tab")
+    other = tmp_path / ".table.csv.json.abc12345.tmp"  # a different file's temporary stays
+    other.write_text("{")
+    with atomic_path(tmp_path / "table.csv") as tmp:
+        tmp.write_text("a,b\n")
+    assert not stale.exists() and other.exists()
+    assert (tmp_path / "table.csv").read_text() == "a,b\n"

@@ -102,3 +102,23 @@ def test_snakemake_rerun_incomplete_after_kills_equals_uninterrupted(smoke_run, 
                 "smoke/classify/realsyn/ours/1x/s0/model.pt", "smoke/classify/real/s0/model.pt"):
         assert (r1 / rel).read_bytes() == (r2 / rel).read_bytes(), rel
     assert not list(r2.rglob("*.partial")) and not list(r2.rglob("*.ckpt"))
+
+
+def test_kill_mid_write_of_caption_embed_and_table_then_rerun_equals_uninterrupted(smoke_run, tmp_path):
+    """SIGKILL each of captioning, embedding and table assembly after its temporary file is complete
+    and before the rename; the killed job leaves no file that looks complete, and
+    `snakemake --rerun-incomplete` ends with the same table 1 as the uninterrupted smoke run."""
+    work = tmp_path / "w"
+    shutil.copytree(smoke_run / "results" / "base_model", work / "results" / "base_model")
+    args = ["results/tables/table1.csv", "--configfile", str(REPO / "config" / "smoke.yaml")]
+    kills = {"captions.parquet": "results/smoke/captions.parquet",
+             "class_means.pt": "results/smoke/class_means.pt", "table1.csv": "results/tables/table1.csv"}
+    for name, rel in kills.items():  # each run targets the killed file, so no sibling job finishes it
+        proc = run_snakemake(work, rel, *args[1:], check=False, env={"REALFAKE_TEST_KILL": f"write:{name}"})
+        assert proc.returncode != 0, name
+        assert not (work / rel).exists(), rel
+        assert list((work / rel).parent.glob(f".{name}.*.tmp")), f"the kill did not hit the write of {name}"
+    run_snakemake(work, *args, "--rerun-incomplete")
+    for rel in ("tables/table1.csv", "smoke/captions.parquet", "smoke/class_means.pt"):
+        assert (work / "results" / rel).read_bytes() == (smoke_run / "results" / rel).read_bytes(), rel
+    assert not list((work / "results").rglob("*.tmp")), "a stale temporary survived the rerun"

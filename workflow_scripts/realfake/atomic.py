@@ -7,12 +7,35 @@ after it was fully written (``os.replace`` is atomic on one filesystem).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def remove_stale(final: Path) -> None:
+    """Delete temporaries of ``final`` left by a killed writer (SIGKILL skips every ``finally``).
+    Snakemake runs one job per output, so no live writer owns them."""
+    prefix = f".{final.name}."
+    for old in final.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        if not re.fullmatch(r"[a-z0-9_]{8}", old.name[len(prefix):-4]):  # mkstemp's 8 random characters
+            continue
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def _fault_before_rename(final: Path) -> None:
+    """Test-only: REALFAKE_TEST_KILL=write:<file name> SIGKILLs the writer after the temporary is
+    complete and before it is renamed, the worst moment for a crash."""
+    from .cli import fault_hook
+
+    fault_hook("write", final.name)
 
 
 @contextlib.contextmanager
@@ -20,11 +43,13 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` on success only."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        _fault_before_rename(final)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -36,9 +61,11 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; it replaces ``final`` on success only."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        _fault_before_rename(final)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

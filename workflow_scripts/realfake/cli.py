@@ -58,7 +58,7 @@ def provenance(cfg: dict, **extra) -> dict:
     return {"config": cfg, "config_hash": config_hash(cfg), "git_commit": git_commit(), **extra}
 
 
-def fault_hook(stage: str, step: int) -> None:
+def fault_hook(stage: str, step) -> None:
     """Test-only fault injection: REALFAKE_TEST_KILL=<stage>:<n> SIGKILLs this process after step n
     of that stage (after its checkpoint or flush), so tests can kill a job at an exact point."""
     import os
