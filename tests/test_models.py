@@ -53,3 +53,43 @@ def test_generation_pipelines_share_weights_and_use_sdpa(tiny_base):
     procs = set(map(type, text2img.unet.attn_processors.values()))
     assert procs == {AttnProcessor2_0}  # torch.nn.functional.scaled_dot_product_attention
     assert type(text2img.scheduler).__name__ == "UniPCMultistepScheduler"
+
+
+def test_tiny_blip2_captions_through_the_caption_stage(tmp_path):
+    """BLIP-2 from a local folder (config key models.blip2), greedy and batched: the stage writes one
+    caption per training image, the same with any batch size, and names a missing folder."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from conftest import run_cli
+    from tiny_models import build_tiny_blip2
+
+    from realfake.config import load_config
+
+    blip = build_tiny_blip2(tmp_path / "blip2")
+    rows = []
+    for i in range(5):
+        path = tmp_path / f"im{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(path)
+        rows.append({"image_id": f"i{i}", "split": "train", "label": i % 2, "class_name": f"c{i % 2}",
+                     "path": str(path)})
+    rows.append({**rows[0], "image_id": "t0", "split": "test"})
+    pd.DataFrame(rows).to_parquet(tmp_path / "index.parquet")
+    outs = {}
+    for bs in (2, 5):
+        cfg = load_config(overrides={"models": {"blip2": str(blip)}, "caption": {"batch_size": bs, "max_new_tokens": 4}})
+        out = tmp_path / f"captions_{bs}.parquet"
+        run_cli("caption", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"), "--out", str(out))
+        outs[bs] = pd.read_parquet(out)
+    caps = outs[2]
+    assert caps.image_id.tolist() == [f"i{i}" for i in range(5)]
+    assert caps.caption.map(lambda c: isinstance(c, str) and 0 < len(c.split()) <= 4).all()
+    assert caps.equals(outs[5])
+    cfg = load_config(overrides={"models": {"blip2": str(tmp_path / "nope")}})
+    proc = run_cli("caption", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"),
+                   "--out", str(tmp_path / "x.parquet"), check=False)
+    assert proc.returncode == 2 and f"BLIP-2 folder not found at {tmp_path / 'nope'} (config key models.blip2)" in proc.stderr
+    assert not (tmp_path / "x.parquet").exists()
