@@ -14,6 +14,7 @@ include: "rules/finetune.smk"
 include: "rules/generate.smk"
 include: "rules/classify.smk"
 include: "rules/privacy.smk"
+include: "rules/quality.smk"
 include: "rules/report.smk"
 
 

@@ -49,7 +49,8 @@ wildcard_constraints:
     lora=r"[A-Za-z0-9_.-]+",
     seed=r"\d+",
     scale=r"\d+",
-    mix="syn|realsyn",
+    mix="syn|realsyn|synfilt|realsynfilt",
+    which="manifest|filtered",
     shard=r"\d{5}",
     k=r"\d+",
 
@@ -91,8 +92,19 @@ def variant_lora(wildcards):
 
 
 def synthetic_manifest(wildcards):
+    """Input function: the manifest a classifier trains on; mixes ending in "filt" read the
+    filtered manifest of the quality stage's filter."""
     w = wildcards
-    return f"results/synthetic/{w.dataset}/{w.variant}/s{w.seed}/{w.scale}x/manifest.parquet"
+    name = "manifest"
+    if w.get("mix", "").endswith("filt"):
+        if config["quality"]["filter"] == "none":
+            raise ConfigError(
+                f"mix {w.mix} trains on a filtered synthetic set but config key quality.filter is none"
+            )
+        name = "filtered"
+    return (
+        f"results/synthetic/{w.dataset}/{w.variant}/s{w.seed}/{w.scale}x/{name}.parquet"
+    )
 
 
 def _shard_paths(w, ext):
@@ -222,6 +234,82 @@ def lira_target_args(wildcards=None):
     return [f"'{k}={v}'" for k, v in _lira_targets().items()]
 
 
+def quality_models(wildcards):
+    """Input function: what the quality features need (real-data classifier or image encoder)."""
+    get_dataset(config, wildcards.dataset)
+    f = config["quality"]["features"]
+    if f == "real_classifier":
+        return {
+            "classifier": metrics(wildcards.dataset, "real", SEEDS[0]).replace(
+                "metrics.json", "model.pt"
+            )
+        }
+    if f == "clip":
+        return {"encoder": encoder_init()} if encoder_init() else {}
+    return {}
+
+
+def quality_model_args(wildcards, input):
+    if "classifier" in input.keys():
+        return f"--classifier {input.classifier}"
+    if config["quality"]["features"] == "clip":
+        return f"--encoder {encoder_checkpoint()}"
+    return ""
+
+
+def filter_models(wildcards):
+    """Input function: the filter's scorer (real classifier of the same seed, or the image encoder)."""
+    get_dataset(config, wildcards.dataset)
+    f = config["quality"]["filter"]
+    if f == "none":
+        raise ConfigError(
+            "a filtered synthetic set was requested but config key quality.filter is none"
+        )
+    if f == "classifier_confidence":
+        return {
+            "classifier": metrics(wildcards.dataset, "real", wildcards.seed).replace(
+                "metrics.json", "model.pt"
+            )
+        }
+    return {"encoder": encoder_init()} if encoder_init() else {}
+
+
+def filter_model_args(wildcards, input):
+    if "classifier" in input.keys():
+        return f"--classifier {input.classifier}"
+    return f"--encoder {encoder_checkpoint()}"
+
+
+def quality_sets(wildcards=None):
+    t, q = config["tables"], config["quality"]
+    out = [
+        f"results/{ds}/quality/{v}/s{s}/{t['scale']}x/manifest.parquet"
+        for ds in DATASETS
+        for v in t["table2_variants"]
+        for s in SEEDS
+    ]
+    if q["filter"] != "none":
+        out += [
+            f"results/{ds}/quality/{t['table1_method']}/s{s}/{t['scale']}x/filtered.parquet"
+            for ds in DATASETS
+            for s in SEEDS
+        ]
+    return out
+
+
+def quality_metrics(wildcards=None):
+    t = config["tables"]
+    out = list(table2_metrics())
+    if config["quality"]["filter"] != "none":
+        out += [
+            metrics(ds, mix, s, t["table1_method"], t["scale"])
+            for ds in DATASETS
+            for mix in ("synfilt", "realsynfilt", "realsyn")
+            for s in SEEDS
+        ]
+    return out
+
+
 def ablation_targets():
     return (
         [
@@ -233,6 +321,9 @@ def ablation_targets():
             "results/figures/fig2_scaling.png",
             "results/figures/fig2_scaling.pdf",
             "results/tables/table9.csv",
+            "results/tables/quality.csv",
+            "results/figures/quality.png",
+            "results/figures/quality.pdf",
         ]
         + [
             f"results/figures/fig4_nearest_{ds}.{ext}"
@@ -308,7 +399,7 @@ def lora_arg(wildcards):
 
 
 def use_real_flag(wildcards):
-    return "--use-real" if wildcards.mix == "realsyn" else ""
+    return "--use-real" if wildcards.mix.startswith("realsyn") else ""
 
 
 def lora_index(wildcards):

@@ -90,3 +90,11 @@ def test_stream_covers_every_image_once_across_workers(tmp_path):
     first = [lab for _, lab in ShardDataset(shards, 8, seed=1, shuffle_buffer=4)]
     again = [lab for _, lab in ShardDataset(shards, 8, seed=1, shuffle_buffer=4)]
     assert first == again
+
+
+def test_stream_keeps_only_the_listed_keys_of_each_shard(tmp_path):
+    p = tmp_path / "0.tar"
+    write(p)
+    keep = {str(p): {"a1", "c0"}}
+    labels = sorted(lab for _, lab in ShardDataset([str(p)], 8, seed=0, shard_images=2, keep=keep))
+    assert labels == [0, 1]  # a1 is label 1 of its batch, c0 label 0

@@ -62,6 +62,27 @@ def test_tables_and_figures(smoke_run):
     assert (r / "figures" / "samples.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_quality_report_and_filtered_training(smoke_run, smoke_cfg):
+    r = smoke_run / "results"
+    q = pd.read_csv(r / "tables" / "quality.csv")
+    assert list(zip(q.variant, q.set)) == [("base", "manifest"), ("ours", "manifest"), ("ours", "filtered")]
+    assert (q.fid >= 0).all() and q.precision.between(0, 1).all() and q.recall.between(0, 1).all()
+    assert q.syn_top1.between(0, 100).all() and q.extractor.str.startswith("real_classifier").all()
+    manifest = pd.read_parquet(r / "synthetic/smoke/ours/s0/1x/manifest.parquet")
+    filtered = pd.read_parquet(r / "synthetic/smoke/ours/s0/1x/filtered.parquet")
+    assert (manifest.groupby("label").size() == 3).all() and set(filtered.image_id) < set(manifest.image_id)
+    assert (filtered.groupby("label").size() == 2).all()  # keep_fraction 0.5 of 3, half rounds up
+    m = json.loads((r / "smoke/classify/synfilt/ours/1x/s0/metrics.json").read_text())
+    assert m["n_train"] == len(filtered) and m["synthetic"][0].endswith("filtered.parquet")
+    assert q.set_index("set").loc["filtered", "syn_top1"] == pytest.approx(m["top1"], abs=0.01)
+    per_class = pd.read_csv(r / "tables" / "quality_per_class.csv")
+    assert len(per_class) == 3 * 10 and set(per_class["class"]) == set(range(10))
+    order = pd.read_csv(r / "tables" / "quality_ordering.csv")
+    assert set(order.metric) == {"fid", "kid", "precision", "recall"} and (order.n_variants == 2).all()
+    for ext in ("png", "pdf"):
+        assert (r / "figures" / f"quality.{ext}").stat().st_size > 1000
+
+
 def test_every_artifact_records_its_config(smoke_run):
     r = smoke_run / "results"
     meta = json.loads((r / "smoke" / "lora" / "full" / "s0" / "lora.safetensors.meta.json").read_text())
@@ -76,7 +97,8 @@ def test_snakemake_report_holds_every_table_and_figure(smoke_run, tmp_path):
     run_snakemake(smoke_run, "all_ablation", "--configfile", str(REPO / "config" / "smoke.yaml"), "--report", str(out))
     html = out.read_text(errors="replace")
     for name in ("table1.csv", "table2.csv", "table3.csv", "table9.csv", "table_privacy.csv", "fig2_scaling.png",
-                 "fig3_lira.png", "fig4_nearest_smoke.png", "samples.png"):
+                 "fig3_lira.png", "fig4_nearest_smoke.png", "samples.png", "quality.csv",
+                 "quality.png"):
         assert name in html, name
 
 

@@ -88,7 +88,7 @@ log "generate_shard jobs were submitted as $groups group jobs"
 [ "$groups" -eq 3 ] || { log "FAIL: expected 3 grouped submissions of generate_shard"; exit 1; }
 
 status=0
-for f in results/tables/table1.csv results/tables/table2.csv \
+for f in results/tables/table1.csv results/tables/table2.csv results/tables/quality.csv \
          results/smoke/class_means.pt results/smoke/lora/full/s0/lora.safetensors; do
   if cmp -s "$WORK/local/$f" "$WORK/slurm/$f"; then log "same bytes: $f"; else log "FAIL: differs: $f"; status=1; fi
 done

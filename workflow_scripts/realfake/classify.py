@@ -58,6 +58,13 @@ def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.M
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Features before the classification head (SmallCNN: pooled conv features; timm: pre-logits)."""
+    if isinstance(model, SmallCNN):
+        return model.features(x).mean((2, 3))
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
     """Random crop after padding, optional horizontal flip (per sample, seeded)."""
     n, _, h, w = x.shape
@@ -127,11 +134,14 @@ class StreamData:
 
         has_shard = in_shards(train)
         real = train[~has_shard]
-        shards = list(dict.fromkeys(train.shard[has_shard])) if has_shard.any() else []
+        syn = train[has_shard]
+        keep: dict[str, set[str]] = {}
+        for shard, member in zip(syn.get("shard", []), syn.get("member", [])):  # the manifest decides (filtered?)
+            keep.setdefault(shard, set()).add(member.rsplit(".", 1)[0])
         self.n = len(train)
-        self.dataset = ShardDataset(shards, size, seed, ccfg["shuffle_buffer"],
-                                    files=list(zip(real.path, real.label.astype(int))),
-                                    shard_images=int(has_shard.sum()))
+        self.dataset = ShardDataset(list(keep), size, seed, ccfg["shuffle_buffer"],
+                                    files=list(zip(real.get("path", []), real.label.astype(int))),
+                                    shard_images=len(syn), keep=keep)
         self.workers = ccfg["num_workers"]
 
     def __len__(self):
@@ -200,7 +210,7 @@ def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> p
     if use_real:
         parts.append(index[index.split == "train"][["path", "label"]])
     for m in manifests:
-        parts.append(pd.read_parquet(m)[["shard", "member", "label"]])
+        parts.append(pd.read_parquet(m)[["shard", "member", "label"]])  # manifest or filtered manifest
     if not parts:
         raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
     return pd.concat(parts, ignore_index=True)

@@ -214,9 +214,9 @@ def claims(t1: pd.DataFrame, t2: pd.DataFrame | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_table(table: pd.DataFrame, out: str, cfg: dict, metrics_files) -> None:
+def write_table(table: pd.DataFrame, out: str, cfg: dict, metrics_files, float_format: str = "%.2f") -> None:
     with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.2f")
+        table.to_csv(tmp, index=False, float_format=float_format)
     write_json({"config_hash": config_hash(cfg), "git_commit": git_commit(), "seeds": cfg["seeds"],
                 "inputs": sorted(map(str, metrics_files)), "config": cfg}, out + ".json")
 

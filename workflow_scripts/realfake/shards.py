@@ -196,12 +196,14 @@ except ImportError:  # pragma: no cover
 class ShardDataset(IterableDataset):
     """Stream (image tensor in [-1, 1], label) from tar shards; shards are split over DataLoader
     workers and shuffled per epoch with a seeded buffer. No per-image file opens for synthetic data;
-    ``files`` (path, label) pairs, e.g. the real training images, are streamed alongside."""
+    ``files`` (path, label) pairs, e.g. the real training images, are streamed alongside. ``keep``
+    ({shard: set of keys}) streams only those images of each shard (a filtered manifest)."""
 
     def __init__(self, shards: list[str], size: int, seed: int = 0, shuffle_buffer: int = 0,
-                 files: list[tuple[str, int]] | None = None, shard_images: int = 0):
+                 files: list[tuple[str, int]] | None = None, shard_images: int = 0,
+                 keep: dict[str, set[str]] | None = None):
         self.shards, self.size, self.seed, self.buffer = list(shards), size, seed, shuffle_buffer
-        self.files, self.shard_images = list(files or []), shard_images
+        self.files, self.shard_images, self.keep = list(files or []), shard_images, keep
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -234,8 +236,10 @@ class ShardDataset(IterableDataset):
 
         def from_shards():
             for shard in mine:
-                for _, data, label in iter_shard(shard):
-                    yield data, label
+                want = None if self.keep is None else self.keep[shard]
+                for key, data, label in iter_shard(shard):
+                    if want is None or key in want:
+                        yield data, label
 
         def source():
             """Real files and shard images interleaved in proportion (seeded), not one after the other."""

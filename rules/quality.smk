@@ -1,0 +1,117 @@
+# Stage quality: FID, KID and precision/recall of each synthetic set against the real training
+# images (per class and overall), the optional DISEF-style filter, and the quality table.
+
+
+rule quality_real_features:
+    input:
+        unpack(quality_models),
+        index="results/{dataset}/real_index.parquet",
+    output:
+        features="results/{dataset}/quality/real_features.pt",
+    log:
+        "results/logs/{dataset}/quality/real_features.log",
+    benchmark:
+        "results/benchmarks/{dataset}/quality/real_features.tsv"
+    conda:
+        "../envs/classify.yaml"
+    resources:
+        mem_mb=mem_mb("embed"),
+        runtime=runtime("embed"),
+        gpu=gpu_count("embed"),
+    params:
+        cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
+        models=quality_model_args,
+    shell:
+        "python -m realfake.quality real --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
+        " {params.models} --out {output.features} --log {log} 2>> {log}"
+
+
+rule quality_set:
+    input:
+        unpack(quality_models),
+        index="results/{dataset}/real_index.parquet",
+        real="results/{dataset}/quality/real_features.pt",
+        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/{which}.parquet",
+        shards=shard_tars,
+    output:
+        table="results/{dataset}/quality/{variant}/s{seed}/{scale}x/{which}.parquet",
+    log:
+        "results/logs/{dataset}/quality/{variant}_s{seed}_{scale}x_{which}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/quality/{variant}_s{seed}_{scale}x_{which}.tsv"
+    conda:
+        "../envs/classify.yaml"
+    resources:
+        mem_mb=mem_mb("embed"),
+        runtime=runtime("embed"),
+        gpu=gpu_count("embed"),
+    params:
+        cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
+        models=quality_model_args,
+    shell:
+        "python -m realfake.quality set --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
+        " --manifest {input.manifest} --real-features {input.real} {params.models}"
+        " --set {wildcards.variant} {wildcards.seed} {wildcards.scale} {wildcards.which}"
+        " --out {output.table} --log {log} 2>> {log}"
+
+
+rule filter_synthetic:
+    input:
+        unpack(filter_models),
+        index="results/{dataset}/real_index.parquet",
+        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/manifest.parquet",
+        shards=shard_tars,
+    output:
+        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/filtered.parquet",
+    log:
+        "results/logs/{dataset}/quality/filter_{variant}_s{seed}_{scale}x.log",
+    benchmark:
+        "results/benchmarks/{dataset}/quality/filter_{variant}_s{seed}_{scale}x.tsv"
+    conda:
+        "../envs/classify.yaml"
+    resources:
+        mem_mb=mem_mb("embed"),
+        runtime=runtime("embed"),
+        gpu=gpu_count("embed"),
+    params:
+        cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
+        models=filter_model_args,
+    shell:
+        "python -m realfake.quality filter --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
+        " --manifest {input.manifest} {params.models} --out {output.manifest} --log {log} 2>> {log}"
+
+
+rule quality_table:
+    input:
+        sets=quality_sets,
+        metrics=quality_metrics,
+    output:
+        table=report(
+            "results/tables/quality.csv",
+            category="Tables",
+            labels={"table": "quality"},
+        ),
+        sidecar="results/tables/quality.csv.json",
+        per_class="results/tables/quality_per_class.csv",
+        ordering=report(
+            "results/tables/quality_ordering.csv",
+            category="Tables",
+            labels={"table": "quality ordering"},
+        ),
+        png=report(
+            "results/figures/quality.png",
+            category="Figures",
+            labels={"figure": "quality"},
+        ),
+        pdf="results/figures/quality.pdf",
+    log:
+        "results/logs/report/quality.log",
+    benchmark:
+        "results/benchmarks/report/quality.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables", "variants", "quality"),
+    shell:
+        "python -m realfake.quality table --cfg {params.cfg:q} --set {input.sets} --metrics {input.metrics}"
+        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"
