@@ -15,6 +15,7 @@ include: "rules/generate.smk"
 include: "rules/classify.smk"
 include: "rules/privacy.smk"
 include: "rules/quality.smk"
+include: "rules/ood.smk"
 include: "rules/report.smk"
 
 

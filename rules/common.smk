@@ -51,6 +51,8 @@ wildcard_constraints:
     scale=r"\d+",
     mix="syn|realsyn|synfilt|realsynfilt",
     which="manifest|filtered",
+    run=r"real/s\d+|(syn|realsyn)(filt)?/[A-Za-z0-9_.-]+/\d+x/s\d+",
+    oodset="v2|sketch|r|a",
     shard=r"\d{5}",
     k=r"\d+",
 
@@ -310,6 +312,32 @@ def quality_metrics(wildcards=None):
     return out
 
 
+def ood_labels(wildcards):
+    """Params function: setting/variant/scale/seed of the classifier a {run} names."""
+    parts = wildcards.run.split("/")
+    if parts[0] == "real":
+        return f"setting=real seed={parts[1][1:]}"
+    return f"setting={parts[0]} variant={parts[1]} scale={parts[2][:-1]} seed={parts[3][1:]}"
+
+
+def ood_metrics(wildcards=None):
+    o, t = config["ood"], config["tables"]
+    if o["dataset"] is None:
+        raise ConfigError(
+            "table 4 needs config key ood.dataset (an ImageNet-kind dataset) and ood.sets"
+        )
+    ds, m, k = o["dataset"], t["table1_method"], t["scale"]
+    runs = [f"real/s{s}" for s in SEEDS] + [
+        f"{mix}/{m}/{k}x/s{s}" for mix in ("syn", "realsyn") for s in SEEDS
+    ]
+    return [
+        f"results/{ds}/ood/{r}/{name}.json"
+        for r in runs
+        for name, root in o["sets"].items()
+        if root
+    ]
+
+
 def ablation_targets():
     return (
         [
@@ -339,6 +367,7 @@ def ablation_targets():
             if config["privacy"]["pool"]
             else []
         )
+        + (["results/tables/table4.csv"] if config["ood"]["dataset"] else [])
     )
 
 

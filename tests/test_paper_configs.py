@@ -1,6 +1,8 @@
 """Paper-scale configs: valid, consistent with config/paper.yaml, and their DAG plans without data."""
 
 
+import re
+
 import pytest
 
 from realfake.config import load_config
@@ -17,8 +19,9 @@ def test_per_dataset_config_equals_paper_section(name):
     assert sorted(one["datasets"]) == [name]
     assert one["datasets"][name] == paper["datasets"][name]
     for key in paper:
-        if key not in ("datasets", "run_name"):
+        if key not in ("datasets", "run_name", "ood"):  # ood belongs to the IN-1K run
             assert one[key] == paper[key], key
+    assert one["ood"] == (paper["ood"] if name == "imagenet1k" else load_config()["ood"])
 
 
 def test_paper_hyperparameters():
@@ -39,4 +42,14 @@ def test_paper_dry_run_plans_every_dataset_without_data(tmp_path):
     for ds in DATASETS:
         assert f"results/{ds}/real_index.parquet" in out
     assert "pretrain_base" not in out and "image_encoder_init" not in out  # real models come from models.*
+    assert not (tmp_path / "results").exists()
+
+
+def test_paper_dry_run_plans_table4_ood(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "results/tables/table4.csv", "--configfile", str(REPO / "config" / "paper.yaml"))
+    out = proc.stdout + proc.stderr
+    # real, synthetic and real + synthetic classifiers x 3 seeds x 4 OOD sets
+    assert re.search(r"^ood_eval\s+36$", out, re.M), out[-3000:]
+    for name in ("v2", "sketch", "r", "a"):
+        assert f"results/imagenet1k/ood/syn/ours/1x/s2/{name}.json" in out
     assert not (tmp_path / "results").exists()

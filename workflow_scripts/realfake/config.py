@@ -85,6 +85,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError("; ".join(_format_error(e) for e in errors))
     _cross_check(config)
     _check_privacy(config)
+    _check_ood(config)
     return config
 
 
@@ -111,6 +112,20 @@ def _cross_check(config: dict) -> None:
                               f"(allowed: {', '.join(sorted(config['classify']))})")
         if ds["kind"] != "digits" and not ds["root"]:
             raise ConfigError(f"config key datasets.{name}.root: required for kind {ds['kind']!r}")
+
+
+def _check_ood(config: dict) -> None:
+    oc = config["ood"]
+    if oc["dataset"] is None:
+        return
+    ds = config["datasets"].get(oc["dataset"])
+    if ds is None:
+        raise ConfigError(f"config key ood.dataset: unknown dataset {oc['dataset']!r} (defined: {sorted(config['datasets'])})")
+    if ds["kind"] != "imagenet":
+        raise ConfigError(f"config key ood.dataset: {oc['dataset']!r} is of kind {ds['kind']!r}; the OOD sets hold "
+                          "ImageNet classes, so it must be kind imagenet")
+    if not any(oc["sets"].values()):
+        raise ConfigError("config key ood.sets: give the root of at least one of v2, sketch, r, a")
 
 
 def _check_privacy(config: dict) -> None:

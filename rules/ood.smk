@@ -1,0 +1,46 @@
+# Stage ood: ImageNet classifiers on ImageNet-V2/-Sketch/-R/-A (paper Tab. 4); R and A masked to
+# their 200 classes. {run} is the classifier's path under results/<dataset>/classify/.
+
+
+rule ood_eval:
+    input:
+        model="results/{dataset}/classify/{run}/model.pt",
+    output:
+        metrics="results/{dataset}/ood/{run}/{oodset}.json",
+    log:
+        "results/logs/{dataset}/ood/{run}_{oodset}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/ood/{run}_{oodset}.tsv"
+    conda:
+        "../envs/classify.yaml"
+    resources:
+        mem_mb=mem_mb("embed"),
+        runtime=runtime("embed"),
+        gpu=gpu_count("embed"),
+    params:
+        cfg=cfg_for("datasets", "classify", "ood"),
+        labels=ood_labels,
+    shell:
+        "python -m realfake.ood eval --cfg {params.cfg:q} --dataset {wildcards.dataset} --set {wildcards.oodset}"
+        " --model {input.model} --label {params.labels} --out {output.metrics} --log {log} 2>> {log}"
+
+
+rule table4:
+    input:
+        metrics=ood_metrics,
+    output:
+        table=report(
+            "results/tables/table4.csv", category="Tables", labels={"table": "4 OOD"}
+        ),
+        sidecar="results/tables/table4.csv.json",
+    log:
+        "results/logs/report/table4.log",
+    benchmark:
+        "results/benchmarks/report/table4.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables", "ood"),
+    shell:
+        "python -m realfake.ood table --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        " --log {log} 2>> {log}"

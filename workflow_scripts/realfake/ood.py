@@ -1,0 +1,133 @@
+"""Stage `ood`: ImageNet classifiers on ImageNet-V2, -Sketch, -R and -A (paper Tab. 4).
+
+The OOD sets are labelled by WordNet id. A classifier of an ImageNet-kind dataset knows that
+dataset's classes (all 1000, or a class list such as IN-100): only OOD images of those classes are
+scored, and for ImageNet-R and -A (200 classes each) the logits are masked to the classes the set
+has before argmax / top-5, the published protocol. With a 1K classifier this is exactly the standard
+evaluation; with IN-100 it is the IN-100 subset of each set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .atomic import write_json
+from .cli import parser, provenance, run, setup
+from .config import ConfigError, get_dataset
+from .datasets import imagenet_1k_wnids, ood, read_classlist
+
+log = logging.getLogger(__name__)
+SETS = {"v2": "ImageNet-V2", "sketch": "ImageNet-Sketch", "r": "ImageNet-R", "a": "ImageNet-A"}
+
+
+def classifier_classes(ds: dict) -> list[str]:
+    """WordNet ids in the classifier's label order (the imagenet reader's order)."""
+    return sorted(read_classlist(ds["classlist"])) if ds["classlist"] else imagenet_1k_wnids()
+
+
+def ood_index(kind: str, root, classes: list[str]) -> tuple[pd.DataFrame, list[int] | None]:
+    """Test rows of one OOD set relabelled to the classifier's classes, and the logit mask
+    (classifier positions of the set's classes; None = no masking)."""
+    wnids_1k = imagenet_1k_wnids()
+    index, mask_1k = ood(kind, root, wnids_1k)
+    pos = {w: i for i, w in enumerate(classes)}
+    index = index[index.class_name.isin(pos)].copy()  # class_name holds the WordNet id
+    index["label"] = index.class_name.map(pos).astype(int)
+    mask = None if mask_1k is None else sorted(pos[wnids_1k[m]] for m in mask_1k if wnids_1k[m] in pos)
+    if mask is not None and len(mask) == len(classes):
+        mask = None
+    return index.reset_index(drop=True), mask
+
+
+def masked_topk(logits: torch.Tensor, labels: torch.Tensor, mask: list[int] | None) -> dict:
+    if mask is not None:
+        keep = torch.full((logits.shape[1],), float("-inf"))
+        keep[torch.as_tensor(mask)] = 0.0
+        logits = logits + keep
+    k = min(5, logits.shape[1] if mask is None else len(mask))
+    top = logits.topk(k, dim=1).indices
+    return {"top1": float((top[:, 0] == labels).float().mean() * 100),
+            "top5": float((top == labels[:, None]).any(1).float().mean() * 100), "k": k}
+
+
+def evaluate_set(model, kind: str, root, classes: list[str], size: int, batch_size: int) -> dict:
+    from .classify import predict_logits
+
+    index, mask = ood_index(kind, root, classes)
+    if index.empty:
+        raise ValueError(f"{SETS[kind]} at {root} has no images of the classifier's {len(classes)} classes")
+    logits = predict_logits(model, index, size, batch_size)
+    if logits.shape[1] != len(classes):
+        raise ValueError(f"the classifier has {logits.shape[1]} outputs but its dataset has {len(classes)} classes")
+    out = masked_topk(logits, torch.tensor(index.label.to_numpy()), mask)
+    return {**out, "n_images": len(index), "n_classes_scored": int(index.label.nunique()),
+            "mask_classes": None if mask is None else len(mask)}
+
+
+def table4(files, cfg: dict) -> pd.DataFrame:
+    """Top-1/top-5 per OOD set and training setting, mean and std over seeds."""
+    recs = [json.loads(Path(f).read_text()) for f in files]
+    df = pd.DataFrame(recs)
+    rows = []
+    names = {"real": "real only", "syn": "synthetic only", "realsyn": "real + synthetic"}
+    for (ds, setting, variant, scale, oset), g in df.groupby(["dataset", "setting", "variant", "scale", "ood_set"],
+                                                             sort=False):
+        std = (lambda s: float(s.std(ddof=1)) if len(g) > 1 else 0.0)
+        rows.append({"dataset": ds, "row": names[setting] + (f": {variant}" if variant else ""), "setting": setting,
+                     "variant": variant, "scale": scale, "ood_set": SETS[oset], "top1_mean": g.top1.mean(),
+                     "top1_std": std(g.top1), "top5_mean": g.top5.mean(), "top5_std": std(g.top5),
+                     "n_seeds": len(g), "n_images": int(g.n_images.iloc[0]),
+                     "mask_classes": g.mask_classes.iloc[0]})
+    order = {"real": 0, "syn": 1, "realsyn": 2}
+    out = pd.DataFrame(rows)
+    return out.sort_values(["dataset", "ood_set", "setting"], key=lambda c: c.map(order) if c.name == "setting" else c,
+                           kind="stable").reset_index(drop=True)
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__)
+    p.add_argument("action", choices=["eval", "table"])
+    p.add_argument("--dataset")
+    p.add_argument("--set", choices=sorted(SETS))
+    p.add_argument("--model", help="eval: classifier model.pt")
+    p.add_argument("--label", nargs="*", default=[], help="eval: key=value pairs recorded in the output")
+    p.add_argument("--metrics", nargs="*", default=[], help="table: eval outputs")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    cfg = setup(args)
+    if args.action == "table":
+        from .report import write_table
+
+        write_table(table4(args.metrics, cfg), args.out, cfg, args.metrics)
+        return
+    ds = get_dataset(cfg, args.dataset)
+    if ds["kind"] != "imagenet":
+        raise ConfigError(f"config key ood.dataset: {args.dataset!r} is of kind {ds['kind']!r}; the OOD sets are "
+                          "ImageNet classes, so it must be kind imagenet")
+    root = cfg["ood"]["sets"][args.set]
+    if not root:
+        raise ConfigError(f"config key ood.sets.{args.set}: no root given for {SETS[args.set]}")
+    from .config import classify_settings
+    from .privacy import load_classifier
+
+    model = load_classifier(args.model)
+    classes = classifier_classes(ds)
+    size = classify_settings(cfg, args.dataset)["image_size"] or ds["image_size"]
+    res = evaluate_set(model, args.set, root, classes, size, cfg["ood"]["batch_size"])
+    labels = dict(kv.split("=", 1) for kv in args.label)
+    log.info("%s on %s: top-1 %.2f top-5 %.2f over %d images", args.model, SETS[args.set], res["top1"], res["top5"],
+             res["n_images"])
+    write_json({**res, "dataset": args.dataset, "ood_set": args.set, "model": args.model,
+                "setting": labels.get("setting", ""), "variant": labels.get("variant", ""),
+                "scale": int(labels.get("scale", 0)), "seed": int(labels.get("seed", 0)),
+                **{k: v for k, v in provenance(cfg).items() if k != "config"}}, args.out)
+
+
+if __name__ == "__main__":
+    run(main)
