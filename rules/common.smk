@@ -141,6 +141,10 @@ def table1_metrics(wildcards=None):
         for s in SEEDS:
             out.append(metrics(ds, "real", s))
             out.append(metrics(ds, "syn", s, t["table1_baseline"], t["scale"]))
+            if t["table1_caption_baseline"]:
+                out.append(
+                    metrics(ds, "syn", s, t["table1_caption_baseline"], t["scale"])
+                )
             out.append(metrics(ds, "syn", s, t["table1_method"], t["scale"]))
             out.append(metrics(ds, "realsyn", s, t["table1_method"], t["scale"]))
     return out

@@ -73,7 +73,16 @@ def test_paper_config_runs_to_table1_with_the_real_model_classes(paper_run):
     metrics = json.loads((r / "imagenet10/classify/syn/ours/1x/s0/metrics.json").read_text())
     assert metrics["n_test"] == 6 and metrics["config"]["classify"]["optimizer"] == "sgd"
     t1 = pd.read_csv(r / "tables" / "table1.csv")
-    assert len(t1) == 4 and t1.top1_mean.between(0, 100).all()
+    assert t1.row.tolist() == ["real only", "synthetic only: base", "synthetic only: cip", "synthetic only: ours",
+                               "real + synthetic: ours"]
+    assert t1.top1_mean.between(0, 100).all()
+    # FakeIt-style base: class-name prompt; CiP-style: the source image's BLIP-2 caption in the prompt
+    base = pd.read_parquet(r / "synthetic/imagenet10/base/s0/1x/manifest.parquet")
+    cip = pd.read_parquet(r / "synthetic/imagenet10/cip/s0/1x/manifest.parquet")
+    assert (base.prompt == "photo of " + base.class_name + ", best quality").all() and (base.caption == "").all()
+    caption_of = caps.set_index("image_id").caption
+    assert (cip.caption == cip.source_image.map(caption_of)).all()
+    assert (cip.prompt == "photo of " + cip.class_name + ", " + cip.caption + ", best quality").all()
     assert "paper_top1" in t1  # (empty here: the paper's table 1 has no IN-10 row)
     t2 = pd.read_csv(r / "tables" / "quality.csv")
     assert t2.variant.tolist() == ["base", "ours", "ours"]

@@ -98,6 +98,9 @@ def _cross_check(config: dict) -> None:
     for key in ("table1_baseline", "table1_method"):
         if variants and tables[key] not in variants:
             raise ConfigError(f"config key tables.{key}: unknown variant {tables[key]!r} (defined: {sorted(variants)})")
+    if tables["table1_caption_baseline"] is not None and tables["table1_caption_baseline"] not in variants:
+        raise ConfigError(f"config key tables.table1_caption_baseline: unknown variant "
+                          f"{tables['table1_caption_baseline']!r} (defined: {sorted(variants)})")
     for name in tables["table2_variants"]:
         if name not in variants:
             raise ConfigError(f"config key tables.table2_variants: unknown variant {name!r} (defined: {sorted(variants)})")

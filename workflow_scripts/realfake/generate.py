@@ -194,7 +194,8 @@ def main(argv=None) -> None:
     jobs = jobs[[shard_of(lab, gcfg["classes_per_shard"]) == args.shard for lab in jobs.label]]
     jobs = jobs.reset_index(drop=True)
     jobs["key"] = [shard_key(i) for i in jobs.image_id]
-    jobs["caption"] = [caps.get(i, "") if ds["use_captions"] else "" for i in jobs.source_image]
+    use_captions = ds["use_captions"] if variant["captions"] is None else variant["captions"]
+    jobs["caption"] = [caps.get(i, "") if use_captions else "" for i in jobs.source_image]
     jobs["prompt"] = [build_prompt(ds["prompt_template"], c, cap) for c, cap in zip(jobs.class_name, jobs.caption)]
     guidance = guidance_table(variant["guidance"], jobs.label, jobs.source_image, args.means, args.embeddings)
     lora_hash = file_hash(args.lora)

@@ -54,9 +54,13 @@ def table1(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
         paper = PAPER["table1"].get(ds, {})
         spec = [("real only", "real", "", "real"),
                 (f"synthetic only: {t['table1_baseline']}", "syn", t["table1_baseline"], "syn_baseline"),
+                (f"synthetic only: {t['table1_caption_baseline']}", "syn", t["table1_caption_baseline"],
+                 "syn_caption_baseline"),
                 (f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"),
                 (f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method")]
         for label, setting, variant, key in spec:
+            if key == "syn_caption_baseline" and not variant:
+                continue
             s = summarize(_select(df, ds, setting, variant, t["scale"]))
             rows.append({"dataset": ds, "row": label, "cell": key, "setting": setting, "variant": variant,
                          "scale": t["scale"] if setting != "real" else 0, **s,
