@@ -170,6 +170,28 @@ def _sample_manifests():
     }
 
 
+def _dataset_samples(wildcards):
+    """variant -> manifest of the table-1 variants (baselines, then ours) of one dataset."""
+    get_dataset(config, wildcards.dataset)
+    t = config["tables"]
+    names = [t["table1_baseline"], t["table1_caption_baseline"], t["table1_method"]]
+    return {
+        v: f"results/synthetic/{wildcards.dataset}/{v}/s{SEEDS[0]}/{t['scale']}x/manifest.parquet"
+        for v in names
+        if v
+    }
+
+
+def dataset_sample_manifests(wildcards):
+    return list(_dataset_samples(wildcards).values())
+
+
+def dataset_sample_manifest_args(wildcards):
+    return " ".join(
+        f"{wildcards.dataset}:{v}={m}" for v, m in _dataset_samples(wildcards).items()
+    )
+
+
 def sample_manifests(wildcards=None):
     return list(_sample_manifests().values())
 
@@ -356,6 +378,11 @@ def ablation_targets():
             "results/tables/quality.csv",
             "results/figures/quality.png",
             "results/figures/quality.pdf",
+        ]
+        + [
+            f"results/figures/samples_{ds}.{ext}"
+            for ds in DATASETS
+            for ext in ("png", "pdf")
         ]
         + [
             f"results/figures/fig4_nearest_{ds}.{ext}"

@@ -127,6 +127,31 @@ rule samples_figure:
         " --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
 
 
+rule samples_dataset:
+    input:
+        index="results/{dataset}/real_index.parquet",
+        manifests=dataset_sample_manifests,
+    output:
+        png=report(
+            "results/figures/samples_{dataset}.png",
+            category="Figures",
+            labels={"figure": "samples {dataset}"},
+        ),
+        pdf="results/figures/samples_{dataset}.pdf",
+    log:
+        "results/logs/report/samples_{dataset}.log",
+    benchmark:
+        "results/benchmarks/report/samples_{dataset}.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("tables"),
+        manifests=dataset_sample_manifest_args,
+    shell:
+        "python -m realfake.report samples --cfg {params.cfg:q} --index {wildcards.dataset}={input.index}"
+        " --manifest {params.manifests} --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
+
+
 rule claims:
     input:
         table1=rules.table1.output.table,

@@ -79,8 +79,9 @@ def test_quality_report_and_filtered_training(smoke_run, smoke_cfg):
     assert len(per_class) == 3 * 10 and set(per_class["class"]) == set(range(10))
     order = pd.read_csv(r / "tables" / "quality_ordering.csv")
     assert set(order.metric) == {"fid", "kid", "precision", "recall"} and (order.n_variants == 2).all()
-    for ext in ("png", "pdf"):
-        assert (r / "figures" / f"quality.{ext}").stat().st_size > 1000
+    for name in ("quality", "samples_smoke"):
+        for ext in ("png", "pdf"):
+            assert (r / "figures" / f"{name}.{ext}").stat().st_size > 1000
 
 
 def test_every_artifact_records_its_config(smoke_run):
@@ -98,7 +99,7 @@ def test_snakemake_report_holds_every_table_and_figure(smoke_run, tmp_path):
     html = out.read_text(errors="replace")
     for name in ("table1.csv", "table2.csv", "table3.csv", "table9.csv", "table_privacy.csv", "fig2_scaling.png",
                  "fig3_lira.png", "fig4_nearest_smoke.png", "samples.png", "quality.csv",
-                 "quality.png"):
+                 "quality.png", "samples_smoke.png"):
         assert name in html, name
 
 
