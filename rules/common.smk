@@ -126,12 +126,21 @@ def shard_tars(wildcards):
     return _shard_paths(wildcards, "tar")
 
 
-def metrics(dataset, setting, seed, variant=None, scale=None):
+def classifier_file(
+    dataset, setting, seed, variant=None, scale=None, name="metrics.json"
+):
+    """A classify-stage output: metrics.json (default) or model.pt of one classifier."""
     if setting == "real":
-        return f"results/{dataset}/classify/real/s{seed}/metrics.json"
-    return (
-        f"results/{dataset}/classify/{setting}/{variant}/{scale}x/s{seed}/metrics.json"
-    )
+        return f"results/{dataset}/classify/real/s{seed}/{name}"
+    return f"results/{dataset}/classify/{setting}/{variant}/{scale}x/s{seed}/{name}"
+
+
+def metrics(dataset, setting, seed, variant=None, scale=None):
+    return classifier_file(dataset, setting, seed, variant, scale)
+
+
+def model_file(dataset, setting, seed, variant=None, scale=None):
+    return classifier_file(dataset, setting, seed, variant, scale, "model.pt")
 
 
 def table1_metrics(wildcards=None):
@@ -230,12 +239,10 @@ def _lira_targets():
     p = config["privacy"]
     s = SEEDS[0]
     return {
-        "real members": metrics(p["members"], "real", s).replace(
-            "metrics.json", "model.pt"
-        ),
-        "synthetic from members": metrics(
+        "real members": model_file(p["members"], "real", s),
+        "synthetic from members": model_file(
             p["members"], "syn", s, p["variant"], p["scale"]
-        ).replace("metrics.json", "model.pt"),
+        ),
     }
 
 
@@ -267,11 +274,7 @@ def quality_models(wildcards):
     get_dataset(config, wildcards.dataset)
     f = config["quality"]["features"]
     if f == "real_classifier":
-        return {
-            "classifier": metrics(wildcards.dataset, "real", SEEDS[0]).replace(
-                "metrics.json", "model.pt"
-            )
-        }
+        return {"classifier": model_file(wildcards.dataset, "real", SEEDS[0])}
     if f == "clip":
         return {"encoder": encoder_init()} if encoder_init() else {}
     return {}
@@ -294,11 +297,7 @@ def filter_models(wildcards):
             "a filtered synthetic set was requested but config key quality.filter is none"
         )
     if f == "classifier_confidence":
-        return {
-            "classifier": metrics(wildcards.dataset, "real", wildcards.seed).replace(
-                "metrics.json", "model.pt"
-            )
-        }
+        return {"classifier": model_file(wildcards.dataset, "real", wildcards.seed)}
     return {"encoder": encoder_init()} if encoder_init() else {}
 
 

@@ -59,8 +59,7 @@ def test_masked_topk_ignores_classes_outside_the_mask():
 
 
 def test_eval_cli_and_table4(fake_ood, tmp_path):
-    from realfake.classify import build_model, predict_logits
-    from realfake.privacy import load_classifier
+    from realfake.classify import build_model, load_classifier, predict_logits
 
     root, classes = fake_ood
     torch.manual_seed(0)

@@ -58,6 +58,14 @@ def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.M
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
+def load_classifier(path) -> nn.Module:
+    """A classifier written by this stage (model.pt), in eval mode on the CPU."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(state["arch"], state["num_classes"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Features before the classification head (SmallCNN: pooled conv features; timm: pre-logits)."""
     if isinstance(model, SmallCNN):

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_path, write_json
-from .cli import parser, provenance, run, setup
+from .cli import parser, run, setup
 from .data import frame_images
+from .report import write_table
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def figure(queries, real_images, idx, sim, outs, descriptor: str, show: int = 3)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _save_fig
+    from .report import save_fig
 
     n = len(queries)
     fig, axes = plt.subplots(n, 1 + show, figsize=(1.6 * (1 + show), 1.7 * n + 0.5), squeeze=False)
@@ -95,7 +95,7 @@ def figure(queries, real_images, idx, sim, outs, descriptor: str, show: int = 3)
             ax.axis("off")
     fig.suptitle(f"nearest real training images by {descriptor} similarity", fontsize=9)
     fig.tight_layout()
-    _save_fig(fig, outs)
+    save_fig(fig, outs)
     plt.close(fig)
 
 
@@ -131,9 +131,7 @@ def main(argv=None) -> None:
                          "real": real.image_id[idx[q, rank]], "similarity": float(sim[q, rank]),
                          "is_source": real.image_id[idx[q, rank]] == queries.source_image[q], "descriptor": name})
     table = pd.DataFrame(rows)
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    write_json(provenance(cfg, index=args.index, manifest=args.manifest, descriptor=name), args.out + ".json")
+    write_table(table, args.out, cfg, [args.index, args.manifest], "%.4f", descriptor=name)
     figure(q_images, r_images, idx, sim, args.figure, name, show=min(3, k))
     top1 = table[table["rank"] == 1]
     log.info("top-1 similarity mean %.3f; top-1 match is the query's own source image for %d of %d queries",

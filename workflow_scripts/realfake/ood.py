@@ -72,18 +72,17 @@ def evaluate_set(model, kind: str, root, classes: list[str], size: int, batch_si
 
 def table4(files, cfg: dict) -> pd.DataFrame:
     """Top-1/top-5 per OOD set and training setting, mean and std over seeds."""
+    from .report import summarize
+
     recs = [json.loads(Path(f).read_text()) for f in files]
     df = pd.DataFrame(recs)
     rows = []
     names = {"real": "real only", "syn": "synthetic only", "realsyn": "real + synthetic"}
     for (ds, setting, variant, scale, oset), g in df.groupby(["dataset", "setting", "variant", "scale", "ood_set"],
                                                              sort=False):
-        std = (lambda s: float(s.std(ddof=1)) if len(g) > 1 else 0.0)
         rows.append({"dataset": ds, "row": names[setting] + (f": {variant}" if variant else ""), "setting": setting,
-                     "variant": variant, "scale": scale, "ood_set": SETS[oset], "top1_mean": g.top1.mean(),
-                     "top1_std": std(g.top1), "top5_mean": g.top5.mean(), "top5_std": std(g.top5),
-                     "n_seeds": len(g), "n_images": int(g.n_images.iloc[0]),
-                     "mask_classes": g.mask_classes.iloc[0]})
+                     "variant": variant, "scale": scale, "ood_set": SETS[oset], **summarize(g),
+                     "n_images": int(g.n_images.iloc[0]), "mask_classes": g.mask_classes.iloc[0]})
     order = {"real": 0, "syn": 1, "realsyn": 2}
     out = pd.DataFrame(rows)
     return out.sort_values(["dataset", "ood_set", "setting"], key=lambda c: c.map(order) if c.name == "setting" else c,
@@ -114,7 +113,7 @@ def main(argv=None) -> None:
     if not root:
         raise ConfigError(f"config key ood.sets.{args.set}: no root given for {SETS[args.set]}")
     from .config import classify_settings
-    from .privacy import load_classifier
+    from .classify import load_classifier
 
     model = load_classifier(args.model)
     classes = classifier_classes(ds)

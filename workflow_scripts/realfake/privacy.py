@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_path, write_json, write_parquet
-from .cli import parser, provenance, run, setup
+from .atomic import write_parquet
+from .cli import parser, run, setup
 from .config import classify_settings, get_dataset
+from .report import write_table
 
 log = logging.getLogger(__name__)
 ATTACKS = ("online", "offline", "fixed_variance")
@@ -107,16 +108,6 @@ def roc_summary(scores, is_member) -> dict:
             "balanced_accuracy": float(np.max(1 - (fpr + (1 - tpr)) / 2))}
 
 
-# ----------------------------------------------------------------------------- models
-def load_classifier(path):
-    from .classify import build_model
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(state["arch"], state["num_classes"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
-
-
 def shadow_half(pool: pd.DataFrame, k: int, seed: int) -> np.ndarray:
     """Bool mask of the pool's rows in shadow k's training half (class-stratified, seeded)."""
     rng = np.random.default_rng([seed, k])
@@ -152,7 +143,7 @@ def shadow_main(args, cfg) -> None:
 
 
 def attack_main(args, cfg) -> None:
-    from .classify import predict_logits
+    from .classify import load_classifier, predict_logits
 
     pcfg = cfg["privacy"]
     ds = get_dataset(cfg, pcfg["pool"])
@@ -179,10 +170,7 @@ def attack_main(args, cfg) -> None:
                          "shadows": len(shadows), "model": model_file})
             curves[(name, attack)] = roc(scores, is_member)
     table = pd.DataFrame(rows)
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.4f")
-    write_json(provenance(cfg, inputs=[args.index, args.members_index, *args.shadows, *args.target]),
-               args.out + ".json")
+    write_table(table, args.out, cfg, [args.index, args.members_index, *args.shadows, *args.target], "%.4f")
     lira_figure(curves, table, args.figure)
 
 
@@ -192,7 +180,7 @@ def lira_figure(curves: dict, table: pd.DataFrame, outs) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _save_fig
+    from .report import save_fig
 
     fig, axes = plt.subplots(1, len(ATTACKS), figsize=(4.2 * len(ATTACKS), 4), squeeze=False)
     for ax, attack in zip(axes[0], ATTACKS):
@@ -210,7 +198,7 @@ def lira_figure(curves: dict, table: pd.DataFrame, outs) -> None:
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    _save_fig(fig, outs)
+    save_fig(fig, outs)
     plt.close(fig)
 
 

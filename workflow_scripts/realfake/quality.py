@@ -131,17 +131,21 @@ class Extractor:
         raise NotImplementedError
 
     @torch.no_grad()
-    def __call__(self, images) -> np.ndarray:
-        out = [self.forward(self.prepare(images[i : i + self.batch_size]).to(self.device)).float().cpu()
+    def batched(self, images, fn) -> torch.Tensor:
+        """``fn`` (a network) over ``prepare``d batches of the images, as one float CPU tensor."""
+        out = [fn(self.prepare(images[i : i + self.batch_size]).to(self.device)).float().cpu()
                for i in range(0, len(images), self.batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        return torch.cat(out) if out else torch.zeros((0, 0))
+
+    def __call__(self, images) -> np.ndarray:
+        return self.batched(images, self.forward).numpy()
 
 
 class ClassifierFeatures(Extractor):
     """Penultimate features (and softmax scores) of a classifier written by the classify stage."""
 
     def __init__(self, model_file: str, size: int, batch_size: int = 64):
-        from .privacy import load_classifier
+        from .classify import load_classifier
 
         super().__init__(batch_size)
         self.model = load_classifier(model_file).to(self.device)
@@ -156,14 +160,9 @@ class ClassifierFeatures(Extractor):
 
         return penultimate(self.model, x)
 
-    @torch.no_grad()
     def confidence(self, images, labels) -> np.ndarray:
         """Softmax probability of each image's intended class."""
-        probs = []
-        for i in range(0, len(images), self.batch_size):
-            x = self.prepare(images[i : i + self.batch_size]).to(self.device)
-            probs.append(self.model(x).float().softmax(1).cpu())
-        p = torch.cat(probs)
+        p = self.batched(images, self.model).softmax(1)
         return p[torch.arange(len(p)), torch.as_tensor(np.asarray(labels), dtype=torch.long)].numpy()
 
 
@@ -350,7 +349,7 @@ def quality_figure(table: pd.DataFrame, outs) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _save_fig
+    from .report import save_fig
 
     datasets = sorted(table.dataset.unique())
     fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 4.8 * len(datasets)), squeeze=False)
@@ -378,7 +377,7 @@ def quality_figure(table: pd.DataFrame, outs) -> None:
         ax2.set_title(f"{ds}: precision and recall (Kynkaanniemi et al. 2019)")
         ax2.legend(fontsize=7, loc="lower right")
         ax2.grid(axis="x", alpha=0.3)
-    _save_fig(fig, outs)
+    save_fig(fig, outs)
     plt.close(fig)
 
 

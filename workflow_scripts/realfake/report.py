@@ -12,8 +12,7 @@ import pandas as pd
 import yaml
 
 from .atomic import atomic_path, write_json
-from .cli import git_commit
-from .config import config_hash
+from .cli import provenance
 
 log = logging.getLogger(__name__)
 PAPER = yaml.safe_load(Path(__file__).with_name("paper_numbers.yaml").read_text())
@@ -162,7 +161,7 @@ def scaling_figure(table: pd.DataFrame, outs) -> None:
         ax.set_title(f"{ds}: scaling (mean ± std over {int(sub.n_seeds.max())} seeds)")
         ax.legend(fontsize=8, loc="center right")
         ax.grid(alpha=0.3)
-    _save_fig(fig, outs)
+    save_fig(fig, outs)
     plt.close(fig)
 
 
@@ -218,14 +217,16 @@ def claims(t1: pd.DataFrame, t2: pd.DataFrame | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_table(table: pd.DataFrame, out: str, cfg: dict, metrics_files, float_format: str = "%.2f") -> None:
+def write_table(table: pd.DataFrame, out: str, cfg: dict, inputs, float_format: str = "%.2f", **extra) -> None:
+    """A result table as CSV plus its ``.json`` provenance sidecar (config, its hash, git commit,
+    seeds, the input files, and ``extra``); every table of the workflow is written through here."""
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format=float_format)
-    write_json({"config_hash": config_hash(cfg), "git_commit": git_commit(), "seeds": cfg["seeds"],
-                "inputs": sorted(map(str, metrics_files)), "config": cfg}, out + ".json")
+    seeds = {"seeds": cfg["seeds"]} if "seeds" in cfg else {}
+    write_json(provenance(cfg, **seeds, inputs=sorted(map(str, inputs)), **extra), out + ".json")
 
 
-def _save_fig(fig, outs) -> None:
+def save_fig(fig, outs) -> None:
     for out in outs:
         fmt = Path(out).suffix.lstrip(".")
         with atomic_path(out) as tmp:
@@ -249,7 +250,7 @@ def ablation_figure(table: pd.DataFrame, outs) -> None:
         ax.set_title(f"{ds}: classifier trained on synthetic data only\n(mean ± std over {int(sub.n_seeds.max())} seeds)")
         ax.set_xlim(0, 100)
         ax.grid(axis="x", alpha=0.3)
-    _save_fig(fig, outs)
+    save_fig(fig, outs)
     plt.close(fig)
 
 
@@ -289,7 +290,7 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
                             va="center", fontsize=7)
             r += 1
     fig.suptitle("real vs synthetic training images (first replicate seed)", fontsize=9)
-    _save_fig(fig, outs)
+    save_fig(fig, outs)
     plt.close(fig)
 
 
