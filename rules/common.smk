@@ -37,6 +37,9 @@ except ConfigError as exc:
 
 # datasets of the paper tables; a LiRA member half (member_half) only feeds the privacy stage
 DATASETS = sorted(n for n, d in config["datasets"].items() if d["member_half"] is None)
+# Attribute (multi-label) datasets report in table 10; the single-label ones in tables 1-3, 9.
+ATTR_DATASETS = [n for n in DATASETS if config["datasets"][n].get("attributes")]
+CLASS_DATASETS = [n for n in DATASETS if n not in ATTR_DATASETS]
 SEEDS = config["seeds"]
 CFG = json.dumps(config, sort_keys=True)
 
@@ -143,10 +146,10 @@ def model_file(dataset, setting, seed, variant=None, scale=None):
     return classifier_file(dataset, setting, seed, variant, scale, "model.pt")
 
 
-def table1_metrics(wildcards=None):
+def table1_metrics(wildcards=None, datasets=None):
     t = config["tables"]
     out = []
-    for ds in DATASETS:
+    for ds in CLASS_DATASETS if datasets is None else datasets:
         for s in SEEDS:
             out.append(metrics(ds, "real", s))
             out.append(metrics(ds, "syn", s, t["table1_baseline"], t["scale"]))
@@ -159,11 +162,19 @@ def table1_metrics(wildcards=None):
     return out
 
 
+def table10_metrics(wildcards=None):
+    if not ATTR_DATASETS:
+        raise ConfigError(
+            "table 10 needs an attribute dataset (kind celeba with datasets.<name>.attributes)"
+        )
+    return table1_metrics(datasets=ATTR_DATASETS)
+
+
 def table2_metrics(wildcards=None):
     t = config["tables"]
     return [
         metrics(ds, "syn", s, v, t["scale"])
-        for ds in DATASETS
+        for ds in CLASS_DATASETS
         for v in t["table2_variants"]
         for s in SEEDS
     ]
@@ -210,11 +221,9 @@ def sample_manifest_args():
 
 
 def demo_targets():
-    out = [
-        "results/tables/table1.csv",
-        "results/figures/samples.png",
-        "results/figures/samples.pdf",
-    ]
+    out = ["results/figures/samples.png", "results/figures/samples.pdf"]
+    out += ["results/tables/table1.csv"] if CLASS_DATASETS else []
+    out += ["results/tables/table10.csv"] if ATTR_DATASETS else []
     for ds in DATASETS:
         out += [
             f"results/{ds}/captions.parquet",
@@ -225,10 +234,10 @@ def demo_targets():
 
 def table3_metrics(wildcards=None):
     m = config["tables"]["table1_method"]
-    out = [metrics(ds, "real", s) for ds in DATASETS for s in SEEDS]
+    out = [metrics(ds, "real", s) for ds in CLASS_DATASETS for s in SEEDS]
     return out + [
         metrics(ds, mix, s, m, k)
-        for ds in DATASETS
+        for ds in CLASS_DATASETS
         for mix in ("syn", "realsyn")
         for k in config["scales"]
         for s in SEEDS
@@ -311,14 +320,14 @@ def quality_sets(wildcards=None):
     t, q = config["tables"], config["quality"]
     out = [
         f"results/{ds}/quality/{v}/s{s}/{t['scale']}x/manifest.parquet"
-        for ds in DATASETS
+        for ds in CLASS_DATASETS
         for v in t["table2_variants"]
         for s in SEEDS
     ]
     if q["filter"] != "none":
         out += [
             f"results/{ds}/quality/{t['table1_method']}/s{s}/{t['scale']}x/filtered.parquet"
-            for ds in DATASETS
+            for ds in CLASS_DATASETS
             for s in SEEDS
         ]
     return out
@@ -330,7 +339,7 @@ def quality_metrics(wildcards=None):
     if config["quality"]["filter"] != "none":
         out += [
             metrics(ds, mix, s, t["table1_method"], t["scale"])
-            for ds in DATASETS
+            for ds in CLASS_DATASETS
             for mix in ("synfilt", "realsynfilt", "realsyn")
             for s in SEEDS
         ]
@@ -378,6 +387,7 @@ def ablation_targets():
             "results/figures/quality.png",
             "results/figures/quality.pdf",
         ]
+        * bool(CLASS_DATASETS)
         + [
             f"results/figures/samples_{ds}.{ext}"
             for ds in DATASETS

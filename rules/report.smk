@@ -101,6 +101,29 @@ rule table9:
         " --log {log} 2>> {log}"
 
 
+rule table10:
+    input:
+        metrics=table10_metrics,
+    output:
+        table=report(
+            "results/tables/table10.csv",
+            category="Tables",
+            labels={"table": "10 attributes"},
+        ),
+        sidecar="results/tables/table10.csv.json",
+    log:
+        "results/logs/report/table10.log",
+    benchmark:
+        "results/benchmarks/report/table10.tsv"
+    conda:
+        "../envs/reporting.yaml"
+    params:
+        cfg=cfg_for("seeds", "tables", "variants", "loras"),
+    shell:
+        "python -m realfake.report table10 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
+        " --log {log} 2>> {log}"
+
+
 rule samples_figure:
     input:
         index=expand("results/{dataset}/real_index.parquet", dataset=DATASETS),

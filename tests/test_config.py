@@ -42,6 +42,13 @@ def test_defaults_are_filled():
     ({"generate": {"classes_per_shard": 0}}, "config key generate.classes_per_shard"),
     ({"generate": {"image_format": "webp"}}, "config key generate.image_format"),
     ({"classify": {"loader": "lazy"}}, "config key classify.loader"),
+    ({"classify": {"optimizer": "adam"}}, "config key classify.optimizer"),
+    ({"classify": {"warmup_epochs": 5}}, "classify.warmup_epochs (dataset mini): warm-up needs schedule cosine"),
+    ({"classify": {"mixup": -0.1}}, "config key classify.mixup"),
+    ({"datasets": {"face": {"kind": "celeba", "root": "/x"}}}, "datasets.face.attributes: required for kind 'celeba'"),
+    ({"datasets": {"mini": {"attributes": ["Smiling"]}}}, "datasets.mini.attributes: only for kind 'celeba'"),
+    ({"datasets": {"face": {"kind": "celeba", "root": "/x", "attributes": ["Smiling"]}}, "privacy": {"pool": "face"}},
+     "privacy.pool: 'face' is an attribute (multi-label) dataset"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as exc:

@@ -123,6 +123,25 @@ def test_celeba_attributes_and_partition(tmp_path):
     assert list(idx.Smiling) == [1, 0] and list(idx["5_o_Clock_Shadow"]) == [0, 1]
 
 
+def _celeba_files(root, rows):
+    (root / "list_attr_celeba.txt").write_text(
+        f"{len(rows)}\nSmiling Heavy_Makeup Young\n" + "".join(f"{n} {a} {b} {c}\n" for n, a, b, c, _ in rows))
+    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, *_, p in rows))
+
+
+def test_celeba_attribute_combinations_are_the_classes(tmp_path):
+    rows = [("1.jpg", -1, -1, 1, 0), ("2.jpg", 1, -1, 1, 0), ("3.jpg", -1, 1, 1, 0), ("4.jpg", 1, 1, -1, 0),
+            ("5.jpg", 1, 1, 1, 2), ("6.jpg", 1, -1, 1, 1)]
+    _celeba_files(tmp_path, rows)
+    idx = celeba(tmp_path, attributes=["Smiling", "Heavy_Makeup"])
+    assert list(idx.label) == [0, 1, 2, 3, 3, 1]  # bit 0 Smiling, bit 1 Heavy_Makeup
+    assert list(idx.split) == ["train"] * 4 + ["test", "val"]
+    assert idx.class_name[0] == "not smiling, not heavy makeup" and idx.class_name[3] == "smiling, heavy makeup"
+    assert list(idx.Young) == [1, 1, 1, 0, 1, 1]
+    with pytest.raises(ConfigError, match=r"list_attr_celeba.txt has no attribute 'Bald'.*known: Smiling"):
+        celeba(tmp_path, attributes=["Smiling", "Bald"])
+    with pytest.raises(ConfigError, match="no training image has the attribute combination 'not smiling, not young'"):
+        celeba(tmp_path, attributes=["Smiling", "Young"])  # every training image is smiling or young
 def test_ood_sets_and_200_class_masks(tmp_path):
     wnids = [f"n{i:08d}" for i in range(1000)]
     for i in range(0, 1000, 5):  # 200 classes

@@ -9,7 +9,7 @@ from realfake.config import load_config
 
 from conftest import REPO, run_snakemake
 
-DATASETS = ["imagenet10", "imagenet100", "imagenet1k", "cub", "cars", "pets", "eurosat"]
+DATASETS = ["imagenet10", "imagenet100", "imagenet1k", "cub", "cars", "pets", "eurosat", "celeba"]
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -37,10 +37,14 @@ def test_paper_hyperparameters():
 
 
 def test_paper_dry_run_plans_every_dataset_without_data(tmp_path):
-    proc = run_snakemake(tmp_path, "-n", "results/tables/table1.csv", "--configfile", str(REPO / "config" / "paper.yaml"))
+    proc = run_snakemake(tmp_path, "-n", "results/tables/table1.csv", "results/tables/table10.csv",
+                         "--configfile", str(REPO / "config" / "paper.yaml"))
     out = proc.stdout + proc.stderr
     for ds in DATASETS:
         assert f"results/{ds}/real_index.parquet" in out
+    # CelebA (attributes) reports in table 10 only: real, base, cip, ours, real + ours x 3 seeds
+    assert "results/celeba/classify/syn/ours/1x/s2/metrics.json" in out
+    assert re.search(r"^table10\s+1$", out, re.M) and re.search(r"^table1\s+1$", out, re.M)
     assert "pretrain_base" not in out and "image_encoder_init" not in out  # real models come from models.*
     assert not (tmp_path / "results").exists()
 

@@ -34,6 +34,29 @@ def test_table1_mean_std_over_seeds(tmp_path):
     assert (t.n_seeds == 3).all() and np.isnan(t.paper_top1).all()
 
 
+def test_table10_attribute_accuracy_per_attribute_and_mean(tmp_path):
+    from realfake.report import table10
+
+    cfg = load_config(REPO / "config" / "mini.yaml")
+    files = []
+    cells = {("real", ""): (80, 60), ("syn", "base"): (50, 40), ("syn", "ours"): (70, 50), ("realsyn", "ours"): (84, 62)}
+    for seed in (0, 1):
+        for (setting, variant), (smile, makeup) in cells.items():
+            f = tmp_path / f"{setting}{variant}{seed}.json"
+            f.write_text(json.dumps({"dataset": "face", "setting": setting, "variant": variant, "scale": "1",
+                                     "seed": seed, "attributes": ["Smiling", "Heavy_Makeup"],
+                                     "attr_acc": {"Heavy_Makeup": makeup + 2 * seed, "Smiling": smile}}))
+            files.append(f)
+    t = table10(load_metrics(files), cfg).set_index(["cell", "attribute"])
+    assert t.index.get_level_values("attribute")[:3].tolist() == ["Smiling", "Heavy_Makeup", "mean"]
+    assert t.loc[("syn_method", "Heavy_Makeup"), "acc_mean"] == pytest.approx(51.0)
+    assert t.loc[("syn_method", "Heavy_Makeup"), "acc_std"] == pytest.approx(np.std([50, 52], ddof=1))
+    assert t.loc[("syn_method", "mean"), "acc_mean"] == pytest.approx((70 + 51) / 2)
+    assert t.loc[("realsyn_method", "Smiling"), "delta_vs_real"] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="without per-attribute accuracy"):
+        table10(load_metrics(write_metrics(tmp_path, [("real", "", 0, 90.0), ("syn", "base", 0, 9.0)])), cfg)
+
+
 def test_table1_missing_cell_is_an_error(tmp_path):
     cfg = load_config(REPO / "config" / "mini.yaml")
     files = write_metrics(tmp_path, [("real", "", 0, 90.0)])

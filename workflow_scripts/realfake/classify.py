@@ -97,25 +97,111 @@ def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256)
                       for i in range(0, len(frame), batch_size)])
 
 
-def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256) -> dict:
-    """Top-1 / top-5 on the real test rows."""
+def attribute_bits(labels: torch.Tensor, n_attributes: int) -> torch.Tensor:
+    """Multi-label targets of attribute-combination classes: bit j of the label is attribute j
+    (the CelebA reader numbers its classes this way)."""
+    return ((labels.long()[:, None] >> torch.arange(n_attributes)) & 1).float()
+
+
+def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attributes: list[str] | None = None) -> dict:
+    """Top-1 / top-5 on the real test rows; for an attribute dataset, accuracy per attribute
+    (logit > 0 means present) and their mean instead."""
     logits = predict_logits(model, test, size, batch_size)
     y = torch.as_tensor(test.label.to_numpy(), dtype=torch.long)
+    if attributes:
+        hit = ((logits > 0).float() == attribute_bits(y, len(attributes))).float().mean(0) * 100
+        acc = {a: float(h) for a, h in zip(attributes, hit)}
+        return {"attr_acc": acc, "attributes": list(attributes), "mean_attr_acc": float(np.mean(list(acc.values()))),
+                "n_test": len(y)}
     k = min(5, logits.shape[1])
     topk = logits.topk(k, dim=1).indices
     return {"top1": float((topk[:, 0] == y).float().mean() * 100),
             f"top{k}": float((topk == y[:, None]).any(1).float().mean() * 100), "n_test": len(y)}
 
 
+def make_optimizer(model: nn.Module, ccfg: dict):
+    """SGD (momentum 0.9), AdamW, or LAMB (timm; no weight decay on norms and biases, as in timm's recipes)."""
+    if ccfg["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=ccfg["lr"], momentum=0.9, weight_decay=ccfg["weight_decay"])
+    if ccfg["optimizer"] == "lamb":
+        from timm.optim import create_optimizer_v2
+
+        return create_optimizer_v2(model, "lamb", lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
+    return torch.optim.AdamW(model.parameters(), lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
+
+
 def make_schedule(opt, ccfg: dict, steps_per_epoch: int):
-    """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine."""
+    """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine
+    (after ``warmup_epochs`` of linear warm-up: the IN-1K recipe)."""
     total = ccfg["epochs"] * steps_per_epoch
     if ccfg["schedule"] == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(
             opt, milestones=[m * steps_per_epoch for m in ccfg["milestones"]], gamma=0.2)
+    if ccfg["schedule"] == "cosine" and ccfg["warmup_epochs"]:
+        warm = min(ccfg["warmup_epochs"] * steps_per_epoch, total - 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: (step + 1) / warm if step < warm
+            else 0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm))))
     if ccfg["schedule"] == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ccfg["lr"], total_steps=total)
+
+
+def rand_augment(x: torch.Tensor, num_ops: int, magnitude: int) -> torch.Tensor:
+    """torchvision RandAugment per image of a [-1, 1] float batch (on whatever device the batch is);
+    its random choices come from torch's global generator, which is seeded and checkpointed."""
+    from torchvision.transforms import v2
+
+    ra = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+    u8 = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return torch.stack([ra(im) for im in u8]).float() / 127.5 - 1.0
+
+
+def mix_batch(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator, mixup: float, cutmix: float):
+    """Mixup or CutMix (one of them per batch, chosen with probability 1/2 when both are on, as in
+    timm) of a batch with its reverse; ``t`` are soft targets, mixed by the pasted area fraction.
+    lambda ~ Beta(alpha, alpha) is drawn from ``gen`` so a resumed run mixes the same way."""
+    if mixup <= 0 and cutmix <= 0:
+        return x, t
+    use_cutmix = cutmix > 0 and (mixup <= 0 or float(torch.rand(1, generator=gen)) < 0.5)
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen))).beta(alpha, alpha))
+    other = x.flip(0)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
+        cy, cx = (int(v) for v in (torch.randint(h, (1,), generator=gen), torch.randint(w, (1,), generator=gen)))
+        y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = other[..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = lam * x + (1 - lam) * other
+    return x, lam * t + (1 - lam) * t.flip(0)
+
+
+class Objective:
+    """What the classifier is trained on: classes (cross-entropy, or BCE on one-hot targets as in
+    the IN-1K recipe) or attributes (multi-label BCE on the label's attribute bits)."""
+
+    def __init__(self, num_classes: int, ccfg: dict, attributes: list[str] | None = None):
+        self.attributes = attributes
+        self.outputs = len(attributes) if attributes else num_classes
+        self.bce = bool(attributes) or ccfg["loss"] == "bce"
+        self.mixup, self.cutmix = ccfg["mixup"], ccfg["cutmix"]
+
+    def targets(self, y: torch.Tensor) -> torch.Tensor:
+        return attribute_bits(y, self.outputs) if self.attributes else F.one_hot(y, self.outputs).float()
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """x, y on the model's device; mixing draws from ``gen``."""
+        if not (self.bce or self.mixup > 0 or self.cutmix > 0):  # the plain case: hard-label cross-entropy
+            return F.cross_entropy(model(x), y)
+        x, t = mix_batch(x, self.targets(y.cpu()).to(x.device), gen, self.mixup, self.cutmix)
+        logits = model(x).float()
+        if self.bce:
+            return F.binary_cross_entropy_with_logits(logits, t)
+        return -(t * F.log_softmax(logits, 1)).sum(1).mean()
 
 
 class MemoryData:
@@ -163,17 +249,17 @@ class StreamData:
 
 
 def train_classifier(data, num_classes: int, ccfg: dict, seed: int, weights: str | None = None,
-                     ckpt_path: str | None = None, fingerprint: dict | None = None):
+                     ckpt_path: str | None = None, fingerprint: dict | None = None,
+                     attributes: list[str] | None = None):
     """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
-    when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results."""
+    when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results.
+    With ``attributes`` the model has one output per attribute (multi-label)."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(ccfg["arch"], num_classes, weights).to(device)
-    if ccfg["optimizer"] == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=ccfg["lr"], momentum=0.9, weight_decay=ccfg["weight_decay"])
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
+    objective = Objective(num_classes, ccfg, attributes)
+    model = build_model(ccfg["arch"], objective.outputs, weights).to(device)
+    opt = make_optimizer(model, ccfg)
     steps_per_epoch = max(1, int(np.ceil(len(data) / ccfg["batch_size"])))
     sched = make_schedule(opt, ccfg, steps_per_epoch)
     start = 0
@@ -195,14 +281,16 @@ def train_classifier(data, num_classes: int, ccfg: dict, seed: int, weights: str
             if len(yb) < 2:
                 continue
             xb = augment(xb, gen, ccfg["pad_crop"], ccfg["random_flip"]).to(device, non_blocking=True)
+            if ccfg["randaugment_ops"]:
+                xb = rand_augment(xb, ccfg["randaugment_ops"], ccfg["randaugment_magnitude"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = F.cross_entropy(model(xb), yb.to(device))
+                loss = objective.loss(model, xb, yb.to(device), gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
                 sched.step()
-            total += float(loss) * len(yb)
+            total += float(loss.detach()) * len(yb)
         if epoch % 10 == 0 or epoch == ccfg["epochs"] - 1:
             log.info("epoch %d train loss %.4f", epoch, total / len(data))
         if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < ccfg["epochs"]:
@@ -252,10 +340,12 @@ def main(argv=None) -> None:
     fingerprint = {"cfg": cfg, "seed": args.seed, "use_real": args.use_real, "synthetic": args.synthetic,
                    "n_train": len(train)}
     ckpt = args.model_out + ".ckpt"
-    model = train_classifier(data, num_classes, ccfg, args.seed, weights, ckpt, fingerprint)
-    metrics = evaluate(model, test.reset_index(drop=True), size)
+    attributes = ds.get("attributes")
+    model = train_classifier(data, num_classes, ccfg, args.seed, weights, ckpt, fingerprint, attributes)
+    metrics = evaluate(model, test.reset_index(drop=True), size, attributes=attributes)
     log.info("test %s", metrics)
-    write_torch({"state_dict": model.state_dict(), "arch": ccfg["arch"], "num_classes": num_classes,
+    write_torch({"state_dict": model.state_dict(), "arch": ccfg["arch"],
+                 "num_classes": len(attributes) if attributes else num_classes, "attributes": attributes,
                  "config": cfg, "seed": args.seed}, args.model_out)
     labels = dict(kv.split("=", 1) for kv in args.label)
     write_json({**metrics, **labels, "n_train": len(data), "use_real": args.use_real, "synthetic": args.synthetic,

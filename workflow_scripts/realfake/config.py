@@ -115,6 +115,14 @@ def _cross_check(config: dict) -> None:
                               f"(allowed: {', '.join(sorted(config['classify']))})")
         if ds["kind"] != "digits" and not ds["root"]:
             raise ConfigError(f"config key datasets.{name}.root: required for kind {ds['kind']!r}")
+        if (ds["kind"] == "celeba") != bool(ds.get("attributes")):
+            raise ConfigError(f"config key datasets.{name}.attributes: " + (
+                "required for kind 'celeba' (e.g. [Smiling, Attractive, Heavy_Makeup])" if ds["kind"] == "celeba"
+                else f"only for kind 'celeba', not {ds['kind']!r}"))
+        ccfg = {**config["classify"], **ds["classify_overrides"]}
+        if ccfg["warmup_epochs"] and ccfg["schedule"] != "cosine":
+            raise ConfigError(f"config key classify.warmup_epochs (dataset {name}): warm-up needs schedule "
+                              f"cosine, not {ccfg['schedule']!r}")
 
 
 def _check_ood(config: dict) -> None:
@@ -144,6 +152,9 @@ def _check_privacy(config: dict) -> None:
         if pc[key] not in config["datasets"]:
             raise ConfigError(f"config key privacy.{key}: unknown dataset {pc[key]!r} (defined: {sorted(config['datasets'])})")
     pool, mem = config["datasets"][pc["pool"]], config["datasets"][pc["members"]]
+    if pool.get("attributes"):
+        raise ConfigError(f"config key privacy.pool: {pc['pool']!r} is an attribute (multi-label) dataset; "
+                          "the LiRA attack scores single-label classifiers")
     if mem["member_half"] is None:
         raise ConfigError(f"config key datasets.{pc['members']}.member_half: required for privacy.members")
     data_keys = ("kind", "root", "classlist", "test_fraction", "train_per_class", "test_size", "split_seed",
@@ -201,7 +212,7 @@ def get_variant(config: dict, name: str) -> dict:
     return config["variants"][name]
 
 
-KIND_CLASSES = {"digits": 10, "cub": 200, "cars": 196, "pets": 37, "eurosat": 10, "celeba": 1}
+KIND_CLASSES = {"digits": 10, "cub": 200, "cars": 196, "pets": 37, "eurosat": 10}
 
 
 def class_count(config: dict, name: str) -> int:
@@ -215,6 +226,8 @@ def class_count(config: dict, name: str) -> int:
 
             return len(read_classlist(ds["classlist"]))
         return 1000
+    if ds["kind"] == "celeba":  # one class per combination of the attributes
+        return 2 ** len(ds["attributes"])
     if ds["kind"] in KIND_CLASSES:
         return KIND_CLASSES[ds["kind"]]
     raise ConfigError(f"config key datasets.{name}.num_classes: required for kind {ds['kind']!r}")
@@ -227,5 +240,5 @@ def shard_count(config: dict, name: str) -> int:
 
 
 def shard_of(label: int, classes_per_shard: int) -> int:
-    """The shard a class's synthetic images go to (multi-label sets, label -1, all go to shard 0)."""
-    return max(int(label), 0) // classes_per_shard
+    """The shard a class's synthetic images go to."""
+    return int(label) // classes_per_shard

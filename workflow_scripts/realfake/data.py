@@ -152,6 +152,8 @@ def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: i
     kw = {"classnames": ds.get("classnames")}
     if kind == "imagenet":
         kw["classlist"] = ds.get("classlist")
+    if kind == "celeba":
+        kw["attributes"] = ds.get("attributes")
     if kind == "eurosat":
         kw.update(test_fraction=ds.get("test_fraction", 0.2), seed=ds.get("split_seed", 0))
     index = read_dataset("imagefolder" if kind == "digits" else kind, root, **kw)

@@ -160,25 +160,53 @@ def eurosat(root, test_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values("image_id", ignore_index=True)
 
 
-def celeba(root) -> pd.DataFrame:
-    """CelebA: list_attr_celeba.txt (+-1 attributes), list_eval_partition.txt (0 train, 1 val, 2 test)."""
+def attribute_class_name(attributes: list[str], label: int) -> str:
+    """Prompt name of an attribute-combination class: bit j of ``label`` is attribute j
+    ([Smiling, Heavy_Makeup], 0b01 -> 'smiling, not heavy makeup')."""
+    words = [a.replace("_", " ").lower() for a in attributes]
+    return ", ".join(w if label >> j & 1 else f"not {w}" for j, w in enumerate(words))
+
+
+def celeba(root, attributes: list[str] | None = None) -> pd.DataFrame:
+    """CelebA: list_attr_celeba.txt (+-1 attributes), list_eval_partition.txt (0 train, 1 val, 2 test).
+
+    Every attribute becomes a 0/1 column; with ``attributes`` the label is the combination class
+    (bit j = attribute j present) and every combination must occur among the training images.
+    """
     root = _need(Path(root), "CelebA root")
-    lines = _need(root / "list_attr_celeba.txt", "CelebA attribute file").read_text().splitlines()
-    attrs = lines[1].split()
-    part = dict(ln.split() for ln in _need(root / "list_eval_partition.txt", "CelebA partition file")
-                .read_text().splitlines() if ln.strip())
+    attr_file = _need(root / "list_attr_celeba.txt", "CelebA attribute file")
+    lines = attr_file.read_text().splitlines()
+    names = lines[1].split()
+    unknown = [a for a in attributes or [] if a not in names]
+    if unknown:
+        raise ConfigError(f"{attr_file} has no attribute {unknown[0]!r} (config key datasets.<name>.attributes; "
+                          f"known: {', '.join(names)})")
+    part_file = _need(root / "list_eval_partition.txt", "CelebA partition file")
+    part = dict(ln.split() for ln in part_file.read_text().splitlines() if ln.strip())
     rows = []
     for ln in lines[2:]:
         if not ln.strip():
             continue
         fields = ln.split()
         name, values = fields[0], [int(v) > 0 for v in fields[1:]]
-        if len(values) != len(attrs):
-            raise ConfigError(f"list_attr_celeba.txt: {name} has {len(values)} attributes, header has {len(attrs)}")
+        if len(values) != len(names):
+            raise ConfigError(f"{attr_file}: {name} has {len(values)} attributes, header has {len(names)}")
+        if name not in part:
+            raise ConfigError(f"{part_file} has no line for {name}")
         sp = {"0": "train", "1": "val", "2": "test"}[part[name]]
-        rows.append({"image_id": f"{sp}/{Path(name).stem}", "split": sp, "label": -1, "class_name": "",
-                     "path": str(root / "img_align_celeba" / name), **dict(zip(attrs, map(int, values)))})
-    return pd.DataFrame(rows)
+        flags = dict(zip(names, map(int, values)))
+        label = sum(flags[a] << j for j, a in enumerate(attributes)) if attributes else -1
+        rows.append({"image_id": f"{sp}/{Path(name).stem}", "split": sp, "label": label,
+                     "class_name": attribute_class_name(attributes, label) if attributes else "",
+                     "path": str(root / "img_align_celeba" / name), **flags})
+    index = pd.DataFrame(rows)
+    if attributes:
+        missing = sorted(set(range(2 ** len(attributes))) - set(index.label[index.split == "train"]))
+        if missing:
+            raise ConfigError(f"{attr_file}: no training image has the attribute combination "
+                              f"'{attribute_class_name(attributes, missing[0])}' ({len(missing)} of "
+                              f"{2 ** len(attributes)} combinations empty); choose fewer attributes")
+    return index
 
 
 # ------------------------------------------------------------------ OOD test sets

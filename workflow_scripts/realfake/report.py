@@ -23,8 +23,9 @@ def load_metrics(files) -> pd.DataFrame:
     for f in files:
         m = json.loads(Path(f).read_text())
         rows.append({"dataset": m["dataset"], "setting": m["setting"], "variant": m.get("variant", ""),
-                     "scale": int(m.get("scale", 0)), "seed": m["seed"], "top1": m["top1"],
-                     "top5": m.get("top5", np.nan), "file": str(f)})
+                     "scale": int(m.get("scale", 0)), "seed": m["seed"], "top1": m.get("top1", np.nan),
+                     "top5": m.get("top5", np.nan), "file": str(f),
+                     **{f"acc_{a}": m["attr_acc"][a] for a in m.get("attributes") or []}})  # config order
     return pd.DataFrame(rows)
 
 
@@ -46,20 +47,23 @@ def _select(df, dataset, setting, variant="", scale=0):
     return sel
 
 
+def table1_spec(t: dict) -> list[tuple[str, str, str, str]]:
+    """(row label, setting, variant, cell key) of table 1's rows, also the rows of table 10."""
+    spec = [("real only", "real", "", "real"),
+            (f"synthetic only: {t['table1_baseline']}", "syn", t["table1_baseline"], "syn_baseline"),
+            (f"synthetic only: {t['table1_caption_baseline']}", "syn", t["table1_caption_baseline"],
+             "syn_caption_baseline"),
+            (f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"),
+            (f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method")]
+    return [r for r in spec if r[3] != "syn_caption_baseline" or r[2]]
+
+
 def table1(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     t = cfg["tables"]
     rows = []
     for ds in sorted(df.dataset.unique()):
         paper = PAPER["table1"].get(ds, {})
-        spec = [("real only", "real", "", "real"),
-                (f"synthetic only: {t['table1_baseline']}", "syn", t["table1_baseline"], "syn_baseline"),
-                (f"synthetic only: {t['table1_caption_baseline']}", "syn", t["table1_caption_baseline"],
-                 "syn_caption_baseline"),
-                (f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"),
-                (f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method")]
-        for label, setting, variant, key in spec:
-            if key == "syn_caption_baseline" and not variant:
-                continue
+        for label, setting, variant, key in table1_spec(t):
             s = summarize(_select(df, ds, setting, variant, t["scale"]))
             rows.append({"dataset": ds, "row": label, "cell": key, "setting": setting, "variant": variant,
                          "scale": t["scale"] if setting != "real" else 0, **s,
@@ -163,6 +167,29 @@ def scaling_figure(table: pd.DataFrame, outs) -> None:
         ax.grid(alpha=0.3)
     save_fig(fig, outs)
     plt.close(fig)
+
+
+def table10(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
+    """Attribute datasets (paper Tab. 10, CelebA): accuracy of each attribute and their mean, for
+    table 1's rows (real only, the baselines, ours, real + ours); mean and std over seeds.
+    The paper's Tab. 10 numbers are not legible in its text, so no paper column."""
+    rows = []
+    for ds in sorted(df.dataset.unique()):
+        for label, setting, variant, key in table1_spec(cfg["tables"]):
+            sel = _select(df, ds, setting, variant, cfg["tables"]["scale"])
+            attrs = [c[4:] for c in sel.columns if c.startswith("acc_") and sel[c].notna().all()]
+            if not attrs:
+                raise ValueError(f"{ds}: metrics without per-attribute accuracy (is datasets.{ds}.attributes set?)")
+            accs = sel[[f"acc_{a}" for a in attrs]]
+            for name, values in [*((a, accs[f"acc_{a}"]) for a in attrs), ("mean", accs.mean(axis=1))]:
+                rows.append({"dataset": ds, "row": label, "cell": key, "attribute": name,
+                             "acc_mean": float(values.mean()),
+                             "acc_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                             "n_seeds": len(sel), "seeds": " ".join(str(s) for s in sorted(sel.seed))})
+    out = pd.DataFrame(rows)
+    real = out[out.cell == "real"].set_index(["dataset", "attribute"]).acc_mean
+    out["delta_vs_real"] = out.acc_mean - real.loc[list(zip(out.dataset, out.attribute))].to_numpy()
+    return out
 
 
 def table9(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
@@ -296,7 +323,7 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["table1", "table2", "table3", "table9", "samples", "claims"])
+    p.add_argument("what", choices=["table1", "table2", "table3", "table9", "table10", "samples", "claims"])
     p.add_argument("--cfg", required=True)
     p.add_argument("--metrics", nargs="*", default=[])
     p.add_argument("--index", nargs="*", default=[], help="dataset=real_index.parquet")
@@ -322,7 +349,8 @@ def main(argv=None) -> None:
         write_table(claims(t1, t2), args.out, cfg, args.metrics)
         return
     df = load_metrics(args.metrics)
-    table = {"table1": table1, "table2": table2, "table3": table3, "table9": table9}[args.what](df, cfg)
+    table = {"table1": table1, "table2": table2, "table3": table3, "table9": table9,
+             "table10": table10}[args.what](df, cfg)
     write_table(table, args.out, cfg, args.metrics)
     if args.what == "table2" and args.figure:
         ablation_figure(table, args.figure)

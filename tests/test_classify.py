@@ -1,0 +1,112 @@
+"""Classifier objectives and the IN-1K recipe pieces: attribute (multi-label) targets, mixup/CutMix,
+RandAugment, LAMB, warm-up cosine; a multi-label model that learns attributes from pixels."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from realfake.classify import (MemoryData, Objective, SmallCNN, attribute_bits, make_optimizer, make_schedule,
+                               mix_batch, rand_augment, train_classifier)
+
+CCFG = {"arch": "smallcnn", "epochs": 2, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "optimizer": "adamw",
+        "schedule": "onecycle", "milestones": [1], "warmup_epochs": 0, "loss": "ce", "mixup": 0.0, "cutmix": 0.0,
+        "randaugment_ops": 0, "randaugment_magnitude": 9, "random_flip": False, "pad_crop": 0,
+        "checkpoint_every": 0, "amp": False}
+
+
+def test_attribute_bits_read_the_label_as_a_bit_field():
+    bits = attribute_bits(torch.tensor([0, 5, 6]), 3)
+    assert bits.tolist() == [[0, 0, 0], [1, 0, 1], [0, 1, 1]]
+
+
+def test_mixup_mixes_images_and_targets_with_one_lambda():
+    x = torch.stack([torch.full((3, 4, 4), float(i)) for i in range(4)])
+    t = F.one_hot(torch.tensor([0, 1, 2, 3]), 4).float()
+    xm, tm = mix_batch(x, t, torch.Generator().manual_seed(0), mixup=1.0, cutmix=0.0)
+    lam = float(tm[0, 0])
+    assert 0 < lam < 1 and torch.allclose(tm.sum(1), torch.ones(4))
+    assert torch.allclose(tm[0], lam * t[0] + (1 - lam) * t[3])
+    assert torch.allclose(xm[0], lam * x[0] + (1 - lam) * x[3])  # the image mixed exactly like its target
+    again = mix_batch(x, t, torch.Generator().manual_seed(0), mixup=1.0, cutmix=0.0)
+    assert torch.equal(xm, again[0]) and torch.equal(tm, again[1])
+
+
+def test_cutmix_target_weight_is_the_pasted_area():
+    x = torch.zeros(2, 1, 20, 20)
+    x[1] = 1.0
+    t = torch.eye(2)
+    for seed in range(5):
+        xm, tm = mix_batch(x, t, torch.Generator().manual_seed(seed), mixup=0.0, cutmix=1.0)
+        pasted = float(xm[0].mean())  # fraction of image 0 that now shows image 1
+        assert tm[0, 1] == pytest.approx(pasted) and tm[0, 0] == pytest.approx(1 - pasted)
+
+
+def test_no_mixing_leaves_the_batch_alone():
+    x, t = torch.randn(3, 3, 4, 4), torch.eye(3)
+    xm, tm = mix_batch(x, t, torch.Generator().manual_seed(0), 0.0, 0.0)
+    assert xm is x and tm is t
+
+
+def test_rand_augment_is_seeded_and_changes_images():
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    torch.manual_seed(3)
+    a = rand_augment(x, 2, 9)
+    torch.manual_seed(3)
+    b = rand_augment(x, 2, 9)
+    assert torch.equal(a, b) and a.shape == x.shape and a.min() >= -1 and a.max() <= 1
+    assert not torch.allclose(a, x, atol=0.02)
+
+
+def test_objectives():
+    model = SmallCNN(4)
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    gen = torch.Generator().manual_seed(0)
+    plain = Objective(4, CCFG)
+    assert torch.equal(plain.loss(model, x, y, gen), F.cross_entropy(model(x), y))
+    bce = Objective(4, {**CCFG, "loss": "bce"})
+    assert torch.allclose(bce.loss(model, x, y, gen), F.binary_cross_entropy_with_logits(model(x), F.one_hot(y, 4).float()))
+    multi = Objective(4, CCFG, attributes=["Smiling", "Attractive"])
+    assert multi.outputs == 2 and multi.bce
+    head2 = SmallCNN(2)
+    assert torch.allclose(multi.loss(head2, x, y, gen),
+                          F.binary_cross_entropy_with_logits(head2(x), attribute_bits(y, 2)))
+
+
+def test_lamb_and_warmup_cosine_schedule():
+    model = SmallCNN(3)
+    cfg = {**CCFG, "optimizer": "lamb", "schedule": "cosine", "warmup_epochs": 2, "epochs": 10, "lr": 0.1}
+    opt = make_optimizer(model, cfg)
+    assert type(opt).__name__ == "Lamb"
+    no_decay = [g for g in opt.param_groups if g["weight_decay"] == 0]
+    assert no_decay, "norms and biases go without weight decay"
+    sched = make_schedule(opt, cfg, steps_per_epoch=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)  # linear warm-up over 10 steps
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.002  # cosine down to ~0
+
+
+def _attribute_images(n, rng):
+    """Attribute 0: left half bright; attribute 1: right half bright (plus noise)."""
+    y = rng.integers(0, 4, n)
+    x = rng.normal(0, 0.3, (n, 3, 16, 16)).astype(np.float32) - 0.5
+    x[:, :, :, :8] += (y & 1)[:, None, None, None] * 1.0
+    x[:, :, :, 8:] += (y >> 1 & 1)[:, None, None, None] * 1.0
+    return torch.from_numpy(x), torch.as_tensor(y)
+
+
+def test_multilabel_classifier_learns_both_attributes_under_the_in1k_recipe():
+    rng = np.random.default_rng(0)
+    x, y = _attribute_images(256, rng)
+    xt, yt = _attribute_images(128, rng)
+    cfg = {**CCFG, "epochs": 6, "optimizer": "lamb", "schedule": "cosine", "warmup_epochs": 1, "lr": 0.01,
+           "loss": "bce", "mixup": 0.2, "cutmix": 0.0, "randaugment_ops": 1, "randaugment_magnitude": 3}
+    model = train_classifier(MemoryData(x, y), 4, cfg, seed=0, attributes=["Left", "Right"]).eval()
+    with torch.no_grad():
+        pred = (model(xt) > 0).float()
+    acc = (pred == attribute_bits(yt, 2)).float().mean(0)
+    assert pred.shape == (128, 2) and (acc > 0.9).all(), acc
