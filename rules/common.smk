@@ -289,12 +289,15 @@ def quality_models(wildcards):
     return {}
 
 
-def quality_model_args(wildcards, input):
+def _scorer_args(input, encoder):
+    """CLI arguments of the model a quality/filter job scores with."""
     if "classifier" in input.keys():
         return f"--classifier {input.classifier}"
-    if config["quality"]["features"] == "clip":
-        return f"--encoder {encoder_checkpoint()}"
-    return ""
+    return f"--encoder {encoder_checkpoint()}" if encoder else ""
+
+
+def quality_model_args(wildcards, input):
+    return _scorer_args(input, config["quality"]["features"] == "clip")
 
 
 def filter_models(wildcards):
@@ -311,9 +314,7 @@ def filter_models(wildcards):
 
 
 def filter_model_args(wildcards, input):
-    if "classifier" in input.keys():
-        return f"--classifier {input.classifier}"
-    return f"--encoder {encoder_checkpoint()}"
+    return _scorer_args(input, True)
 
 
 def quality_sets(wildcards=None):
