@@ -146,10 +146,20 @@ def model_file(dataset, setting, seed, variant=None, scale=None):
     return classifier_file(dataset, setting, seed, variant, scale, "model.pt")
 
 
+def class_datasets(what):
+    """The single-label datasets a table is over; none is an error naming the table."""
+    if not CLASS_DATASETS:
+        raise ConfigError(
+            f"{what} needs a single-label dataset under config key datasets; attribute datasets "
+            f"({', '.join(ATTR_DATASETS) or 'none'}) report in results/tables/table10.csv"
+        )
+    return CLASS_DATASETS
+
+
 def table1_metrics(wildcards=None, datasets=None):
     t = config["tables"]
     out = []
-    for ds in CLASS_DATASETS if datasets is None else datasets:
+    for ds in class_datasets("table 1") if datasets is None else datasets:
         for s in SEEDS:
             out.append(metrics(ds, "real", s))
             out.append(metrics(ds, "syn", s, t["table1_baseline"], t["scale"]))
@@ -174,7 +184,7 @@ def table2_metrics(wildcards=None):
     t = config["tables"]
     return [
         metrics(ds, "syn", s, v, t["scale"])
-        for ds in CLASS_DATASETS
+        for ds in class_datasets("table 2")
         for v in t["table2_variants"]
         for s in SEEDS
     ]
@@ -234,7 +244,7 @@ def demo_targets():
 
 def table3_metrics(wildcards=None):
     m = config["tables"]["table1_method"]
-    out = [metrics(ds, "real", s) for ds in CLASS_DATASETS for s in SEEDS]
+    out = [metrics(ds, "real", s) for ds in class_datasets("table 3") for s in SEEDS]
     return out + [
         metrics(ds, mix, s, m, k)
         for ds in CLASS_DATASETS

@@ -57,3 +57,14 @@ def test_paper_dry_run_plans_table4_ood(tmp_path):
     for name in ("v2", "sketch", "r", "a"):
         assert f"results/imagenet1k/ood/syn/ours/1x/s2/{name}.json" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_celeba_config_plans_table10_and_refuses_table1(tmp_path):
+    cfg = str(REPO / "config" / "celeba.yaml")
+    proc = run_snakemake(tmp_path, "-n", "all_ablation", "--configfile", cfg)
+    out = proc.stdout + proc.stderr
+    assert re.search(r"^table10\s+1$", out, re.M) and not re.search(r"^table1\s+1$", out, re.M)
+    assert "results/celeba/classify/realsyn/ours/1x/s0/metrics.json" in out
+    proc = run_snakemake(tmp_path, "-n", "results/tables/table1.csv", "--configfile", cfg, check=False)
+    assert proc.returncode != 0
+    assert "table 1 needs a single-label dataset" in proc.stdout + proc.stderr
