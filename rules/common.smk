@@ -146,14 +146,20 @@ def model_file(dataset, setting, seed, variant=None, scale=None):
     return classifier_file(dataset, setting, seed, variant, scale, "model.pt")
 
 
+def table_datasets(what, names, needs):
+    """The datasets a table is over; none is an error naming the table and what it needs."""
+    if not names:
+        raise ConfigError(f"{what} needs {needs}")
+    return names
+
+
 def class_datasets(what):
-    """The single-label datasets a table is over; none is an error naming the table."""
-    if not CLASS_DATASETS:
-        raise ConfigError(
-            f"{what} needs a single-label dataset under config key datasets; attribute datasets "
-            f"({', '.join(ATTR_DATASETS) or 'none'}) report in results/tables/table10.csv"
-        )
-    return CLASS_DATASETS
+    return table_datasets(
+        what,
+        CLASS_DATASETS,
+        f"a single-label dataset under config key datasets; attribute datasets "
+        f"({', '.join(ATTR_DATASETS) or 'none'}) report in results/tables/table10.csv",
+    )
 
 
 def table1_metrics(wildcards=None, datasets=None):
@@ -173,11 +179,12 @@ def table1_metrics(wildcards=None, datasets=None):
 
 
 def table10_metrics(wildcards=None):
-    if not ATTR_DATASETS:
-        raise ConfigError(
-            "table 10 needs an attribute dataset (kind celeba with datasets.<name>.attributes)"
-        )
-    return table1_metrics(datasets=ATTR_DATASETS)
+    names = table_datasets(
+        "table 10",
+        ATTR_DATASETS,
+        "an attribute dataset (kind celeba with datasets.<name>.attributes)",
+    )
+    return table1_metrics(datasets=names)
 
 
 def table2_metrics(wildcards=None):
@@ -384,7 +391,7 @@ def ood_metrics(wildcards=None):
 
 
 def ablation_targets():
-    return (
+    class_tables = (
         [
             "results/tables/table2.csv",
             "results/figures/ablation.png",
@@ -398,7 +405,11 @@ def ablation_targets():
             "results/figures/quality.png",
             "results/figures/quality.pdf",
         ]
-        * bool(CLASS_DATASETS)
+        if CLASS_DATASETS
+        else []
+    )
+    return (
+        class_tables
         + [
             f"results/figures/samples_{ds}.{ext}"
             for ds in DATASETS

@@ -100,7 +100,7 @@ def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256)
 def attribute_bits(labels: torch.Tensor, n_attributes: int) -> torch.Tensor:
     """Multi-label targets of attribute-combination classes: bit j of the label is attribute j
     (the CelebA reader numbers its classes this way)."""
-    return ((labels.long()[:, None] >> torch.arange(n_attributes)) & 1).float()
+    return ((labels.long()[:, None] >> torch.arange(n_attributes, device=labels.device)) & 1).float()
 
 
 def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attributes: list[str] | None = None) -> dict:
@@ -197,7 +197,7 @@ class Objective:
         """x, y on the model's device; mixing draws from ``gen``."""
         if not (self.bce or self.mixup > 0 or self.cutmix > 0):  # the plain case: hard-label cross-entropy
             return F.cross_entropy(model(x), y)
-        x, t = mix_batch(x, self.targets(y.cpu()).to(x.device), gen, self.mixup, self.cutmix)
+        x, t = mix_batch(x, self.targets(y), gen, self.mixup, self.cutmix)
         logits = model(x).float()
         if self.bce:
             return F.binary_cross_entropy_with_logits(logits, t)

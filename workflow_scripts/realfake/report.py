@@ -29,12 +29,15 @@ def load_metrics(files) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def mean_std(values: pd.Series) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; 0 for a single value) over seeds."""
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
 def summarize(df: pd.DataFrame) -> dict:
-    """Mean, sample std (ddof=1; 0 for one seed) and count of top-1/top-5 over seeds."""
-    n = len(df)
-    std = (lambda s: float(s.std(ddof=1)) if n > 1 else 0.0)
-    return {"top1_mean": float(df.top1.mean()), "top1_std": std(df.top1),
-            "top5_mean": float(df.top5.mean()), "top5_std": std(df.top5), "n_seeds": n,
+    """Mean, sample std and count of top-1/top-5 over seeds."""
+    (m1, s1), (m5, s5) = mean_std(df.top1), mean_std(df.top5)
+    return {"top1_mean": m1, "top1_std": s1, "top5_mean": m5, "top5_std": s5, "n_seeds": len(df),
             "seeds": " ".join(str(s) for s in sorted(df.seed))}
 
 
@@ -182,10 +185,9 @@ def table10(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
                 raise ValueError(f"{ds}: metrics without per-attribute accuracy (is datasets.{ds}.attributes set?)")
             accs = sel[[f"acc_{a}" for a in attrs]]
             for name, values in [*((a, accs[f"acc_{a}"]) for a in attrs), ("mean", accs.mean(axis=1))]:
-                rows.append({"dataset": ds, "row": label, "cell": key, "attribute": name,
-                             "acc_mean": float(values.mean()),
-                             "acc_std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                             "n_seeds": len(sel), "seeds": " ".join(str(s) for s in sorted(sel.seed))})
+                mean, std = mean_std(values)
+                rows.append({"dataset": ds, "row": label, "cell": key, "attribute": name, "acc_mean": mean,
+                             "acc_std": std, "n_seeds": len(sel), "seeds": " ".join(str(s) for s in sorted(sel.seed))})
     out = pd.DataFrame(rows)
     real = out[out.cell == "real"].set_index(["dataset", "attribute"]).acc_mean
     out["delta_vs_real"] = out.acc_mean - real.loc[list(zip(out.dataset, out.attribute))].to_numpy()
