@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all report test lint dryrun bench slurm-test clean-results clean-partial
+.PHONY: venv demo demo-all report test test-quick lint dryrun bench slurm-test clean-results clean-partial
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -50,6 +50,10 @@ report: venv
 
 test: venv lint
 	$(PY) -m pytest -q tests
+
+# The developer loop: everything but the tests marked slow (snakemake runs, end-to-end, kill/resume).
+test-quick: venv
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: venv
 	$(SMK) --lint --configfile config/mini.yaml

@@ -6,7 +6,7 @@ min_version("9.0")
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
+include: "rules/prepare.smk"
 include: "rules/pretrain.smk"
 include: "rules/caption.smk"
 include: "rules/embed.smk"
@@ -14,6 +14,7 @@ include: "rules/finetune.smk"
 include: "rules/generate.smk"
 include: "rules/classify.smk"
 include: "rules/privacy.smk"
+include: "rules/nearest.smk"
 include: "rules/quality.smk"
 include: "rules/ood.smk"
 include: "rules/report.smk"
@@ -22,9 +23,9 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
-        demo_targets(),
+        PLAN.demo_targets(),
 
 
 rule all_ablation:
     input:
-        demo_targets() + ablation_targets(),
+        PLAN.demo_targets() + PLAN.ablation_targets(),

@@ -1,4 +1,4 @@
-# Stage caption: BLIP-2 captions of the real training images (empty when caption.model is null).
+# Stage caption: BLIP-2 captions of the real training images (empty when models.blip2 is null).
 
 
 rule caption:
@@ -13,11 +13,9 @@ rule caption:
     conda:
         "../envs/captioning.yaml"
     resources:
-        mem_mb=mem_mb("caption"),
-        runtime=runtime("caption"),
-        gpu=gpu_count("caption"),
+        **res("caption"),
     params:
         cfg=cfg_for("caption", "models"),
     shell:
-        "python -m realfake.caption --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
+        "python -m realfake.caption captions --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
         " --log {log} 2>> {log}"

@@ -14,21 +14,19 @@ rule classify_real:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=mem_mb("classify"),
-        runtime=runtime("classify"),
-        gpu=gpu_count("classify"),
+        **res("classify"),
     params:
         cfg=cfg_for("datasets", "classify", "models"),
     shell:
-        "python -m realfake.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
-        " --index {input.index} --use-real --label setting=real --model-out {output.model} --metrics {output.metrics}"
+        "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        " --index {input.index} --use-real --setting real --model-out {output.model} --metrics {output.metrics}"
         " --log {log} 2>> {log}"
 
 
 rule classify_synthetic:
     input:
         index="results/{dataset}/real_index.parquet",
-        manifest=synthetic_manifest,
+        manifest=training_manifest,
         shards=shard_tars,
     output:
         model="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/model.pt",
@@ -40,14 +38,12 @@ rule classify_synthetic:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=mem_mb("classify"),
-        runtime=runtime("classify"),
-        gpu=gpu_count("classify"),
+        **res("classify"),
     params:
         cfg=cfg_for("datasets", "classify", "models"),
         real=use_real_flag,
     shell:
-        "python -m realfake.classify --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index} {params.real} --synthetic {input.manifest}"
-        " --label setting={wildcards.mix} variant={wildcards.variant} scale={wildcards.scale}"
+        " --setting {wildcards.mix} --variant {wildcards.variant} --scale {wildcards.scale}"
         " --model-out {output.model} --metrics {output.metrics} --log {log} 2>> {log}"

@@ -1,4 +1,20 @@
-# Stage embed: image embeddings of the real training images and per-class means (guidance).
+# Stage embed: image embeddings of the real training images and per-class means (guidance); in
+# the mini world also the seeded random image encoder they come from.
+
+
+rule image_encoder_init:
+    output:
+        ckpt="results/image_encoder/random_init.pt",
+    log:
+        "results/logs/image_encoder_init.log",
+    benchmark:
+        "results/benchmarks/image_encoder_init.tsv"
+    conda:
+        "../envs/diffusion.yaml"
+    params:
+        cfg=cfg_for("image_encoder"),
+    shell:
+        "python -m realfake.embed init --cfg {params.cfg:q} --checkpoint {output.ckpt} --log {log} 2>> {log}"
 
 
 rule embed:
@@ -15,12 +31,10 @@ rule embed:
     conda:
         "../envs/diffusion.yaml"
     resources:
-        mem_mb=mem_mb("embed"),
-        runtime=runtime("embed"),
-        gpu=gpu_count("embed"),
+        **res("embed"),
     params:
         cfg=cfg_for("image_encoder"),
-        checkpoint=encoder_checkpoint(),
+        checkpoint=PLAN.encoder_checkpoint(),
     shell:
         "python -m realfake.embed embed --cfg {params.cfg:q} --checkpoint {params.checkpoint} --index {input.index}"
         " --embeddings {output.embeddings} --means {output.means} --log {log} 2>> {log}"

@@ -17,13 +17,11 @@ rule finetune:
     conda:
         "../envs/diffusion.yaml"
     resources:
-        mem_mb=mem_mb("finetune"),
-        runtime=runtime("finetune"),
-        gpu=gpu_count("finetune"),
+        **res("finetune"),
     params:
         cfg=cfg_for("datasets", "finetune", "loras", "image_encoder"),
-        base=base_model_path(),
+        base=PLAN.base_model_path(),
     shell:
-        "python -m realfake.finetune --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
+        "python -m realfake.finetune train --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
         " --seed {wildcards.seed} --base {params.base} --index {input.index} --captions {input.captions}"
         " --means {input.means} --embeddings {input.embeddings} --out {output.lora} --log {log} 2>> {log}"

@@ -23,22 +23,20 @@ rule generate_shard:
     conda:
         "../envs/diffusion.yaml"
     resources:
-        mem_mb=mem_mb("generate"),
-        runtime=runtime("generate"),
-        gpu=gpu_count("generate"),
+        **res("generate"),
     params:
         cfg=cfg_for("datasets", "generate", "variants", "image_encoder"),
-        base=base_model_path(),
+        base=PLAN.base_model_path(),
         lora=lora_arg,
     shell:
-        "python -m realfake.generate --cfg {params.cfg:q} --dataset {wildcards.dataset} --variant {wildcards.variant}"
+        "python -m realfake.generate shard --cfg {params.cfg:q} --dataset {wildcards.dataset} --variant {wildcards.variant}"
         " --seed {wildcards.seed} --scale {wildcards.scale} --shard {wildcards.shard} --base {params.base} {params.lora}"
         " --index {input.index} --captions {input.captions} --means {input.means}"
         " --embeddings {input.embeddings} --shard-out {output.shard} --rows-out {output.rows}"
         " --log {log} 2>> {log}"
 
 
-rule synthetic_manifest:
+rule merge_manifest:
     input:
         rows=shard_rows,
         shards=shard_tars,

@@ -1,10 +1,12 @@
 # Stage ood: ImageNet classifiers on ImageNet-V2/-Sketch/-R/-A (paper Tab. 4); R and A masked to
-# their 200 classes. {run} is the classifier's path under results/<dataset>/classify/.
+# their 200 classes. {run} is the classifier's path under results/<dataset>/classify/; its labels
+# (setting, variant, scale, seed) are read from the classifier's metrics.json.
 
 
 rule ood_eval:
     input:
         model="results/{dataset}/classify/{run}/model.pt",
+        classifier_metrics="results/{dataset}/classify/{run}/metrics.json",
     output:
         metrics="results/{dataset}/ood/{run}/{oodset}.json",
     log:
@@ -14,20 +16,17 @@ rule ood_eval:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=mem_mb("embed"),
-        runtime=runtime("embed"),
-        gpu=gpu_count("embed"),
+        **res("ood"),
     params:
         cfg=cfg_for("datasets", "classify", "ood"),
-        labels=ood_labels,
     shell:
-        "python -m realfake.ood eval --cfg {params.cfg:q} --dataset {wildcards.dataset} --set {wildcards.oodset}"
-        " --model {input.model} --label {params.labels} --out {output.metrics} --log {log} 2>> {log}"
+        "python -m realfake.ood eval --cfg {params.cfg:q} --dataset {wildcards.dataset} --ood-set {wildcards.oodset}"
+        " --model {input.model} --classifier-metrics {input.classifier_metrics} --out {output.metrics} --log {log} 2>> {log}"
 
 
 rule table4:
     input:
-        metrics=ood_metrics,
+        metrics=table_inputs("ood"),
     output:
         table=report(
             "results/tables/table4.csv", category="Tables", labels={"table": "4 OOD"}

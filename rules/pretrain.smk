@@ -1,4 +1,4 @@
-# Stage pretrain (mini world only): the tiny "web-pretrained" generator and image encoder.
+# Stage pretrain (mini world only): the tiny "web-pretrained" generator.
 
 
 rule pretrain_base:
@@ -17,20 +17,5 @@ rule pretrain_base:
     params:
         cfg=cfg_for("pretrain"),
     shell:
-        "python -m realfake.pretrain --cfg {params.cfg:q} --threads {threads} --out {output.model}"
+        "python -m realfake.pretrain base --cfg {params.cfg:q} --threads {threads} --out {output.model}"
         " --log {log} 2>> {log}"
-
-
-rule image_encoder_init:
-    output:
-        ckpt="results/image_encoder/random_init.pt",
-    log:
-        "results/logs/image_encoder_init.log",
-    benchmark:
-        "results/benchmarks/image_encoder_init.tsv"
-    conda:
-        "../envs/diffusion.yaml"
-    params:
-        cfg=cfg_for("image_encoder"),
-    shell:
-        "python -m realfake.embed init --cfg {params.cfg:q} --checkpoint {output.ckpt} --log {log} 2>> {log}"

@@ -1,6 +1,5 @@
 # Stage privacy: LiRA membership inference against classifiers trained on real members and on
-# synthetic data made from them (paper Fig. 3; off while privacy.pool is null), and the copy check:
-# nearest real images of synthetic queries (paper Fig. 4).
+# synthetic data made from them (paper Fig. 3; off while privacy.pool is null).
 
 
 rule shadow_classifier:
@@ -15,9 +14,7 @@ rule shadow_classifier:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=mem_mb("classify"),
-        runtime=runtime("classify"),
-        gpu=gpu_count("classify"),
+        **res("classify"),
     params:
         cfg=cfg_for("datasets", "classify", "privacy", "models"),
     shell:
@@ -49,38 +46,8 @@ rule lira:
         "../envs/classify.yaml"
     params:
         cfg=cfg_for("datasets", "classify", "privacy", "models"),
-        targets=lira_target_args,
     shell:
         "python -m realfake.privacy attack --cfg {params.cfg:q} --index {input.index}"
-        " --members-index {input.members_index} --shadows {input.shadows} --target {params.targets}"
-        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"
-
-
-rule nearest:
-    input:
-        index="results/{dataset}/real_index.parquet",
-        manifest=nearest_manifest,
-    output:
-        table=report(
-            "results/tables/nearest_{dataset}.csv",
-            category="Tables",
-            labels={"table": "nearest {dataset}"},
-        ),
-        sidecar="results/tables/nearest_{dataset}.csv.json",
-        png=report(
-            "results/figures/fig4_nearest_{dataset}.png",
-            category="Figures",
-            labels={"figure": "4 nearest {dataset}"},
-        ),
-        pdf="results/figures/fig4_nearest_{dataset}.pdf",
-    log:
-        "results/logs/{dataset}/nearest.log",
-    benchmark:
-        "results/benchmarks/{dataset}/nearest.tsv"
-    conda:
-        "../envs/classify.yaml"
-    params:
-        cfg=cfg_for("nearest", "models"),
-    shell:
-        "python -m realfake.nearest --cfg {params.cfg:q} --index {input.index} --manifest {input.manifest}"
+        " --members-index {input.members_index} --shadows {input.shadows}"
+        " --real-target {input.real_target} --synthetic-target {input.synthetic_target}"
         " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"

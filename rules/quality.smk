@@ -15,9 +15,7 @@ rule quality_real_features:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=mem_mb("embed"),
-        runtime=runtime("embed"),
-        gpu=gpu_count("embed"),
+        **res("quality"),
     params:
         cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
         models=quality_model_args,
@@ -42,16 +40,14 @@ rule quality_set:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=mem_mb("embed"),
-        runtime=runtime("embed"),
-        gpu=gpu_count("embed"),
+        **res("quality"),
     params:
         cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
         models=quality_model_args,
     shell:
         "python -m realfake.quality set --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
         " --manifest {input.manifest} --real-features {input.real} {params.models}"
-        " --set {wildcards.variant} {wildcards.seed} {wildcards.scale} {wildcards.which}"
+        " --variant {wildcards.variant} --seed {wildcards.seed} --scale {wildcards.scale} --which {wildcards.which}"
         " --out {output.table} --log {log} 2>> {log}"
 
 
@@ -70,9 +66,7 @@ rule filter_synthetic:
     conda:
         "../envs/classify.yaml"
     resources:
-        mem_mb=mem_mb("embed"),
-        runtime=runtime("embed"),
-        gpu=gpu_count("embed"),
+        **res("quality"),
     params:
         cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
         models=filter_model_args,
@@ -83,8 +77,8 @@ rule filter_synthetic:
 
 rule quality_table:
     input:
-        sets=quality_sets,
-        metrics=quality_metrics,
+        sets=target_list("quality_sets"),
+        metrics=table_inputs("quality"),
     output:
         table=report(
             "results/tables/quality.csv",
@@ -113,5 +107,5 @@ rule quality_table:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "quality"),
     shell:
-        "python -m realfake.quality table --cfg {params.cfg:q} --set {input.sets} --metrics {input.metrics}"
+        "python -m realfake.quality table --cfg {params.cfg:q} --sets {input.sets} --metrics {input.metrics}"
         " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"

@@ -3,7 +3,7 @@
 
 rule table1:
     input:
-        metrics=table1_metrics,
+        metrics=table_inputs("table1"),
     output:
         table=report(
             "results/tables/table1.csv", category="Tables", labels={"table": "1 main"}
@@ -24,7 +24,7 @@ rule table1:
 
 rule table2:
     input:
-        metrics=table2_metrics,
+        metrics=table_inputs("table2"),
     output:
         table=report(
             "results/tables/table2.csv",
@@ -53,7 +53,7 @@ rule table2:
 
 rule table3:
     input:
-        metrics=table3_metrics,
+        metrics=table_inputs("table3"),
     output:
         table=report(
             "results/tables/table3.csv",
@@ -82,7 +82,7 @@ rule table3:
 
 rule table9:
     input:
-        metrics=table1_metrics,
+        metrics=table_inputs("table1"),
     output:
         table=report(
             "results/tables/table9.csv", category="Tables", labels={"table": "9 seeds"}
@@ -103,7 +103,7 @@ rule table9:
 
 rule table10:
     input:
-        metrics=table10_metrics,
+        metrics=table_inputs("table10"),
     output:
         table=report(
             "results/tables/table10.csv",
@@ -127,7 +127,7 @@ rule table10:
 rule samples_figure:
     input:
         index=expand("results/{dataset}/real_index.parquet", dataset=DATASETS),
-        manifests=sample_manifests,
+        manifests=target_list("sample_manifests"),
     output:
         png=report(
             "results/figures/samples.png",
@@ -143,10 +143,8 @@ rule samples_figure:
         "../envs/reporting.yaml"
     params:
         cfg=cfg_for("tables"),
-        index=expand("{dataset}=results/{dataset}/real_index.parquet", dataset=DATASETS),
-        manifests=sample_manifest_args(),
     shell:
-        "python -m realfake.report samples --cfg {params.cfg:q} --index {params.index} --manifest {params.manifests}"
+        "python -m realfake.report samples --cfg {params.cfg:q} --index {input.index} --manifest {input.manifests}"
         " --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
 
 
@@ -169,10 +167,9 @@ rule samples_dataset:
         "../envs/reporting.yaml"
     params:
         cfg=cfg_for("tables"),
-        manifests=dataset_sample_manifest_args,
     shell:
-        "python -m realfake.report samples --cfg {params.cfg:q} --index {wildcards.dataset}={input.index}"
-        " --manifest {params.manifests} --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
+        "python -m realfake.report samples --cfg {params.cfg:q} --index {input.index}"
+        " --manifest {input.manifests} --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
 
 
 rule claims:
@@ -192,5 +189,5 @@ rule claims:
     params:
         cfg=cfg_for("seeds", "tables"),
     shell:
-        "python -m realfake.report claims --cfg {params.cfg:q} --metrics {input.table1} {input.table2}"
+        "python -m realfake.report claims --cfg {params.cfg:q} --table1 {input.table1} --table2 {input.table2}"
         " --out {output.table} --log {log} 2>> {log}"

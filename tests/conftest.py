@@ -82,3 +82,13 @@ def cfg_json(cfg: dict) -> str:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+SLOW_FIXTURES = {"smoke_run", "real_inputs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that needs the smoke workflow run (minutes) is slow, whatever module it is in."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

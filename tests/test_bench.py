@@ -1,10 +1,13 @@
 """The benchmark's own pieces: FLOP counting and the loading comparison (speed itself is `make bench`)."""
 
+import pytest
 import pandas as pd
 
 from realfake.bench import bench_loading, unet_flops_per_image
 
 from conftest import run_cli
+
+pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage code
 
 
 def test_unet_flops_scale_with_denoising_steps(tiny_base):

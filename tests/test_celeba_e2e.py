@@ -14,6 +14,8 @@ from PIL import Image
 
 from conftest import REPO, run_snakemake
 
+pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage code
+
 ATTRS = ["Smiling", "Heavy_Makeup"]
 
 

@@ -6,13 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realfake.classify import (MemoryData, Objective, SmallCNN, attribute_bits, make_optimizer, make_schedule,
-                               mix_batch, rand_augment, train_classifier)
+from realfake.classifier import (MemoryData, Objective, SmallCNN, attribute_bits, make_optimizer, make_schedule,
+                                 mix_batch, rand_augment, train_classifier)
+from realfake.config import load_config
+from realfake.settings import Classify
 
-CCFG = {"arch": "smallcnn", "epochs": 2, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0, "optimizer": "adamw",
-        "schedule": "onecycle", "milestones": [1], "warmup_epochs": 0, "loss": "ce", "mixup": 0.0, "cutmix": 0.0,
-        "randaugment_ops": 0, "randaugment_magnitude": 9, "random_flip": False, "pad_crop": 0,
-        "checkpoint_every": 0, "amp": False}
+from conftest import REPO
+
+CCFG = Classify.of(load_config(REPO / "config" / "mini.yaml"), "mini").replace(
+    arch="smallcnn", epochs=2, batch_size=8, lr=0.01, weight_decay=0.0, optimizer="adamw", schedule="onecycle",
+    milestones=[1], warmup_epochs=0, loss="ce", mixup=0.0, cutmix=0.0, randaugment_ops=0, randaugment_magnitude=9,
+    random_flip=False, pad_crop=0, checkpoint_every=0, amp=False)
 
 
 def test_attribute_bits_read_the_label_as_a_bit_field():
@@ -64,7 +68,7 @@ def test_objectives():
     gen = torch.Generator().manual_seed(0)
     plain = Objective(4, CCFG)
     assert torch.equal(plain.loss(model, x, y, gen), F.cross_entropy(model(x), y))
-    bce = Objective(4, {**CCFG, "loss": "bce"})
+    bce = Objective(4, CCFG.replace(loss="bce"))
     assert torch.allclose(bce.loss(model, x, y, gen), F.binary_cross_entropy_with_logits(model(x), F.one_hot(y, 4).float()))
     multi = Objective(4, CCFG, attributes=["Smiling", "Attractive"])
     assert multi.outputs == 2 and multi.bce
@@ -75,7 +79,7 @@ def test_objectives():
 
 def test_lamb_and_warmup_cosine_schedule():
     model = SmallCNN(3)
-    cfg = {**CCFG, "optimizer": "lamb", "schedule": "cosine", "warmup_epochs": 2, "epochs": 10, "lr": 0.1}
+    cfg = CCFG.replace(optimizer="lamb", schedule="cosine", warmup_epochs=2, epochs=10, lr=0.1)
     opt = make_optimizer(model, cfg)
     assert type(opt).__name__ == "Lamb"
     no_decay = [g for g in opt.param_groups if g["weight_decay"] == 0]
@@ -99,12 +103,13 @@ def _attribute_images(n, rng):
     return torch.from_numpy(x), torch.as_tensor(y)
 
 
+@pytest.mark.slow
 def test_multilabel_classifier_learns_both_attributes_under_the_in1k_recipe():
     rng = np.random.default_rng(0)
     x, y = _attribute_images(256, rng)
     xt, yt = _attribute_images(128, rng)
-    cfg = {**CCFG, "epochs": 6, "optimizer": "lamb", "schedule": "cosine", "warmup_epochs": 1, "lr": 0.01,
-           "loss": "bce", "mixup": 0.2, "cutmix": 0.0, "randaugment_ops": 1, "randaugment_magnitude": 3}
+    cfg = CCFG.replace(epochs=6, optimizer="lamb", schedule="cosine", warmup_epochs=1, lr=0.01, loss="bce",
+                       mixup=0.2, cutmix=0.0, randaugment_ops=1, randaugment_magnitude=3)
     model = train_classifier(MemoryData(x, y), 4, cfg, seed=0, attributes=["Left", "Right"]).eval()
     with torch.no_grad():
         pred = (model(xt) > 0).float()

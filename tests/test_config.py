@@ -69,21 +69,25 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_classify_overrides_apply_per_dataset():
-    from realfake.config import classify_settings
+    from realfake.settings import Classify, Dataset
 
     cfg = load_config(REPO / "config" / "mini.yaml",
                       overrides={"datasets": {"mini": {"classify_overrides": {"epochs": 3, "image_size": 64}}}})
-    c = classify_settings(cfg, "mini")
-    assert c["epochs"] == 3 and c["image_size"] == 64 and c["lr"] == cfg["classify"]["lr"]
+    c = Classify.of(cfg, "mini")
+    assert c.epochs == 3 and c.image_size == 64 and c.lr == cfg["classify"]["lr"]
+    assert c.input_size(Dataset.of(cfg, "mini")) == 64
 
 
 def test_multistep_schedule_decays_at_milestones():
     import torch
 
-    from realfake.classify import make_schedule
+    from realfake.classifier import make_schedule
+    from realfake.settings import Classify
 
+    c = Classify.of(load_config(REPO / "config" / "mini.yaml"), "mini").replace(
+        epochs=4, schedule="multistep", milestones=[1, 3], lr=0.1)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    sched = make_schedule(opt, {"epochs": 4, "schedule": "multistep", "milestones": [1, 3], "lr": 0.1}, 2)
+    sched = make_schedule(opt, c, 2)
     lrs = []
     for _ in range(8):
         lrs.append(opt.param_groups[0]["lr"])

@@ -5,7 +5,9 @@ import pytest
 from PIL import Image
 
 from realfake.config import ConfigError
-from realfake.data import build_index, load_rgb, scan_imagefolder, subsample_per_class
+from realfake.data import build_index, subsample_per_class
+from realfake.datasets import scan_imagefolder
+from realfake.images import load_rgb
 
 
 def make_folder(root, classes=("cat", "dog"), n=3, size=16):
@@ -86,7 +88,7 @@ def test_subsample_is_seeded_and_per_class(tmp_path):
 def test_timm_resnet50_classifier_builds_and_steps():
     import torch
 
-    from realfake.classify import build_model
+    from realfake.classifier import build_model
 
     model = build_model("resnet50", num_classes=7)
     out = model(torch.randn(2, 3, 32, 32))
@@ -99,7 +101,7 @@ def test_classifier_loads_local_pretrained_weights(tmp_path):
     import timm
     import torch
 
-    from realfake.classify import build_model
+    from realfake.classifier import build_model
 
     src = timm.create_model("resnet18", pretrained=False, num_classes=1000)
     torch.save(src.state_dict(), tmp_path / "in1k.pth")

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from realfake.config import ConfigError
-from realfake.datasets import cars, celeba, cub, eurosat, imagenet, masked_argmax, ood, pets, read_classlist
+from realfake.classlists import read_classlist
+from realfake.datasets import cars, celeba, cub, eurosat, imagenet, ood, pets
 
 
 def img(path, size=8):
@@ -162,12 +163,15 @@ def test_masked_argmax_ignores_other_classes():
     logits[0, 7] = 9.0   # outside the mask
     logits[0, 10] = 1.0
     logits[1, 15] = 2.0
-    assert masked_argmax(logits, [10, 15]).tolist() == [10, 15]
-    assert masked_argmax(logits, None).tolist() == [7, 15]
+    from realfake.ood import masked_topk
+
+    labels = torch.tensor([10, 15])
+    assert masked_topk(logits, labels, [10, 15])["top1"] == 100.0  # 7 is masked out
+    assert masked_topk(logits, labels, None)["top1"] == 50.0  # unmasked, row 0 predicts 7
 
 
 def test_imagenet_reference_lists():
-    from realfake.datasets import imagenet_1k_wnids, ood_classlist
+    from realfake.classlists import imagenet_1k_wnids, ood_classlist
 
     wnids = imagenet_1k_wnids()
     assert len(wnids) == 1000 and wnids == sorted(wnids)

@@ -73,6 +73,6 @@ def test_profiles_name_only_existing_rules_and_groups():
         for item in prof.get("group-components", []):
             assert item.split("=")[0] in groups, f"{path}: unknown group in {item}"
     test_prof = yaml.safe_load((REPO / "tests/slurm/profile/config.yaml").read_text())
-    gpu_rules = {r for r in rules if re.search(rf"rule {r}:(?:(?!\nrule ).)*gpu=gpu_count",
+    gpu_rules = {r for r in rules if re.search(rf"rule {r}:(?:(?!\nrule ).)*\*\*res\(",
                                                "\n".join(f.read_text() for f in (REPO / "rules").glob("*.smk")), re.S)}
     assert gpu_rules and all(test_prof["set-resources"][r]["gpu"] == 0 for r in gpu_rules)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from realfake.config import shard_count
-from realfake.generate import image_seed, plan, shard_key
+from realfake.synthesis import image_seed, plan, shard_key
 from realfake.shards import iter_shard
 
 from conftest import run_cli
@@ -22,7 +22,7 @@ def _generate(inputs, cfg, out, variant="ours", shard=0, env=None, check=True):
             "--rows-out", str(out / f"{shard:05d}.parquet"), "--log", str(out / "log.txt")]
     if cfg["variants"][variant]["lora"]:
         args += ["--lora", str(inputs["lora"])]
-    return run_cli("generate", *args, cwd=inputs["workdir"], env=env, check=check)
+    return run_cli("generate", "shard", *args, cwd=inputs["workdir"], env=env, check=check)
 
 
 @pytest.fixture(scope="module")

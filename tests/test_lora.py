@@ -7,6 +7,7 @@ import torch
 from realfake.config import load_config
 from realfake.finetune import save_lora, train_lora
 from realfake.models import load_pipeline
+from realfake.settings import Finetune
 
 from conftest import REPO
 
@@ -19,7 +20,7 @@ def trained_lora(tiny_base, tmp_path_factory):
     images = torch.rand(6, 3, 32, 32) * 2 - 1
     prompts = [f"a photo of the digit {i % 3}" for i in range(6)]
     guidance = torch.randn(6, 64)
-    history = train_lora(pipe, images, prompts, guidance, cfg, dm_weight=0.003, seed=0, rescale=True)
+    history = train_lora(pipe, images, prompts, guidance, Finetune.of(cfg), dm_weight=0.003, seed=0, rescale=True)
     out = tmp_path_factory.mktemp("lora") / "lora.safetensors"
     save_lora(pipe.unet, out)
     return out, history
@@ -65,4 +66,4 @@ def test_nan_loss_stops_with_step(tiny_base):
     pipe = load_pipeline(tiny_base)
     images = torch.full((2, 3, 32, 32), float("nan"))
     with pytest.raises(ValueError, match="at step 0"):
-        train_lora(pipe, images, ["a", "b"], None, cfg, dm_weight=0.003, seed=0, rescale=False)
+        train_lora(pipe, images, ["a", "b"], None, Finetune.of(cfg), dm_weight=0.003, seed=0, rescale=False)

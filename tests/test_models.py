@@ -46,7 +46,7 @@ def test_open_clip_local_checkpoint_round_trip(tmp_path):
 def test_generation_pipelines_share_weights_and_use_sdpa(tiny_base):
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    from realfake.generate import make_pipelines
+    from realfake.synthesis import make_pipelines
 
     text2img, img2img = make_pipelines(str(tiny_base), None, "cpu", torch.float32)
     assert img2img.unet is text2img.unet  # one model load per job, both pipelines
@@ -55,6 +55,7 @@ def test_generation_pipelines_share_weights_and_use_sdpa(tiny_base):
     assert type(text2img.scheduler).__name__ == "UniPCMultistepScheduler"
 
 
+@pytest.mark.slow
 def test_tiny_blip2_captions_through_the_caption_stage(tmp_path):
     """BLIP-2 from a local folder (config key models.blip2), greedy and batched: the stage writes one
     caption per training image, the same with any batch size, and names a missing folder."""
@@ -82,14 +83,14 @@ def test_tiny_blip2_captions_through_the_caption_stage(tmp_path):
     for bs in (2, 5):
         cfg = load_config(overrides={"models": {"blip2": str(blip)}, "caption": {"batch_size": bs, "max_new_tokens": 4}})
         out = tmp_path / f"captions_{bs}.parquet"
-        run_cli("caption", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"), "--out", str(out))
+        run_cli("caption", "captions", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"), "--out", str(out))
         outs[bs] = pd.read_parquet(out)
     caps = outs[2]
     assert caps.image_id.tolist() == [f"i{i}" for i in range(5)]
     assert caps.caption.map(lambda c: isinstance(c, str) and 0 < len(c.split()) <= 4).all()
     assert caps.equals(outs[5])
     cfg = load_config(overrides={"models": {"blip2": str(tmp_path / "nope")}})
-    proc = run_cli("caption", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"),
+    proc = run_cli("caption", "captions", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"),
                    "--out", str(tmp_path / "x.parquet"), check=False)
     assert proc.returncode == 2 and f"BLIP-2 folder not found at {tmp_path / 'nope'} (config key models.blip2)" in proc.stderr
     assert not (tmp_path / "x.parquet").exists()

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import run_cli
 from realfake.config import ConfigError, load_config
-from realfake.datasets import imagenet_1k_wnids, ood_classlist
+from realfake.classlists import imagenet_1k_wnids, ood_classlist
 from realfake.ood import masked_topk, ood_index, table4
 
 
@@ -58,8 +58,9 @@ def test_masked_topk_ignores_classes_outside_the_mask():
     assert masked_topk(logits, labels, [1, 2])["top1"] == 100.0  # class 0 is not in the set
 
 
+@pytest.mark.slow
 def test_eval_cli_and_table4(fake_ood, tmp_path):
-    from realfake.classify import build_model, load_classifier, predict_logits
+    from realfake.classifier import build_model, load_classifier, predict_logits
 
     root, classes = fake_ood
     torch.manual_seed(0)
@@ -73,8 +74,10 @@ def test_eval_cli_and_table4(fake_ood, tmp_path):
     for seed, setting in ((0, "real"), (1, "real")):
         for name in ("v2", "r"):
             out = tmp_path / f"{setting}{seed}_{name}.json"
-            run_cli("ood", "eval", "--cfg", json.dumps(cfg), "--dataset", "in", "--set", name, "--model",
-                    str(tmp_path / "model.pt"), "--label", f"setting={setting}", f"seed={seed}", "--out", str(out))
+            trained = tmp_path / f"{setting}{seed}_metrics.json"  # what the classify stage records
+            trained.write_text(json.dumps({"setting": setting, "seed": seed, "top1": 0.0}))
+            run_cli("ood", "eval", "--cfg", json.dumps(cfg), "--dataset", "in", "--ood-set", name, "--model",
+                    str(tmp_path / "model.pt"), "--classifier-metrics", str(trained), "--out", str(out))
             outs.append(out)
     r = json.loads((tmp_path / "real0_r.json").read_text())
     index, mask = ood_index("r", root / "r", classes)

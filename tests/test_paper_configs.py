@@ -36,6 +36,7 @@ def test_paper_hyperparameters():
     assert cfg["datasets"]["imagenet10"]["use_captions"] and not cfg["datasets"]["cub"]["use_captions"]
 
 
+@pytest.mark.slow
 def test_paper_dry_run_plans_every_dataset_without_data(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "results/tables/table1.csv", "results/tables/table10.csv",
                          "--configfile", str(REPO / "config" / "paper.yaml"))

@@ -14,6 +14,8 @@ from PIL import Image
 from conftest import REPO, run_snakemake
 from tiny_models import build_tiny_blip2
 
+pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage code
+
 WNIDS = ["n01440764", "n02102040", "n03000684"]  # tench, English springer, chain saw (Imagenette)
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from realfake.quality import (ClipFeatures, InceptionFeatures, frechet_distance, keep_best, kid, ordering,
-                              precision_recall, quality_table)
+from realfake.features import ClipFeatures, InceptionFeatures
+from realfake.quality import keep_best, ordering, quality_table
+from realfake.quality_metrics import frechet_distance, kid, precision_recall
 
 
 def _gauss(n, d, seed, shift=0.0):

@@ -127,3 +127,24 @@ def test_table9_lists_every_seed(tmp_path):
     t = table9(load_metrics(write_metrics(tmp_path, rows)), cfg).set_index("cell")
     assert t.loc["syn_method", "top1_seed0"] == 50 and t.loc["syn_method", "top1_seed1"] == 52
     assert t.loc["syn_method", "top1_mean"] == pytest.approx(51.0)
+
+
+def test_samples_read_dataset_and_variant_from_sidecars(tmp_path):
+    """The samples figure takes plain file lists; which dataset and variant each file is comes from the
+    .meta.json its stage wrote, and a missing sidecar is named."""
+    import json
+
+    from realfake.report import main
+
+    index = tmp_path / "real_index.parquet"
+    index.write_bytes(b"")
+    man = tmp_path / "manifest.parquet"
+    man.write_bytes(b"")
+    (tmp_path / "real_index.parquet.meta.json").write_text(json.dumps({"dataset": "a"}))
+    (tmp_path / "manifest.parquet.meta.json").write_text(json.dumps({"dataset": "b", "variant": "ours"}))
+    args = ["samples", "--cfg", "{}", "--index", str(index), "--manifest", str(man), "--out", str(tmp_path / "s.png")]
+    with pytest.raises(ValueError, match="dataset 'b', which no --index file is"):
+        main(args)
+    (tmp_path / "manifest.parquet.meta.json").unlink()
+    with pytest.raises(FileNotFoundError, match="manifest.parquet.meta.json not found"):
+        main(args)

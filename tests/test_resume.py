@@ -13,6 +13,8 @@ import yaml
 
 from conftest import REPO, run_cli, run_snakemake
 
+pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage code
+
 
 def _cfg(smoke_cfg, **classify):
     cfg = json.loads(json.dumps(smoke_cfg))
@@ -23,14 +25,15 @@ def _cfg(smoke_cfg, **classify):
 
 def _classify(inputs, cfg, out, env=None, check=True, loader_args=()):
     man = inputs["workdir"] / "results/synthetic/smoke/ours/s0/1x/manifest.parquet"
-    return run_cli("classify", "--cfg", json.dumps(cfg), "--dataset", "smoke", "--seed", "0",
-                   "--index", str(inputs["index"]), "--use-real", "--synthetic", str(man),
+    return run_cli("classify", "train", "--cfg", json.dumps(cfg), "--dataset", "smoke", "--seed", "0",
+                   "--index", str(inputs["index"]), "--use-real", "--synthetic", str(man), "--setting", "realsyn",
+                   "--variant", "ours", "--scale", "1",
                    "--model-out", str(out / "model.pt"), "--metrics", str(out / "metrics.json"),
                    "--log", str(out / "log.txt"), *loader_args, cwd=inputs["workdir"], env=env, check=check)
 
 
 def _finetune(inputs, cfg, out, env=None, check=True):
-    return run_cli("finetune", "--cfg", json.dumps(cfg), "--dataset", "smoke", "--lora", "full", "--seed", "0",
+    return run_cli("finetune", "train", "--cfg", json.dumps(cfg), "--dataset", "smoke", "--lora", "full", "--seed", "0",
                    "--base", str(inputs["base"]), "--index", str(inputs["index"]), "--captions",
                    str(inputs["captions"]), "--means", str(inputs["means"]), "--embeddings", str(inputs["embeddings"]),
                    "--out", str(out / "lora.safetensors"), "--log", str(out / "log.txt"),

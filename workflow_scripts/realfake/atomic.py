@@ -1,4 +1,4 @@
-"""Write artifacts so that a crash never leaves a file that looks complete.
+"""Ground floor: write artifacts so that a crash never leaves a file that looks complete.
 
 Every writer goes to a temporary sibling path first and is renamed into place only
 after it was fully written (``os.replace`` is atomic on one filesystem).
@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -30,11 +32,16 @@ def remove_stale(final: Path) -> None:
             old.unlink(missing_ok=True)
 
 
+def fault_hook(stage: str, step) -> None:
+    """Test-only fault injection: REALFAKE_TEST_KILL=<stage>:<n> SIGKILLs this process after step n
+    of that stage (after its checkpoint or flush), so tests can kill a job at an exact point."""
+    if os.environ.get("REALFAKE_TEST_KILL", "") == f"{stage}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _fault_before_rename(final: Path) -> None:
     """Test-only: REALFAKE_TEST_KILL=write:<file name> SIGKILLs the writer after the temporary is
     complete and before it is renamed, the worst moment for a crash."""
-    from .cli import fault_hook
-
     fault_hook("write", final.name)
 
 
@@ -87,9 +94,7 @@ def write_parquet(df, final: str | os.PathLike) -> None:
 def write_torch(obj, final: str | os.PathLike) -> None:
     """torch.save through a buffer: saving to a path would name the zip's inner folder after the
     (random) temporary file name, and the same content would not give the same bytes."""
-    import io
-
-    import torch
+    import torch  # only the stages that write tensors need it
 
     buf = io.BytesIO()
     torch.save(obj, buf)

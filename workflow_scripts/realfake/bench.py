@@ -31,6 +31,16 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from .atomic import atomic_path
+from .classifier import SmallCNN
+from .synthesis import batches_of, generate, make_pipelines
+from .images import load_rgb, to_tensor
+from .method import encode_text, inject_guidance
+from .models import load_pipeline
+from .settings import Generate
+from .shards import ShardDataset, ShardWriter
+from .tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -41,8 +51,6 @@ def _clock() -> float:
 # ----------------------------------------------------------------------------- generation
 def _bench_world(work: Path, n_classes: int, per_class: int, size: int, seed: int = 0):
     """A tiny random SD pipeline folder, source images on disk, per-image guidance files."""
-    from .tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
-
     tok = build_tokenizer(work / "_tok")
     build_tiny_pipeline(tok, seed=seed, image_size=size).save_pretrained(work / "pipe")
     rng = np.random.default_rng(seed)
@@ -63,29 +71,23 @@ def _bench_world(work: Path, n_classes: int, per_class: int, size: int, seed: in
     return work / "pipe", jobs, guidance, gdir
 
 
-def _run_ours(base: Path, jobs, guidance, gcfg, size, out: Path, device, dtype) -> float:
-    from .generate import batches_of, generate, make_pipelines
-    from .shards import ShardWriter
-
+def _run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, dtype) -> float:
     pipes = make_pipelines(str(base), None, device, dtype)
-    batches = batches_of(jobs, gcfg["batch_size"])
-    variant = {"latent_prior": True}
+    batches = batches_of(jobs, g.batch_size)
     prompts = dict(zip(jobs.index, jobs.prompt))
     # warm-up batch (not timed), into a throwaway shard
     warm = ShardWriter(out / "warm.tar", [list(batches[0].key)], "warm")
-    generate(pipes, batches[:1], prompts, guidance, gcfg, variant, size, "", False, warm, False)
+    generate(pipes, batches[:1], prompts, guidance, g, True, size, "", False, warm, False)
     writer = ShardWriter(out / "ours.tar", [list(b.key) for b in batches], "bench")
     t0 = _clock()
-    generate(pipes, batches, prompts, guidance, gcfg, variant, size, "", False, writer, False)
+    generate(pipes, batches, prompts, guidance, g, True, size, "", False, writer, False)
     writer.close()
     return len(jobs) / (_clock() - t0)
 
 
-def _run_reference(base: Path, jobs, gdir: Path, gcfg, size, out: Path, device, dtype) -> float:
+def _run_reference(base: Path, jobs, gdir: Path, g: Generate, size, out: Path, device, dtype) -> float:
     """What the official generate.py does per batch (see module docstring)."""
     from diffusers import StableDiffusionImg2ImgPipeline, UniPCMultistepScheduler
-
-    from .method import encode_text, inject_guidance
 
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(str(base), torch_dtype=dtype, safety_checker=None)
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
@@ -94,7 +96,7 @@ def _run_reference(base: Path, jobs, gdir: Path, gcfg, size, out: Path, device, 
     else:  # CPU offload needs an accelerator: on CPU the reference keeps the model in place
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    bs = gcfg["batch_size"]
+    bs = g.batch_size
     batches = [jobs.iloc[i : i + bs] for i in range(0, len(jobs), bs)]
     out.mkdir(parents=True, exist_ok=True)
 
@@ -112,7 +114,7 @@ def _run_reference(base: Path, jobs, gdir: Path, gcfg, size, out: Path, device, 
         init = [Image.open(p).convert("RGB").resize((size, size)) for p in batch.source_path]
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in batch.seed]
         images = pipe(prompt_embeds=hidden.to(dtype), negative_prompt_embeds=neg.to(dtype), image=init,
-                      strength=gcfg["strength"], num_inference_steps=gcfg["steps"], guidance_scale=gcfg["cfg"],
+                      strength=g.strength, num_inference_steps=g.steps, guidance_scale=g.cfg,
                       generator=gens).images
         for im, p in zip(images, paths):
             im.save(p)
@@ -159,23 +161,21 @@ def bench_generation(work: Path, quick: bool) -> tuple[pd.DataFrame, pd.DataFram
     dtype = torch.float16 if device == "cuda" else torch.float32
     size = 64
     n_classes, per_class = (2, 8) if quick else (2, 16)
-    gcfg = {"steps": 10 if quick else 30, "cfg": 2.0, "strength": 0.75, "lora_scale": 0.5, "batch_size": 8 if quick else 16,
-            "image_format": "png", "jpeg_quality": 95}
+    g = Generate(steps=10 if quick else 30, cfg=2.0, strength=0.75, lora_scale=0.5, batch_size=8 if quick else 16,
+                 seed=0, classes_per_shard=1, image_format="png", jpeg_quality=95, torch_compile=False)
     base, jobs, guidance, gdir = _bench_world(work, n_classes, per_class, size)
     rows = []
     for rep in range(1 if quick else 2):  # interleaved so drift hits both
-        ref = _run_reference(base, jobs, gdir, gcfg, size, work / f"ref{rep}", device, dtype)
-        ours = _run_ours(base, jobs, guidance, gcfg, size, work / f"ours{rep}", device, dtype)
-        rows.append({"rep": rep, "device": device, "images": len(jobs), "image_size": size, "steps": gcfg["steps"],
-                     "batch_size": gcfg["batch_size"], "reference_img_per_s": ref, "ours_img_per_s": ours,
+        ref = _run_reference(base, jobs, gdir, g, size, work / f"ref{rep}", device, dtype)
+        ours = _run_ours(base, jobs, guidance, g, size, work / f"ours{rep}", device, dtype)
+        rows.append({"rep": rep, "device": device, "images": len(jobs), "image_size": size, "steps": g.steps,
+                     "batch_size": g.batch_size, "reference_img_per_s": ref, "ours_img_per_s": ours,
                      "speedup": ours / ref})
         (work / f"ours{rep}" / "ours.tar").unlink()
     gen = pd.DataFrame(rows)
 
-    from .models import load_pipeline
-
     pipe = load_pipeline(str(base), device=device, dtype=dtype)
-    per_image = unet_flops_per_image(pipe, size, gcfg["steps"], gcfg["strength"])
+    per_image = unet_flops_per_image(pipe, size, g.steps, g.strength)
     peak = matmul_flops_per_s(device, dtype)
     best = gen.ours_img_per_s.max()
     flops = pd.DataFrame([{"device": device, "dtype": str(dtype).replace("torch.", ""), "unet_gflop_per_image": per_image / 1e9,
@@ -194,15 +194,10 @@ class _FolderDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        from .data import load_rgb, to_tensor
-
         return to_tensor([load_rgb(self.paths[i], self.size)])[0], self.labels[i]
 
 
 def bench_loading(work: Path, quick: bool) -> pd.DataFrame:
-    from .classify import SmallCNN
-    from .shards import ShardDataset, ShardWriter
-
     n, size, per_shard = (512, 32, 128) if quick else (4096, 64, 512)
     rng = np.random.default_rng(0)
     paths, labels, shards = [], [], []
@@ -292,8 +287,6 @@ def main(argv=None) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else (os.cpu_count() or 1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from .atomic import atomic_path
-
     def save(df, name):
         with atomic_path(out / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False, float_format="%.4g")

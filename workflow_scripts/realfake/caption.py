@@ -13,8 +13,10 @@ import torch
 from tqdm import tqdm
 
 from .atomic import write_json, write_parquet
-from .cli import parser, provenance, run, setup
-from .data import load_rgb
+from .cli import Command, provenance, run
+from .images import load_rgb
+from .models import check_local
+from .settings import Caption, Models
 
 log = logging.getLogger(__name__)
 COLUMNS = ["image_id", "label", "class_name", "caption"]
@@ -22,8 +24,6 @@ COLUMNS = ["image_id", "label", "class_name", "caption"]
 
 def load_blip2(path: str, device: str = "cpu", dtype=torch.float32):
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
-
-    from .models import check_local
 
     check_local(path, "BLIP-2 folder", "models.blip2")
     processor = Blip2Processor.from_pretrained(path, local_files_only=True)
@@ -42,27 +42,30 @@ def caption_paths(processor, model, paths, batch_size: int, max_new_tokens: int)
     return out
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__)
-    p.add_argument("--index", required=True)
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    cfg = setup(args)
+def captions_main(args, cfg: dict) -> None:
+    settings, models = Caption.of(cfg), Models.of(cfg)
     index = pd.read_parquet(args.index)
     train = index[index.split == "train"].reset_index(drop=True)
-    ccfg = cfg["caption"]
-    if cfg["models"]["blip2"] is None:
+    if models.blip2 is None:
         captions = [""] * len(train)
         log.info("models.blip2 is null: writing %d empty captions", len(train))
     else:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device == "cuda" else torch.float32
-        processor, model = load_blip2(cfg["models"]["blip2"], device, dtype)
-        captions = caption_paths(processor, model, list(train.path), ccfg["batch_size"], ccfg["max_new_tokens"])
+        processor, model = load_blip2(models.blip2, device, dtype)
+        captions = caption_paths(processor, model, list(train.path), settings.batch_size, settings.max_new_tokens)
     df = pd.DataFrame({"image_id": train.image_id, "label": train.label, "class_name": train.class_name,
                        "caption": captions})[COLUMNS]
     write_parquet(df, args.out)
     write_json(provenance(cfg, n=len(df)), args.out + ".meta.json")
+
+
+def main(argv=None) -> None:
+    cmd = Command(__doc__)
+    p = cmd.action("captions", "caption every real training image", captions_main)
+    p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
+    p.add_argument("--out", required=True, help="captions.parquet to write")
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

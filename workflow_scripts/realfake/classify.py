@@ -1,356 +1,74 @@
 """Stage `classify`: train a classifier on real and/or synthetic images, test on real test data.
 
-Mini world: ``smallcnn`` (below). Paper scale: any timm model name (ResNet-50).
+``python -m realfake.classify train``: one classifier (one setting, variant, scale and seed) ->
+``model.pt`` and ``metrics.json``. The model, training loop and evaluation live in
+:mod:`realfake.classifier`.
 """
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from tqdm import tqdm
 
-from .atomic import write_json, write_torch
 from . import checkpoint
-from .cli import fault_hook, parser, provenance, run, seed_everything, setup
-from .config import classify_settings, get_dataset
-from .data import frame_tensor, images_tensor, in_shards
+from .atomic import write_json, write_torch
+from .classifier import MemoryData, StreamData, evaluate, train_classifier, training_set
+from .cli import Command, provenance, run
+from .data import frame_tensor
+from .settings import Classify, Dataset, Models
 
 log = logging.getLogger(__name__)
 
 
-class SmallCNN(nn.Module):
-    """Three conv blocks and a linear head: enough for 32 px digits, seconds per epoch on CPU."""
-
-    def __init__(self, num_classes: int, width: int = 32):
-        super().__init__()
-
-        def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                                 nn.MaxPool2d(2))
-
-        self.features = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width))
-        self.head = nn.Linear(4 * width, num_classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean((2, 3)))
-
-
-def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.Module:
-    """smallcnn, or a timm model, optionally from a local ImageNet weights file (head re-initialised)."""
-    if arch == "smallcnn":
-        if weights:
-            raise ValueError("classify.pretrained needs a timm architecture, not smallcnn")
-        return SmallCNN(num_classes)
-    import timm
-
-    if weights:
-        from .models import check_local
-
-        check_local(weights, "pretrained classifier weights", "models.resnet50_pretrained")
-        return timm.create_model(arch, pretrained=True, num_classes=num_classes,
-                                 pretrained_cfg_overlay={"file": str(weights)})
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
-
-
-def load_classifier(path) -> nn.Module:
-    """A classifier written by this stage (model.pt), in eval mode on the CPU."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(state["arch"], state["num_classes"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
-
-
-def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Features before the classification head (SmallCNN: pooled conv features; timm: pre-logits)."""
-    if isinstance(model, SmallCNN):
-        return model.features(x).mean((2, 3))
-    return model.forward_head(model.forward_features(x), pre_logits=True)
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
-    """Random crop after padding, optional horizontal flip (per sample, seeded)."""
-    n, _, h, w = x.shape
-    if pad:
-        xp = F.pad(x, (pad, pad, pad, pad), value=-1.0)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-        x = torch.stack([xp[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
-    if flip:
-        m = torch.rand(n, generator=gen) < 0.5
-        x = torch.where(m[:, None, None, None], x.flip(-1), x)
-    return x
-
-
-@torch.no_grad()
-def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256) -> torch.Tensor:
-    """Float logits on CPU for every row of an index frame, decoded ``batch_size`` images at a time
-    (50k ImageNet val images never sit in memory at once)."""
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(images_tensor(list(frame.path[i : i + batch_size]), size).to(device)).float().cpu()
-                      for i in range(0, len(frame), batch_size)])
-
-
-def attribute_bits(labels: torch.Tensor, n_attributes: int) -> torch.Tensor:
-    """Multi-label targets of attribute-combination classes: bit j of the label is attribute j
-    (the CelebA reader numbers its classes this way)."""
-    return ((labels.long()[:, None] >> torch.arange(n_attributes, device=labels.device)) & 1).float()
-
-
-def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attributes: list[str] | None = None) -> dict:
-    """Top-1 / top-5 on the real test rows; for an attribute dataset, accuracy per attribute
-    (logit > 0 means present) and their mean instead."""
-    logits = predict_logits(model, test, size, batch_size)
-    y = torch.as_tensor(test.label.to_numpy(), dtype=torch.long)
-    if attributes:
-        hit = ((logits > 0).float() == attribute_bits(y, len(attributes))).float().mean(0) * 100
-        acc = {a: float(h) for a, h in zip(attributes, hit)}
-        return {"attr_acc": acc, "attributes": list(attributes), "mean_attr_acc": float(np.mean(list(acc.values()))),
-                "n_test": len(y)}
-    k = min(5, logits.shape[1])
-    topk = logits.topk(k, dim=1).indices
-    return {"top1": float((topk[:, 0] == y).float().mean() * 100),
-            f"top{k}": float((topk == y[:, None]).any(1).float().mean() * 100), "n_test": len(y)}
-
-
-def make_optimizer(model: nn.Module, ccfg: dict):
-    """SGD (momentum 0.9), AdamW, or LAMB (timm; no weight decay on norms and biases, as in timm's recipes)."""
-    if ccfg["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=ccfg["lr"], momentum=0.9, weight_decay=ccfg["weight_decay"])
-    if ccfg["optimizer"] == "lamb":
-        from timm.optim import create_optimizer_v2
-
-        return create_optimizer_v2(model, "lamb", lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
-    return torch.optim.AdamW(model.parameters(), lr=ccfg["lr"], weight_decay=ccfg["weight_decay"])
-
-
-def make_schedule(opt, ccfg: dict, steps_per_epoch: int):
-    """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine
-    (after ``warmup_epochs`` of linear warm-up: the IN-1K recipe)."""
-    total = ccfg["epochs"] * steps_per_epoch
-    if ccfg["schedule"] == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(
-            opt, milestones=[m * steps_per_epoch for m in ccfg["milestones"]], gamma=0.2)
-    if ccfg["schedule"] == "cosine" and ccfg["warmup_epochs"]:
-        warm = min(ccfg["warmup_epochs"] * steps_per_epoch, total - 1)
-        return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: (step + 1) / warm if step < warm
-            else 0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm))))
-    if ccfg["schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ccfg["lr"], total_steps=total)
-
-
-def rand_augment(x: torch.Tensor, num_ops: int, magnitude: int) -> torch.Tensor:
-    """torchvision RandAugment per image of a [-1, 1] float batch (on whatever device the batch is);
-    its random choices come from torch's global generator, which is seeded and checkpointed."""
-    from torchvision.transforms import v2
-
-    ra = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
-    u8 = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return torch.stack([ra(im) for im in u8]).float() / 127.5 - 1.0
-
-
-def mix_batch(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator, mixup: float, cutmix: float):
-    """Mixup or CutMix (one of them per batch, chosen with probability 1/2 when both are on, as in
-    timm) of a batch with its reverse; ``t`` are soft targets, mixed by the pasted area fraction.
-    lambda ~ Beta(alpha, alpha) is drawn from ``gen`` so a resumed run mixes the same way."""
-    if mixup <= 0 and cutmix <= 0:
-        return x, t
-    use_cutmix = cutmix > 0 and (mixup <= 0 or float(torch.rand(1, generator=gen)) < 0.5)
-    alpha = cutmix if use_cutmix else mixup
-    lam = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen))).beta(alpha, alpha))
-    other = x.flip(0)
-    if use_cutmix:
-        h, w = x.shape[-2:]
-        ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
-        cy, cx = (int(v) for v in (torch.randint(h, (1,), generator=gen), torch.randint(w, (1,), generator=gen)))
-        y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
-        x = x.clone()
-        x[..., y0:y1, x0:x1] = other[..., y0:y1, x0:x1]
-        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
-    else:
-        x = lam * x + (1 - lam) * other
-    return x, lam * t + (1 - lam) * t.flip(0)
-
-
-class Objective:
-    """What the classifier is trained on: classes (cross-entropy, or BCE on one-hot targets as in
-    the IN-1K recipe) or attributes (multi-label BCE on the label's attribute bits)."""
-
-    def __init__(self, num_classes: int, ccfg: dict, attributes: list[str] | None = None):
-        self.attributes = attributes
-        self.outputs = len(attributes) if attributes else num_classes
-        self.bce = bool(attributes) or ccfg["loss"] == "bce"
-        self.mixup, self.cutmix = ccfg["mixup"], ccfg["cutmix"]
-
-    def targets(self, y: torch.Tensor) -> torch.Tensor:
-        return attribute_bits(y, self.outputs) if self.attributes else F.one_hot(y, self.outputs).float()
-
-    def loss(self, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """x, y on the model's device; mixing draws from ``gen``."""
-        if not (self.bce or self.mixup > 0 or self.cutmix > 0):  # the plain case: hard-label cross-entropy
-            return F.cross_entropy(model(x), y)
-        x, t = mix_batch(x, self.targets(y), gen, self.mixup, self.cutmix)
-        logits = model(x).float()
-        if self.bce:
-            return F.binary_cross_entropy_with_logits(logits, t)
-        return -(t * F.log_softmax(logits, 1)).sum(1).mean()
-
-
-class MemoryData:
-    """The whole training set decoded once into a tensor (mini world)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.x)
-
-    def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
-        perm = torch.randperm(len(self.x), generator=gen)
-        for i in range(0, len(self.x), batch_size):
-            idx = perm[i : i + batch_size]
-            yield self.x[idx], self.y[idx]
-
-
-class StreamData:
-    """Worker processes stream tar shards (and real files) through a seeded shuffle buffer."""
-
-    def __init__(self, train: pd.DataFrame, size: int, seed: int, ccfg: dict):
-        from .shards import ShardDataset
-
-        has_shard = in_shards(train)
-        real = train[~has_shard]
-        syn = train[has_shard]
-        keep: dict[str, set[str]] = {}
-        for shard, member in zip(syn.get("shard", []), syn.get("member", [])):  # the manifest decides (filtered?)
-            keep.setdefault(shard, set()).add(member.rsplit(".", 1)[0])
-        self.n = len(train)
-        self.dataset = ShardDataset(list(keep), size, seed, ccfg["shuffle_buffer"],
-                                    files=list(zip(real.get("path", []), real.label.astype(int))),
-                                    shard_images=len(syn), keep=keep)
-        self.workers = ccfg["num_workers"]
-
-    def __len__(self):
-        return self.n
-
-    def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
-        self.dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size, num_workers=self.workers)
-        for x, y in loader:
-            yield x, torch.as_tensor(y, dtype=torch.long)
-
-
-def train_classifier(data, num_classes: int, ccfg: dict, seed: int, weights: str | None = None,
-                     ckpt_path: str | None = None, fingerprint: dict | None = None,
-                     attributes: list[str] | None = None):
-    """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
-    when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results.
-    With ``attributes`` the model has one output per attribute (multi-label)."""
-    seed_everything(seed)
-    gen = torch.Generator().manual_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    objective = Objective(num_classes, ccfg, attributes)
-    model = build_model(ccfg["arch"], objective.outputs, weights).to(device)
-    opt = make_optimizer(model, ccfg)
-    steps_per_epoch = max(1, int(np.ceil(len(data) / ccfg["batch_size"])))
-    sched = make_schedule(opt, ccfg, steps_per_epoch)
-    start = 0
-    state = checkpoint.load(ckpt_path, fingerprint) if ckpt_path else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["rng"])
-        start = state["epoch"] + 1
-    amp = ccfg["amp"] and device.type == "cuda"
-    every, total_steps = ccfg["checkpoint_every"], steps_per_epoch * ccfg["epochs"]
-    for epoch in tqdm(range(start, ccfg["epochs"]), desc="classify", mininterval=10, initial=start,
-                      total=ccfg["epochs"]):
-        model.train()
-        total = 0.0
-        for xb, yb in data.batches(epoch, ccfg["batch_size"], gen):
-            if len(yb) < 2:
-                continue
-            xb = augment(xb, gen, ccfg["pad_crop"], ccfg["random_flip"]).to(device, non_blocking=True)
-            if ccfg["randaugment_ops"]:
-                xb = rand_augment(xb, ccfg["randaugment_ops"], ccfg["randaugment_magnitude"])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = objective.loss(model, xb, yb.to(device), gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
-                sched.step()
-            total += float(loss.detach()) * len(yb)
-        if epoch % 10 == 0 or epoch == ccfg["epochs"] - 1:
-            log.info("epoch %d train loss %.4f", epoch, total / len(data))
-        if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < ccfg["epochs"]:
-            checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {ccfg['epochs']}", epoch=epoch,
-                            model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            gen=gen.get_state(), rng=torch.get_rng_state())
-            fault_hook("classify", epoch + 1)
-    return model.cpu()
-
-
-def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> pd.DataFrame:
-    parts = []
-    if use_real:
-        parts.append(index[index.split == "train"][["path", "label"]])
-    for m in manifests:
-        parts.append(pd.read_parquet(m)[["shard", "member", "label"]])  # manifest or filtered manifest
-    if not parts:
-        raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
-    return pd.concat(parts, ignore_index=True)
-
-
-def main(argv=None) -> None:
-    p = parser(__doc__)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--index", required=True)
-    p.add_argument("--use-real", action="store_true")
-    p.add_argument("--synthetic", nargs="*", default=[], help="synthetic manifest.parquet files")
-    p.add_argument("--model-out", required=True)
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--label", nargs="*", default=[], help="key=value pairs recorded in metrics.json")
-    args = p.parse_args(argv)
-    cfg = setup(args)
-    ds, ccfg = get_dataset(cfg, args.dataset), classify_settings(cfg, args.dataset)
+def train_main(args, cfg: dict) -> None:
+    ds, c, models = Dataset.of(cfg, args.dataset), Classify.of(cfg, args.dataset), Models.of(cfg)
     index = pd.read_parquet(args.index)
     num_classes = int(index.label.max()) + 1
     train = training_set(index, args.use_real, args.synthetic)
     test = index[index.split == "test"]
-    size = ccfg["image_size"] or ds["image_size"]
-    if ccfg["loader"] == "stream":
-        data = StreamData(train, size, args.seed, ccfg)
+    size = c.input_size(ds)
+    if c.loader == "stream":
+        data = StreamData(train, size, args.seed, c)
     else:
         data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
-    log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", ccfg["arch"], len(data),
-             "with" if args.use_real else "no", len(args.synthetic), ccfg["loader"])
-    weights = cfg["models"]["resnet50_pretrained"] if ccfg["pretrained"] else None
+    log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", c.arch, len(data),
+             "with" if args.use_real else "no", len(args.synthetic), c.loader)
+    weights = models.resnet50_pretrained if c.pretrained else None
     fingerprint = {"cfg": cfg, "seed": args.seed, "use_real": args.use_real, "synthetic": args.synthetic,
                    "n_train": len(train)}
     ckpt = args.model_out + ".ckpt"
-    attributes = ds.get("attributes")
-    model = train_classifier(data, num_classes, ccfg, args.seed, weights, ckpt, fingerprint, attributes)
+    attributes = ds.attributes
+    model = train_classifier(data, num_classes, c, args.seed, weights, ckpt, fingerprint, attributes)
     metrics = evaluate(model, test.reset_index(drop=True), size, attributes=attributes)
     log.info("test %s", metrics)
-    write_torch({"state_dict": model.state_dict(), "arch": ccfg["arch"],
+    write_torch({"state_dict": model.state_dict(), "arch": c.arch,
                  "num_classes": len(attributes) if attributes else num_classes, "attributes": attributes,
                  "config": cfg, "seed": args.seed}, args.model_out)
-    labels = dict(kv.split("=", 1) for kv in args.label)
+    labels = {"setting": args.setting}
+    if args.setting != "real":
+        labels.update(variant=args.variant, scale=str(args.scale))
     write_json({**metrics, **labels, "n_train": len(data), "use_real": args.use_real, "synthetic": args.synthetic,
                 **provenance(cfg, dataset=args.dataset, seed=args.seed)}, args.metrics)
     checkpoint.remove(ckpt)
+
+
+def main(argv=None) -> None:
+    cmd = Command(__doc__)
+    p = cmd.action("train", "train one classifier and test it on the real test split", train_main)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
+    p.add_argument("--use-real", action="store_true", help="train on the real training split too")
+    p.add_argument("--synthetic", nargs="*", default=[], help="synthetic manifest.parquet files")
+    p.add_argument("--setting", required=True, choices=["real", "syn", "realsyn", "synfilt", "realsynfilt"],
+                   help="what the classifier trains on (recorded in metrics.json)")
+    p.add_argument("--variant", default="", help="generation variant of the synthetic set (recorded)")
+    p.add_argument("--scale", type=int, default=0, help="synthetic set size in multiples of the real set (recorded)")
+    p.add_argument("--model-out", required=True)
+    p.add_argument("--metrics", required=True)
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

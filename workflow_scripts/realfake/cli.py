@@ -1,4 +1,10 @@
-"""Shared command-line plumbing: logging to the rule's log file, threads, JSON config."""
+"""One command-line pattern for every stage: ``python -m realfake.<stage> <action> --cfg JSON ...``.
+
+Each stage module builds a :class:`Command` with one subcommand per action; every subcommand takes
+``--cfg`` (the resolved config as JSON, passed by the rule), ``--log`` and ``--threads``, and its
+handler receives ``(args, cfg)``. :func:`run` turns a known bad input into one clear line and exit
+status 2 instead of a traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,41 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from .config import config_hash
+from .errors import ConfigError
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--cfg", required=True, help="resolved workflow config as JSON (the rule passes it)")
     p.add_argument("--log", default=None, help="log file (default: stderr only)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: config key threads)")
     return p
+
+
+class Command:
+    """A stage's command line: ``action(name, help, handler)`` adds a subcommand and returns its
+    parser for the action's own flags; ``main(argv)`` parses, sets up logging and threads, and
+    calls the handler with ``(args, cfg)``."""
+
+    def __init__(self, description: str | None):
+        self.parser = argparse.ArgumentParser(description=description,
+                                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        self._sub = self.parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        self._handlers: dict[str, Callable] = {}
+
+    def action(self, name: str, help: str, handler: Callable) -> argparse.ArgumentParser:
+        self._handlers[name] = handler
+        return self._sub.add_parser(name, help=help, description=help, parents=[_common()])
+
+    def main(self, argv=None):
+        args = self.parser.parse_args(argv)
+        cfg = setup(args)
+        return self._handlers[args.action](args, cfg)
 
 
 def setup(args) -> dict:
@@ -30,8 +61,10 @@ def setup(args) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
     cfg = json.loads(args.cfg)
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # the reporting env has no torch, and needs none
+        return cfg
     torch.set_num_threads(args.threads or cfg.get("threads", 1))
     return cfg
 
@@ -53,25 +86,11 @@ def git_commit() -> str:
 
 
 def provenance(cfg: dict, **extra) -> dict:
-    from .config import config_hash
-
     return {"config": cfg, "config_hash": config_hash(cfg), "git_commit": git_commit(), **extra}
-
-
-def fault_hook(stage: str, step) -> None:
-    """Test-only fault injection: REALFAKE_TEST_KILL=<stage>:<n> SIGKILLs this process after step n
-    of that stage (after its checkpoint or flush), so tests can kill a job at an exact point."""
-    import os
-    import signal
-
-    if os.environ.get("REALFAKE_TEST_KILL", "") == f"{stage}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run(main) -> None:
     """Run a stage's main; a known bad input ends with one clear line, not a traceback."""
-    from .config import ConfigError
-
     try:
         main()
     except (ConfigError, FileNotFoundError, ValueError) as exc:

@@ -15,11 +15,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .classlists import read_classlist
+from .errors import ConfigError
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with the dotted key or file it concerns in the message."""
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
@@ -222,8 +221,6 @@ def class_count(config: dict, name: str) -> int:
         return ds["num_classes"]
     if ds["kind"] == "imagenet":
         if ds["classlist"]:
-            from .datasets import read_classlist
-
             return len(read_classlist(ds["classlist"]))
         return 1000
     if ds["kind"] == "celeba":  # one class per combination of the attributes

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .atomic import atomic_dir, write_parquet
-from .config import ConfigError
+from .datasets import read_dataset
+from .images import load_rgb, to_tensor
+from .shards import read_images
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-INDEX_COLUMNS = ["image_id", "split", "label", "class_name", "path"]
 
 
 def digits_arrays(image_size: int, test_size: int, split_seed: int):
@@ -49,38 +49,6 @@ def write_digits_imagefolder(out_dir: str | Path, image_size: int, test_size: in
                 Image.fromarray(images[i]).convert("RGB").save(folder / f"digit{i:04d}.png")
 
 
-def scan_imagefolder(root: str | Path, classnames: dict | None = None) -> pd.DataFrame:
-    """Index ``root/{train,test}/<class>/<image>``; errors name the path and what was expected."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ConfigError(f"data root not found: {root} (expected a folder with train/ and test/ class folders)")
-    rows = []
-    train_classes = None
-    for split in ("train", "test"):
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise ConfigError(f"data root {root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
-        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-        if not classes:
-            raise ConfigError(f"{split_dir} holds no class folders")
-        if train_classes is None:
-            train_classes = classes
-        elif classes != train_classes:
-            missing = sorted(set(train_classes) ^ set(classes))
-            raise ConfigError(f"class folders of {split_dir} differ from train/: {missing}")
-        for label, cls in enumerate(classes):
-            files = sorted(p for p in (split_dir / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise ConfigError(f"class folder {split_dir / cls} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            for f in files:
-                rows.append((f"{split}/{cls}/{f.stem}", split, label, cls, str(f)))
-    if classnames is not None:
-        unknown = sorted(set(classnames) - set(train_classes))
-        if unknown:
-            raise ConfigError(f"config classnames name classes without a folder under {root / 'train'}: {unknown}")
-    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
-
-
 def _keep_per_class(index: pd.DataFrame, train: pd.DataFrame, size_of, rng) -> pd.DataFrame:
     """Seeded per-class sample of ``train`` (``size_of(n)`` of a class's n images, order kept);
     the test split stays whole."""
@@ -103,35 +71,6 @@ def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -
                            np.random.default_rng(seed))
 
 
-def fit_rgb(im: Image.Image, size: int | None) -> Image.Image:
-    """RGB, resized (bicubic) to size x size when it is not already."""
-    rgb = im.convert("RGB")
-    if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BICUBIC)
-    return rgb
-
-
-def to_tensor(images):
-    """RGB images of one size -> float tensor in [-1, 1], shape (N, 3, H, W)."""
-    import torch
-
-    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
-
-
-def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
-    """Open an image as RGB (grayscale/CMYK/palette converted); a clear error names a corrupt file."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"corrupt or unreadable image: {path} ({exc})") from exc
-    return fit_rgb(rgb, size)
-
-
 def check_images(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Drop unreadable images, returning the kept rows and the paths skipped (to be logged)."""
     bad = []
@@ -146,8 +85,6 @@ def check_images(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: int | None = None) -> pd.DataFrame:
     """Read a dataset layout into the index table; ``expected_classes`` (from config) is checked."""
-    from .datasets import read_dataset
-
     kind = ds.get("kind", "imagefolder")
     kw = {"classnames": ds.get("classnames")}
     if kind == "imagenet":
@@ -172,11 +109,6 @@ def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: i
     return index
 
 
-def images_tensor(paths, size: int):
-    """Stack images into a float tensor in [-1, 1], shape (N, 3, size, size)."""
-    return to_tensor(load_rgb(p, size) for p in paths)
-
-
 def in_shards(df: pd.DataFrame) -> pd.Series:
     """Rows that live in a tar shard (manifest rows) rather than in an image file (index rows)."""
     return df["shard"].notna() if "shard" in df else pd.Series(False, index=df.index)
@@ -185,8 +117,6 @@ def in_shards(df: pd.DataFrame) -> pd.Series:
 def frame_images(df: pd.DataFrame, size: int | None = None) -> list[Image.Image]:
     """RGB images for index rows (``path``) and manifest rows (``shard`` + ``member``), in row order.
     Each shard is read once, sequentially."""
-    from .shards import read_images
-
     out: list = [None] * len(df)
     pos = {i: n for n, i in enumerate(df.index)}
     has_shard = in_shards(df)

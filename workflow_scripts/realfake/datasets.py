@@ -1,4 +1,4 @@
-"""Readers for the paper's on-disk dataset layouts -> the common index table.
+"""Readers for the paper's on-disk dataset layouts (and any ImageFolder) -> the common index table.
 
 Every reader returns a DataFrame with ``image_id, split, label, class_name, path`` (CelebA adds
 one 0/1 column per attribute). Errors name the file or folder and what was expected.
@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
-from .data import IMAGE_SUFFIXES, INDEX_COLUMNS, scan_imagefolder
+from .classlists import imagenet_classnames, read_classlist
+from .errors import ConfigError
+from .images import IMAGE_SUFFIXES
 
-CLASSLISTS = Path(__file__).resolve().parents[2] / "config" / "classlists"
+INDEX_COLUMNS = ["image_id", "split", "label", "class_name", "path"]
 
 
 def _need(path: Path, what: str) -> Path:
@@ -24,36 +25,36 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def read_classlist(name_or_path: str) -> list[str]:
-    """A shipped class list (imagenet10, imagenet100) or a file: one id a line, '#' comments."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = CLASSLISTS / f"{name_or_path}.txt"
-    _need(path, "class list")
-    return [ln.split("#")[0].strip() for ln in path.read_text().splitlines() if ln.split("#")[0].strip()]
-
-
-def _timm_info(name: str) -> Path:
-    import timm.data
-
-    return Path(timm.data.__file__).parent / "_info" / name
-
-
-def imagenet_classnames(wnids: list[str]) -> dict[str, str]:
-    """WordNet id -> first lemma ('n01440764' -> 'tench'), from the list timm ships."""
-    table = dict(ln.split("\t", 1) for ln in _timm_info("imagenet_synset_to_lemma.txt").read_text().splitlines()
-                 if "\t" in ln)
-    return {w: table[w].split(",")[0].strip() if w in table else w for w in wnids}
-
-
-def imagenet_1k_wnids() -> list[str]:
-    """The 1000 ImageNet-1K WordNet ids in the standard (sorted) class-index order."""
-    return _timm_info("imagenet_synsets.txt").read_text().split()
-
-
-def ood_classlist(kind: str) -> list[str]:
-    """The 200 WordNet ids of ImageNet-R or ImageNet-A (lists shipped with timm)."""
-    return _timm_info(f"imagenet_{kind}_synsets.txt").read_text().split()
+def scan_imagefolder(root: str | Path, classnames: dict | None = None) -> pd.DataFrame:
+    """Index ``root/{train,test}/<class>/<image>``; errors name the path and what was expected."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"data root not found: {root} (expected a folder with train/ and test/ class folders)")
+    rows = []
+    train_classes = None
+    for split in ("train", "test"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise ConfigError(f"data root {root} has no {split}/ folder (expected {root}/{split}/<class>/<image>)")
+        classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        if not classes:
+            raise ConfigError(f"{split_dir} holds no class folders")
+        if train_classes is None:
+            train_classes = classes
+        elif classes != train_classes:
+            missing = sorted(set(train_classes) ^ set(classes))
+            raise ConfigError(f"class folders of {split_dir} differ from train/: {missing}")
+        for label, cls in enumerate(classes):
+            files = sorted(p for p in (split_dir / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ConfigError(f"class folder {split_dir / cls} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            for f in files:
+                rows.append((f"{split}/{cls}/{f.stem}", split, label, cls, str(f)))
+    if classnames is not None:
+        unknown = sorted(set(classnames) - set(train_classes))
+        if unknown:
+            raise ConfigError(f"config classnames name classes without a folder under {root / 'train'}: {unknown}")
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -233,16 +234,6 @@ def ood(kind: str, root, wnids_1k: list[str]) -> tuple[pd.DataFrame, list[int] |
     if kind in ("r", "a") and len(mask) != 200:
         raise ConfigError(f"ImageNet-{kind} at {root} has {len(mask)} class folders, expected 200")
     return pd.DataFrame(rows, columns=INDEX_COLUMNS), mask
-
-
-def masked_argmax(logits, mask: list[int] | None):
-    """Top-1 over the 1K logits restricted to ``mask`` (ImageNet-R/A protocol); returns 1K indices."""
-    import torch
-
-    if mask is None:
-        return logits.argmax(1)
-    idx = torch.as_tensor(mask)
-    return idx[logits[:, idx].argmax(1)]
 
 
 READERS = {"imagefolder": None, "imagenet": imagenet, "cub": cub, "cars": cars, "pets": pets,

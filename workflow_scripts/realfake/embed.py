@@ -16,9 +16,10 @@ import torch
 from tqdm import tqdm
 
 from .atomic import write_json, write_torch
-from .cli import parser, provenance, run, seed_everything, setup
-from .data import load_rgb
+from .cli import Command, provenance, run, seed_everything
+from .images import load_rgb
 from .models import create_open_clip, write_random_open_clip
+from .settings import ImageEncoder
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +38,16 @@ def class_means(emb: torch.Tensor, labels) -> dict[int, torch.Tensor]:
     return {int(c): emb[labels == c].mean(0) for c in torch.unique(labels)}
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__)
-    p.add_argument("action", choices=["init", "embed"])
-    p.add_argument("--checkpoint", required=True, help="init: file to write; embed: open_clip weights to load")
-    p.add_argument("--index")
-    p.add_argument("--embeddings")
-    p.add_argument("--means")
-    args = p.parse_args(argv)
-    cfg = setup(args)
-    ecfg = cfg["image_encoder"]
-    if args.action == "init":
-        write_random_open_clip(ecfg["model_name"], ecfg["seed"], args.checkpoint)
-        return
-    seed_everything(ecfg["seed"])
+def init_main(args, cfg: dict) -> None:
+    enc = ImageEncoder.of(cfg)
+    write_random_open_clip(enc.model_name, enc.seed, args.checkpoint)
+
+
+def embed_main(args, cfg: dict) -> None:
+    enc = ImageEncoder.of(cfg)
+    seed_everything(enc.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, preprocess = create_open_clip(ecfg["model_name"], args.checkpoint)
+    model, preprocess = create_open_clip(enc.model_name, args.checkpoint)
     model = model.to(device)
     index = pd.read_parquet(args.index)
     train = index[index.split == "train"].reset_index(drop=True)
@@ -61,8 +56,20 @@ def main(argv=None) -> None:
     log.info("embedded %d images, dim %d, %d classes", len(emb), emb.shape[1], len(means))
     write_torch({"image_id": list(train.image_id), "label": list(map(int, train.label)), "embedding": emb},
                 args.embeddings)
-    write_torch({"means": means, "model_name": ecfg["model_name"], "checkpoint": str(args.checkpoint)}, args.means)
+    write_torch({"means": means, "model_name": enc.model_name, "checkpoint": str(args.checkpoint)}, args.means)
     write_json(provenance(cfg, dim=int(emb.shape[1])), args.means + ".meta.json")
+
+
+def main(argv=None) -> None:
+    cmd = Command(__doc__)
+    p = cmd.action("init", "write the seeded random image encoder (mini world)", init_main)
+    p.add_argument("--checkpoint", required=True, help="open_clip checkpoint file to write")
+    p = cmd.action("embed", "embed the real training images; per-class means", embed_main)
+    p.add_argument("--checkpoint", required=True, help="open_clip weights to load")
+    p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
+    p.add_argument("--embeddings", required=True, help="embeddings.pt to write")
+    p.add_argument("--means", required=True, help="class_means.pt to write")
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_path, write_json
 from . import checkpoint
-from .cli import fault_hook, parser, provenance, run, seed_everything, setup
-from .config import config_hash, get_dataset
-from .data import images_tensor
-from .method import build_prompt, inject_guidance, realfake_loss
+from .atomic import atomic_path, fault_hook, write_json
+from .cli import Command, provenance, run, seed_everything
+from .config import config_hash
+from .images import images_tensor
+from .method import build_prompt, guidance_table, inject_guidance, realfake_loss
 from .models import load_pipeline
+from .settings import Dataset, Finetune, ImageEncoder, Lora
 
 log = logging.getLogger(__name__)
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -50,41 +51,28 @@ def save_lora(unet, out: str | Path) -> None:
         shutil.move(str(Path(tmpdir) / "pytorch_lora_weights.safetensors"), tmp)
 
 
-def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> torch.Tensor | None:
-    """One guidance embedding per training image (class mean or own embedding), or None."""
-    if mode == "none":
-        return None
-    if mode == "class_mean":
-        means = torch.load(means_file)["means"]
-        return torch.stack([means[int(c)] for c in labels])
-    data = torch.load(emb_file)
-    pos = {iid: i for i, iid in enumerate(data["image_id"])}
-    return data["embedding"][[pos[i] for i in image_ids]]
-
-
-def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, seed: int, rescale: bool,
+def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, seed: int, rescale: bool,
                ckpt_path: str | Path | None = None, fingerprint: dict | None = None):
     """The fine-tuning loop; returns the per-step (loss, base, dm) history.
 
     With ``ckpt_path`` it saves a checkpoint every ``finetune.checkpoint_every`` steps and resumes
     from one (same fingerprint only) with identical results to an uninterrupted run."""
-    fcfg = cfg["finetune"]
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     unet, vae, te, sched = pipe.unet, pipe.vae, pipe.text_encoder, pipe.scheduler
     vae.requires_grad_(False)
     te.requires_grad_(False)
-    params = add_lora(unet, fcfg["rank"])
-    opt = torch.optim.AdamW(params, lr=fcfg["lr"])
+    params = add_lora(unet, f.rank)
+    opt = torch.optim.AdamW(params, lr=f.lr)
     ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids
     device = unet.device
     acp = sched.alphas_cumprod
     history = []
     unet.train()
-    steps = fcfg["steps"]
-    if fcfg.get("epochs"):
-        steps = int(np.ceil(fcfg["epochs"] * len(images) / fcfg["batch_size"]))
+    steps = f.steps
+    if f.epochs:
+        steps = int(np.ceil(f.epochs * len(images) / f.batch_size))
     start = 0
     state = checkpoint.load(ckpt_path, fingerprint) if ckpt_path else None
     if state is not None:
@@ -94,13 +82,13 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         history, start = state["history"], state["step"] + 1
-    amp = fcfg["amp"] and device.type == "cuda"
-    every = fcfg["checkpoint_every"]
+    amp = f.amp and device.type == "cuda"
+    every = f.checkpoint_every
     bar = tqdm(range(start, steps), desc="finetune", mininterval=10, initial=start, total=steps)
     for step in bar:
-        idx = torch.randint(len(images), (fcfg["batch_size"],), generator=gen)
+        idx = torch.randint(len(images), (f.batch_size,), generator=gen)
         x = images[idx]
-        if fcfg["random_flip"]:
+        if f.random_flip:
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         with torch.no_grad():
@@ -113,9 +101,9 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
         noisy = sched.add_noise(latents, noise, t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = unet(noisy, t, hidden).sample
-        loss, base, dm = realfake_loss(pred.float(), noise, acp, t, fcfg["snr_gamma"], dm_weight)
+        loss, base, dm = realfake_loss(pred.float(), noise, acp, t, f.snr_gamma, dm_weight)
         if not torch.isfinite(loss):
-            raise ValueError(f"fine-tuning loss became {float(loss)} at step {step} (lr {fcfg['lr']}): stopping")
+            raise ValueError(f"fine-tuning loss became {float(loss)} at step {step} (lr {f.lr}): stopping")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -131,8 +119,32 @@ def train_lora(pipe, images, prompts, guidance, cfg: dict, dm_weight: float, see
     return history
 
 
+def train_main(args, cfg: dict) -> None:
+    ds, lora, f = Dataset.of(cfg, args.dataset), Lora.of(cfg, args.lora), Finetune.of(cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pipe = load_pipeline(args.base, device=device)
+    index = pd.read_parquet(args.index)
+    train = index[index.split == "train"].reset_index(drop=True)
+    caps = pd.read_parquet(args.captions).set_index("image_id").caption
+    prompts = [build_prompt(ds.prompt_template, c, caps.get(i, "") if ds.use_captions else "")
+               for i, c in zip(train.image_id, train.class_name)]
+    images = images_tensor(list(train.path), ds.image_size)
+    guidance = guidance_table(lora.guidance, train.label, train.image_id, args.means, args.embeddings)
+    seed = args.seed  # same seed for every LoRA kind: the ablation compares like with like
+    ckpt = args.out + ".ckpt"
+    fingerprint = {"cfg": cfg, "lora": args.lora, "seed": seed, "base": args.base, "n_train": len(train),
+                   "train_ids_hash": config_hash(list(train.image_id))}
+    history = train_lora(pipe, images, prompts, guidance, f, lora.dm_weight, seed,
+                         ImageEncoder.of(cfg).rescale_to_token_norm, ckpt, fingerprint)
+    save_lora(pipe.unet, args.out)
+    checkpoint.remove(ckpt)
+    write_json(provenance(cfg, dataset=args.dataset, lora=args.lora, seed=seed, base=args.base,
+                          final_loss=history[-1], first_loss=history[0]), args.out + ".meta.json")
+
+
 def main(argv=None) -> None:
-    p = parser(__doc__)
+    cmd = Command(__doc__)
+    p = cmd.action("train", "fine-tune one LoRA", train_main)
     p.add_argument("--dataset", required=True)
     p.add_argument("--lora", required=True, help="name under config key loras")
     p.add_argument("--seed", type=int, required=True)
@@ -141,33 +153,8 @@ def main(argv=None) -> None:
     p.add_argument("--captions", required=True)
     p.add_argument("--means", required=True)
     p.add_argument("--embeddings", required=True)
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    cfg = setup(args)
-    ds = get_dataset(cfg, args.dataset)
-    if args.lora not in cfg["loras"]:
-        raise ValueError(f"unknown LoRA {args.lora!r}: not under config key loras (defined: {sorted(cfg['loras'])})")
-    lcfg = cfg["loras"][args.lora]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = load_pipeline(args.base, device=device)
-    index = pd.read_parquet(args.index)
-    train = index[index.split == "train"].reset_index(drop=True)
-    caps = pd.read_parquet(args.captions).set_index("image_id").caption
-    use_caps = ds["use_captions"]
-    prompts = [build_prompt(ds["prompt_template"], c, caps.get(i, "") if use_caps else "")
-               for i, c in zip(train.image_id, train.class_name)]
-    images = images_tensor(list(train.path), ds["image_size"])
-    guidance = guidance_table(lcfg["guidance"], train.label, train.image_id, args.means, args.embeddings)
-    seed = args.seed  # same seed for every LoRA kind: the ablation compares like with like
-    ckpt = args.out + ".ckpt"
-    fingerprint = {"cfg": cfg, "lora": args.lora, "seed": seed, "base": args.base, "n_train": len(train),
-                   "train_ids_hash": config_hash(list(train.image_id))}
-    history = train_lora(pipe, images, prompts, guidance, cfg, lcfg["dm_weight"], seed,
-                         cfg["image_encoder"]["rescale_to_token_norm"], ckpt, fingerprint)
-    save_lora(pipe.unet, args.out)
-    checkpoint.remove(ckpt)
-    write_json(provenance(cfg, dataset=args.dataset, lora=args.lora, seed=seed, base=args.base,
-                          final_loss=history[-1], first_loss=history[0]), args.out + ".meta.json")
+    p.add_argument("--out", required=True, help="lora.safetensors to write")
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,15 @@ def encode_text(tokenizer, text_encoder, prompts: list[str], device=None) -> tor
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     return text_encoder(ids.to(device or text_encoder.device))[0]
+
+
+def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> torch.Tensor | None:
+    """One guidance embedding per training image (class mean or own embedding), or None."""
+    if mode == "none":
+        return None
+    if mode == "class_mean":
+        means = torch.load(means_file)["means"]
+        return torch.stack([means[int(c)] for c in labels])
+    data = torch.load(emb_file)
+    pos = {iid: i for i, iid in enumerate(data["image_id"])}
+    return data["embedding"][[pos[i] for i in image_ids]]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from .atomic import write_torch
+from .errors import ConfigError
 
 _TINY_CONFIGS = Path(__file__).with_name("model_configs")
 
@@ -55,8 +56,6 @@ def create_open_clip(model_name: str, pretrained: str | Path | None, key: str = 
 
 def write_random_open_clip(model_name: str, seed: int, out: str | Path) -> None:
     """Seeded random init of an open_clip model, saved as a checkpoint file (mini world)."""
-    from .atomic import write_torch
-
     torch.manual_seed(seed)
     model, _ = create_open_clip(model_name, None)
     write_torch(model.state_dict(), out)

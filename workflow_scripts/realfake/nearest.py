@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cli import parser, run, setup
+from .cli import Command, run
 from .data import frame_images
-from .report import write_table
+from .models import check_local
+from .settings import Models, Nearest
+from .tables import save_fig, write_table
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,6 @@ def pixels16(images) -> np.ndarray:
 
 
 def load_sscd(path: str):
-    from .models import check_local
-
     p = check_local(path, "SSCD TorchScript file", "models.sscd")
     try:
         return torch.jit.load(str(p), map_location="cpu").eval()
@@ -81,8 +81,6 @@ def figure(queries, real_images, idx, sim, outs, descriptor: str, show: int = 3)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import save_fig
-
     n = len(queries)
     fig, axes = plt.subplots(n, 1 + show, figsize=(1.6 * (1 + show), 1.7 * n + 0.5), squeeze=False)
     for r in range(n):
@@ -99,30 +97,24 @@ def figure(queries, real_images, idx, sim, outs, descriptor: str, show: int = 3)
     plt.close(fig)
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__)
-    p.add_argument("--index", required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True, help="nearest.csv")
-    p.add_argument("--figure", nargs="+", required=True)
-    args = p.parse_args(argv)
-    cfg = setup(args)
-    ncfg = cfg["nearest"]
+def search_main(args, cfg: dict) -> None:
+    n = Nearest.of(cfg)
     index = pd.read_parquet(args.index)
     real = index[index.split == "train"].reset_index(drop=True)
     man = pd.read_parquet(args.manifest)
-    if ncfg["queries"] > len(man):
-        raise ValueError(f"config key nearest.queries: {ncfg['queries']} queries but {args.manifest} has {len(man)} images")
-    pick = np.sort(np.random.default_rng(ncfg["seed"]).choice(len(man), ncfg["queries"], replace=False))
+    if n.queries > len(man):
+        raise ValueError(f"config key nearest.queries: {n.queries} queries but {args.manifest} has {len(man)} images")
+    pick = np.sort(np.random.default_rng(n.seed).choice(len(man), n.queries, replace=False))
     queries = man.iloc[pick].reset_index(drop=True)
     q_images, r_images = frame_images(queries), frame_images(real)
-    if cfg["models"]["sscd"]:
-        model, name = load_sscd(cfg["models"]["sscd"]), "SSCD"
+    sscd = Models.of(cfg).sscd
+    if sscd:
+        model, name = load_sscd(sscd), "SSCD"
         qd, rd = sscd_descriptors(model, q_images), sscd_descriptors(model, r_images)
     else:
         name = "pixels16 (substitute for SSCD)"
         qd, rd = pixels16(q_images), pixels16(r_images)
-    k = min(ncfg["top_k"], len(real))
+    k = min(n.top_k, len(real))
     idx, sim = top_matches(qd, rd, k)
     rows = []
     for q in range(len(queries)):
@@ -136,6 +128,17 @@ def main(argv=None) -> None:
     top1 = table[table["rank"] == 1]
     log.info("top-1 similarity mean %.3f; top-1 match is the query's own source image for %d of %d queries",
              top1.similarity.mean(), int(top1.is_source.sum()), len(top1))
+
+
+
+def main(argv=None) -> None:
+    cmd = Command(__doc__)
+    p = cmd.action("search", "top-k real training images of seeded synthetic queries; table and figure", search_main)
+    p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
+    p.add_argument("--manifest", required=True, help="the synthetic set's manifest.parquet")
+    p.add_argument("--out", required=True, help="nearest.csv")
+    p.add_argument("--figure", nargs="+", required=True)
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,21 @@ import pandas as pd
 import torch
 
 from .atomic import write_json
-from .cli import parser, provenance, run, setup
-from .config import ConfigError, get_dataset
-from .datasets import imagenet_1k_wnids, ood, read_classlist
+from .classifier import load_classifier, predict_logits
+from .classlists import imagenet_1k_wnids, read_classlist
+from .cli import Command, provenance, run
+from .datasets import ood
+from .errors import ConfigError
+from .settings import Classify, Dataset, Ood
+from .tables import summarize, write_table
 
 log = logging.getLogger(__name__)
 SETS = {"v2": "ImageNet-V2", "sketch": "ImageNet-Sketch", "r": "ImageNet-R", "a": "ImageNet-A"}
 
 
-def classifier_classes(ds: dict) -> list[str]:
+def classifier_classes(ds: Dataset) -> list[str]:
     """WordNet ids in the classifier's label order (the imagenet reader's order)."""
-    return sorted(read_classlist(ds["classlist"])) if ds["classlist"] else imagenet_1k_wnids()
+    return sorted(read_classlist(ds.classlist)) if ds.classlist else imagenet_1k_wnids()
 
 
 def ood_index(kind: str, root, classes: list[str]) -> tuple[pd.DataFrame, list[int] | None]:
@@ -57,8 +61,6 @@ def masked_topk(logits: torch.Tensor, labels: torch.Tensor, mask: list[int] | No
 
 
 def evaluate_set(model, kind: str, root, classes: list[str], size: int, batch_size: int) -> dict:
-    from .classify import predict_logits
-
     index, mask = ood_index(kind, root, classes)
     if index.empty:
         raise ValueError(f"{SETS[kind]} at {root} has no images of the classifier's {len(classes)} classes")
@@ -72,8 +74,6 @@ def evaluate_set(model, kind: str, root, classes: list[str], size: int, batch_si
 
 def table4(files, cfg: dict) -> pd.DataFrame:
     """Top-1/top-5 per OOD set and training setting, mean and std over seeds."""
-    from .report import summarize
-
     recs = [json.loads(Path(f).read_text()) for f in files]
     df = pd.DataFrame(recs)
     rows = []
@@ -89,43 +89,43 @@ def table4(files, cfg: dict) -> pd.DataFrame:
                            kind="stable").reset_index(drop=True)
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__)
-    p.add_argument("action", choices=["eval", "table"])
-    p.add_argument("--dataset")
-    p.add_argument("--set", choices=sorted(SETS))
-    p.add_argument("--model", help="eval: classifier model.pt")
-    p.add_argument("--label", nargs="*", default=[], help="eval: key=value pairs recorded in the output")
-    p.add_argument("--metrics", nargs="*", default=[], help="table: eval outputs")
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    cfg = setup(args)
-    if args.action == "table":
-        from .report import write_table
+def table_main(args, cfg: dict) -> None:
+    write_table(table4(args.metrics, cfg), args.out, cfg, args.metrics)
 
-        write_table(table4(args.metrics, cfg), args.out, cfg, args.metrics)
-        return
-    ds = get_dataset(cfg, args.dataset)
-    if ds["kind"] != "imagenet":
-        raise ConfigError(f"config key ood.dataset: {args.dataset!r} is of kind {ds['kind']!r}; the OOD sets are "
+
+def eval_main(args, cfg: dict) -> None:
+    ds, o = Dataset.of(cfg, args.dataset), Ood.of(cfg)
+    if ds.kind != "imagenet":
+        raise ConfigError(f"config key ood.dataset: {args.dataset!r} is of kind {ds.kind!r}; the OOD sets are "
                           "ImageNet classes, so it must be kind imagenet")
-    root = cfg["ood"]["sets"][args.set]
+    root = o.sets[args.ood_set]
     if not root:
-        raise ConfigError(f"config key ood.sets.{args.set}: no root given for {SETS[args.set]}")
-    from .config import classify_settings
-    from .classify import load_classifier
-
+        raise ConfigError(f"config key ood.sets.{args.ood_set}: no root given for {SETS[args.ood_set]}")
+    trained = json.loads(Path(args.classifier_metrics).read_text())  # what the classifier was trained on
     model = load_classifier(args.model)
-    classes = classifier_classes(ds)
-    size = classify_settings(cfg, args.dataset)["image_size"] or ds["image_size"]
-    res = evaluate_set(model, args.set, root, classes, size, cfg["ood"]["batch_size"])
-    labels = dict(kv.split("=", 1) for kv in args.label)
-    log.info("%s on %s: top-1 %.2f top-5 %.2f over %d images", args.model, SETS[args.set], res["top1"], res["top5"],
-             res["n_images"])
-    write_json({**res, "dataset": args.dataset, "ood_set": args.set, "model": args.model,
-                "setting": labels.get("setting", ""), "variant": labels.get("variant", ""),
-                "scale": int(labels.get("scale", 0)), "seed": int(labels.get("seed", 0)),
+    size = Classify.of(cfg, args.dataset).input_size(ds)
+    res = evaluate_set(model, args.ood_set, root, classifier_classes(ds), size, o.batch_size)
+    log.info("%s on %s: top-1 %.2f top-5 %.2f over %d images", args.model, SETS[args.ood_set], res["top1"],
+             res["top5"], res["n_images"])
+    write_json({**res, "dataset": args.dataset, "ood_set": args.ood_set, "model": args.model,
+                "setting": trained["setting"], "variant": trained.get("variant", ""),
+                "scale": int(trained.get("scale", 0)), "seed": int(trained["seed"]),
                 **{k: v for k, v in provenance(cfg).items() if k != "config"}}, args.out)
+
+
+def main(argv=None) -> None:
+    cmd = Command(__doc__)
+    p = cmd.action("eval", "one classifier on one OOD set", eval_main)
+    p.add_argument("--dataset", required=True, help="the classifier's (ImageNet-kind) dataset")
+    p.add_argument("--ood-set", required=True, choices=sorted(SETS))
+    p.add_argument("--model", required=True, help="classifier model.pt")
+    p.add_argument("--classifier-metrics", required=True,
+                   help="the classifier's metrics.json (its setting, variant, scale and seed are recorded)")
+    p.add_argument("--out", required=True)
+    p = cmd.action("table", "table 4 from every eval output", table_main)
+    p.add_argument("--metrics", nargs="+", required=True, help="eval outputs (.json)")
+    p.add_argument("--out", required=True, help="table4.csv to write")
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

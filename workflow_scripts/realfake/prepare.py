@@ -1,28 +1,35 @@
-"""Stage `data`: lay out the mini world's digits (``digits``), or index a dataset (``index``)."""
+"""Stage `prepare`: lay out the mini world's digits (``digits``), or index a dataset (``index``)."""
 
 from __future__ import annotations
 
 from .atomic import write_json
-from .cli import parser, provenance, run, setup
+from .cli import Command, provenance, run
 from .config import class_count, get_dataset
 from .data import build_index, write_digits_imagefolder
 
 
-def main(argv=None) -> None:
-    p = parser(__doc__)
-    p.add_argument("action", choices=["digits", "index"])
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--data-dir", default="", help="digits: folder to write; index: root (default datasets.<name>.root)")
-    p.add_argument("--out", help="index: real_index.parquet to write")
-    args = p.parse_args(argv)
-    cfg = setup(args)
+def digits_main(args, cfg: dict) -> None:
     ds = get_dataset(cfg, args.dataset)
-    if args.action == "digits":
-        write_digits_imagefolder(args.data_dir, ds["image_size"], ds["test_size"], ds["split_seed"])
-        return
+    write_digits_imagefolder(args.data_dir, ds["image_size"], ds["test_size"], ds["split_seed"])
+
+
+def index_main(args, cfg: dict) -> None:
+    ds = get_dataset(cfg, args.dataset)
     root = args.data_dir or ds["root"]
     index = build_index(ds, root, args.out, expected_classes=class_count(cfg, args.dataset))
     write_json(provenance(cfg, dataset=args.dataset, root=str(root), n_images=len(index)), args.out + ".meta.json")
+
+
+def main(argv=None) -> None:
+    cmd = Command(__doc__)
+    p = cmd.action("digits", "write the mini world's digits as train/test class folders", digits_main)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-dir", required=True, help="folder to write")
+    p = cmd.action("index", "index a dataset into real_index.parquet", index_main)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-dir", default="", help="dataset root (default: config key datasets.<name>.root)")
+    p.add_argument("--out", required=True, help="real_index.parquet to write")
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

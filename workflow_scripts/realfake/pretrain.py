@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from .cli import parser, provenance, run, setup
 from .atomic import write_json
+from .cli import Command, provenance, run
+from .settings import Pretrain
 from .tiny_sd import pretrain_base
 
 
+def base_main(args, cfg: dict) -> None:
+    pretrain_base(args.out, Pretrain.of(cfg), args.image_size)
+    write_json(provenance(cfg), args.out + ".meta.json")
+
+
 def main(argv=None) -> None:
-    p = parser(__doc__)
+    cmd = Command(__doc__)
+    p = cmd.action("base", "pretrain the tiny base model and save it as a pipeline folder", base_main)
     p.add_argument("--out", required=True, help="StableDiffusionPipeline folder to write")
     p.add_argument("--image-size", type=int, default=32)
-    args = p.parse_args(argv)
-    cfg = setup(args)
-    pretrain_base(args.out, cfg["pretrain"], args.image_size)
-    write_json(provenance(cfg), args.out + ".meta.json")
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

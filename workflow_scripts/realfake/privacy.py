@@ -24,9 +24,11 @@ import pandas as pd
 import torch
 
 from .atomic import write_parquet
-from .cli import parser, run, setup
-from .config import classify_settings, get_dataset
-from .report import write_table
+from .classifier import MemoryData, load_classifier, predict_logits, train_classifier
+from .cli import Command, run
+from .data import frame_tensor
+from .settings import Classify, Dataset, Privacy
+from .tables import save_fig, write_table
 
 log = logging.getLogger(__name__)
 ATTACKS = ("online", "offline", "fixed_variance")
@@ -123,31 +125,28 @@ def pool_of(index_file: str) -> pd.DataFrame:
     return index[index.split == "train"].sort_values("image_id").reset_index(drop=True)
 
 
-def shadow_main(args, cfg) -> None:
-    from .classify import MemoryData, predict_logits, train_classifier
-    from .data import frame_tensor
-
-    pcfg = cfg["privacy"]
-    ds = get_dataset(cfg, pcfg["pool"])
-    ccfg = {**classify_settings(cfg, pcfg["pool"]), "checkpoint_every": 0}
+def shadow_main(args, cfg: dict) -> None:
+    p = Privacy.of(cfg)
+    ds = Dataset.of(cfg, p.pool)
+    c = Classify.of(cfg, p.pool).replace(checkpoint_every=0)
     pool = pool_of(args.index)
-    mask = shadow_half(pool, args.k, pcfg["seed"])
+    mask = shadow_half(pool, args.k, p.seed)
     train = pool[mask]
-    size = ccfg["image_size"] or ds["image_size"]
+    size = c.input_size(ds)
     data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
-    model = train_classifier(data, int(pool.label.max()) + 1, ccfg, pcfg["seed"] * 1000 + args.k)
+    model = train_classifier(data, int(pool.label.max()) + 1, c, p.seed * 1000 + args.k)
     logits = predict_logits(model, pool, size).numpy()
     log.info("shadow %d trained on %d of %d pool images", args.k, int(mask.sum()), len(pool))
     write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
                                 "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
 
 
-def attack_main(args, cfg) -> None:
-    from .classify import load_classifier, predict_logits
+TARGETS = {"real_target": "real members", "synthetic_target": "synthetic from members"}
 
-    pcfg = cfg["privacy"]
-    ds = get_dataset(cfg, pcfg["pool"])
-    size = classify_settings(cfg, pcfg["pool"])["image_size"] or ds["image_size"]
+
+def attack_main(args, cfg: dict) -> None:
+    p = Privacy.of(cfg)
+    size = Classify.of(cfg, p.pool).input_size(Dataset.of(cfg, p.pool))
     pool = pool_of(args.index)
     members = set(pool_of(args.members_index).image_id)
     if not members <= set(pool.image_id):
@@ -160,7 +159,8 @@ def attack_main(args, cfg) -> None:
     conf = np.stack([sh.confidence.to_numpy() for sh in shadows])
     shadow_in = np.stack([sh.in_train.to_numpy() for sh in shadows])
     rows, curves = [], {}
-    for name, model_file in (kv.split("=", 1) for kv in args.target):
+    targets = {name: getattr(args, key) for key, name in TARGETS.items()}
+    for name, model_file in targets.items():
         logits = predict_logits(load_classifier(model_file), pool, size).numpy()
         target = logit_confidence(logits, pool.label.to_numpy())
         for attack in ATTACKS:
@@ -170,7 +170,8 @@ def attack_main(args, cfg) -> None:
                          "shadows": len(shadows), "model": model_file})
             curves[(name, attack)] = roc(scores, is_member)
     table = pd.DataFrame(rows)
-    write_table(table, args.out, cfg, [args.index, args.members_index, *args.shadows, *args.target], "%.4f")
+    inputs = [args.index, args.members_index, *args.shadows, *(f"{n}={m}" for n, m in targets.items())]
+    write_table(table, args.out, cfg, inputs, "%.4f")
     lira_figure(curves, table, args.figure)
 
 
@@ -179,8 +180,6 @@ def lira_figure(curves: dict, table: pd.DataFrame, outs) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .report import save_fig
 
     fig, axes = plt.subplots(1, len(ATTACKS), figsize=(4.2 * len(ATTACKS), 4), squeeze=False)
     for ax, attack in zip(axes[0], ATTACKS):
@@ -203,25 +202,21 @@ def lira_figure(curves: dict, table: pd.DataFrame, outs) -> None:
 
 
 def main(argv=None) -> None:
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    action, rest = argv[0], argv[1:]
-    p = parser(__doc__)
+    cmd = Command(__doc__)
+    p = cmd.action("shadow", "train shadow classifier k on its seeded half of the pool", shadow_main)
     p.add_argument("--index", required=True, help="the pool dataset's real_index.parquet")
+    p.add_argument("--k", type=int, required=True)
     p.add_argument("--out", required=True)
-    if action == "shadow":
-        p.add_argument("--k", type=int, required=True)
-    elif action == "attack":
-        p.add_argument("--members-index", required=True)
-        p.add_argument("--shadows", nargs="+", required=True)
-        p.add_argument("--target", nargs="+", required=True, help="name=model.pt")
-        p.add_argument("--figure", nargs="*", default=[])
-    else:
-        raise ValueError(f"unknown action {action!r}: use shadow or attack")
-    args = p.parse_args(rest)
-    cfg = setup(args)
-    (shadow_main if action == "shadow" else attack_main)(args, cfg)
+    p = cmd.action("attack", "LiRA against the two target classifiers; table and figure", attack_main)
+    p.add_argument("--index", required=True, help="the pool dataset's real_index.parquet")
+    p.add_argument("--members-index", required=True)
+    p.add_argument("--shadows", nargs="+", required=True)
+    p.add_argument("--real-target", required=True, help="model.pt of the classifier trained on the members")
+    p.add_argument("--synthetic-target", required=True,
+                   help="model.pt of the classifier trained on synthetic data made from the members")
+    p.add_argument("--out", required=True)
+    p.add_argument("--figure", nargs="*", default=[])
+    cmd.main(argv)
 
 
 if __name__ == "__main__":

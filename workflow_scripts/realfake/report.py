@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from .atomic import atomic_path, write_json
-from .cli import provenance
+from .cli import Command, run
+from .data import frame_images
+from .plan import table1_spec
+from .tables import load_metrics, mean_std, save_fig, summarize, write_table
 
 log = logging.getLogger(__name__)
 PAPER = yaml.safe_load(Path(__file__).with_name("paper_numbers.yaml").read_text())
-
-
-def load_metrics(files) -> pd.DataFrame:
-    rows = []
-    for f in files:
-        m = json.loads(Path(f).read_text())
-        rows.append({"dataset": m["dataset"], "setting": m["setting"], "variant": m.get("variant", ""),
-                     "scale": int(m.get("scale", 0)), "seed": m["seed"], "top1": m.get("top1", np.nan),
-                     "top5": m.get("top5", np.nan), "file": str(f),
-                     **{f"acc_{a}": m["attr_acc"][a] for a in m.get("attributes") or []}})  # config order
-    return pd.DataFrame(rows)
-
-
-def mean_std(values: pd.Series) -> tuple[float, float]:
-    """Mean and sample std (ddof=1; 0 for a single value) over seeds."""
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def summarize(df: pd.DataFrame) -> dict:
-    """Mean, sample std and count of top-1/top-5 over seeds."""
-    (m1, s1), (m5, s5) = mean_std(df.top1), mean_std(df.top5)
-    return {"top1_mean": m1, "top1_std": s1, "top5_mean": m5, "top5_std": s5, "n_seeds": len(df),
-            "seeds": " ".join(str(s) for s in sorted(df.seed))}
 
 
 def _select(df, dataset, setting, variant="", scale=0):
@@ -50,23 +29,12 @@ def _select(df, dataset, setting, variant="", scale=0):
     return sel
 
 
-def table1_spec(t: dict) -> list[tuple[str, str, str, str]]:
-    """(row label, setting, variant, cell key) of table 1's rows, also the rows of table 10."""
-    spec = [("real only", "real", "", "real"),
-            (f"synthetic only: {t['table1_baseline']}", "syn", t["table1_baseline"], "syn_baseline"),
-            (f"synthetic only: {t['table1_caption_baseline']}", "syn", t["table1_caption_baseline"],
-             "syn_caption_baseline"),
-            (f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"),
-            (f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method")]
-    return [r for r in spec if r[3] != "syn_caption_baseline" or r[2]]
-
-
 def table1(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     t = cfg["tables"]
     rows = []
     for ds in sorted(df.dataset.unique()):
         paper = PAPER["table1"].get(ds, {})
-        for label, setting, variant, key in table1_spec(t):
+        for label, setting, variant, key in (astuple(r) for r in table1_spec(t)):
             s = summarize(_select(df, ds, setting, variant, t["scale"]))
             rows.append({"dataset": ds, "row": label, "cell": key, "setting": setting, "variant": variant,
                          "scale": t["scale"] if setting != "real" else 0, **s,
@@ -178,7 +146,7 @@ def table10(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     The paper's Tab. 10 numbers are not legible in its text, so no paper column."""
     rows = []
     for ds in sorted(df.dataset.unique()):
-        for label, setting, variant, key in table1_spec(cfg["tables"]):
+        for label, setting, variant, key in (astuple(r) for r in table1_spec(cfg["tables"])):
             sel = _select(df, ds, setting, variant, cfg["tables"]["scale"])
             attrs = [c[4:] for c in sel.columns if c.startswith("acc_") and sel[c].notna().all()]
             if not attrs:
@@ -246,23 +214,6 @@ def claims(t1: pd.DataFrame, t2: pd.DataFrame | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_table(table: pd.DataFrame, out: str, cfg: dict, inputs, float_format: str = "%.2f", **extra) -> None:
-    """A result table as CSV plus its ``.json`` provenance sidecar (config, its hash, git commit,
-    seeds, the input files, and ``extra``); every table of the workflow is written through here."""
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False, float_format=float_format)
-    seeds = {"seeds": cfg["seeds"]} if "seeds" in cfg else {}
-    write_json(provenance(cfg, **seeds, inputs=sorted(map(str, inputs)), **extra), out + ".json")
-
-
-def save_fig(fig, outs) -> None:
-    for out in outs:
-        fmt = Path(out).suffix.lstrip(".")
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata={"CreationDate": None}
-                        if fmt == "pdf" else {"Software": None})
-
-
 def ablation_figure(table: pd.DataFrame, outs) -> None:
     import matplotlib
 
@@ -289,8 +240,6 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .data import frame_images
 
     panels = []
     for ds, index_file in index_files.items():
@@ -323,43 +272,64 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
     plt.close(fig)
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["table1", "table2", "table3", "table9", "table10", "samples", "claims"])
-    p.add_argument("--cfg", required=True)
-    p.add_argument("--metrics", nargs="*", default=[])
-    p.add_argument("--index", nargs="*", default=[], help="dataset=real_index.parquet")
-    p.add_argument("--manifest", nargs="*", default=[], help="dataset:variant=manifest.parquet")
-    p.add_argument("--out", required=True)
-    p.add_argument("--figure", nargs="*", default=[])
-    p.add_argument("--log")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, filename=args.log)
-    cfg = json.loads(args.cfg)
-    if args.what == "samples":
-        index_files = dict(kv.split("=", 1) for kv in args.index)
-        manifests: dict = {}
-        for kv in args.manifest:
-            key, path = kv.split("=", 1)
-            ds, variant = key.split(":", 1)
-            manifests.setdefault(ds, {})[variant] = path
-        samples_figure(index_files, manifests, [args.out] + args.figure)
-        return
-    if args.what == "claims":  # --metrics holds table1.csv [table2.csv]
-        t1 = pd.read_csv(args.metrics[0])
-        t2 = pd.read_csv(args.metrics[1]) if len(args.metrics) > 1 else None
-        write_table(claims(t1, t2), args.out, cfg, args.metrics)
-        return
-    df = load_metrics(args.metrics)
-    table = {"table1": table1, "table2": table2, "table3": table3, "table9": table9,
-             "table10": table10}[args.what](df, cfg)
+def _meta(path: str) -> dict:
+    """The provenance sidecar (``<file>.meta.json``) its stage wrote next to an index or manifest."""
+    meta = Path(str(path) + ".meta.json")
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta} not found: it names the dataset (and variant) of {path}; rerun the "
+                                "stage that wrote it")
+    return json.loads(meta.read_text())
+
+
+def samples_main(args, cfg: dict) -> None:
+    """Datasets and variants are read from the index and manifest sidecars, in the order given."""
+    index_files = {_meta(f)["dataset"]: f for f in args.index}
+    manifests: dict = {}
+    for f in args.manifest:
+        m = _meta(f)
+        if m["dataset"] not in index_files:
+            raise ValueError(f"manifest {f} is of dataset {m['dataset']!r}, which no --index file is")
+        manifests.setdefault(m["dataset"], {})[m["variant"]] = f
+    samples_figure(index_files, manifests, [args.out] + args.figure)
+
+
+def claims_main(args, cfg: dict) -> None:
+    t1 = pd.read_csv(args.table1)
+    t2 = pd.read_csv(args.table2) if args.table2 else None
+    write_table(claims(t1, t2), args.out, cfg, [args.table1] + ([args.table2] if args.table2 else []))
+
+
+TABLES = {"table1": table1, "table2": table2, "table3": table3, "table9": table9, "table10": table10}
+FIGURES = {"table2": ablation_figure, "table3": scaling_figure}
+
+
+def table_main(args, cfg: dict) -> None:
+    table = TABLES[args.action](load_metrics(args.metrics), cfg)
     write_table(table, args.out, cfg, args.metrics)
-    if args.what == "table2" and args.figure:
-        ablation_figure(table, args.figure)
-    if args.what == "table3" and args.figure:
-        scaling_figure(table, args.figure)
+    if args.action in FIGURES and args.figure:
+        FIGURES[args.action](table, args.figure)
     log.info("wrote %s (%d rows)", args.out, len(table))
 
 
+def main(argv=None) -> None:
+    cmd = Command(__doc__)
+    for name, fn in TABLES.items():
+        p = cmd.action(name, (fn.__doc__ or f"paper {name}").strip().splitlines()[0], table_main)
+        p.add_argument("--metrics", nargs="+", required=True, help="classifier metrics.json files")
+        p.add_argument("--out", required=True, help=f"{name}.csv to write")
+        if name in FIGURES:
+            p.add_argument("--figure", nargs="*", default=[], help="figure files (png, pdf)")
+    p = cmd.action("samples", "real vs synthetic sample grid", samples_main)
+    p.add_argument("--index", nargs="+", required=True, help="real_index.parquet of each dataset")
+    p.add_argument("--manifest", nargs="+", required=True, help="synthetic manifest.parquet files")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--figure", nargs="*", default=[], help="further formats of the same figure (pdf)")
+    p = cmd.action("claims", "the paper's qualitative claims checked on our tables", claims_main)
+    p.add_argument("--table1", required=True, help="table1.csv")
+    p.add_argument("--table2", default=None, help="table2.csv (ablation claims)")
+    p.add_argument("--out", required=True, help="claims.csv to write")
+    cmd.main(argv)
+
+
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -19,13 +19,15 @@ Writing is resumable and deterministic:
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
+import random
 import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from .images import decode_rgb, load_rgb, to_tensor
 
 log = logging.getLogger(__name__)
 BLOCK = 512
@@ -172,15 +174,11 @@ def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, bytes, int]]:
 
 def read_images(shard: str | os.PathLike, keys: Iterable[str] | None = None, size: int | None = None) -> dict:
     """{key: RGB PIL image} for the wanted keys of one shard (all if ``keys`` is None)."""
-    from PIL import Image
-
-    from .data import fit_rgb
-
     want = None if keys is None else set(keys)
     out = {}
     for key, data, _ in iter_shard(shard):
         if want is None or key in want:
-            out[key] = fit_rgb(Image.open(io.BytesIO(data)), size)
+            out[key] = decode_rgb(data, size)
     if want is not None and want - out.keys():
         missing = sorted(want - out.keys())
         raise ValueError(f"shard {shard} lacks {len(missing)} image(s) the manifest lists, e.g. {missing[0]}")
@@ -211,16 +209,10 @@ class ShardDataset(IterableDataset):
 
     def _decode(self, data):
         """Shard member bytes or a real image's path -> tensor in [-1, 1], shape (3, size, size)."""
-        from PIL import Image
-
-        from .data import fit_rgb, load_rgb, to_tensor
-
-        im = fit_rgb(Image.open(io.BytesIO(data)), self.size) if isinstance(data, bytes) else load_rgb(data, self.size)
+        im = decode_rgb(data, self.size) if isinstance(data, bytes) else load_rgb(data, self.size)
         return to_tensor([im])[0]
 
     def __iter__(self):
-        import random
-
         info = get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
         rng = random.Random(f"{self.seed}|{self.epoch}|{wid}")

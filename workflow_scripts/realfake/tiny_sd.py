@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from .atomic import atomic_dir
+from .settings import Pretrain
 
 log = logging.getLogger(__name__)
 TEXT_HIDDEN = 64  # text width == cross-attention width == guidance-token width
@@ -220,18 +221,18 @@ def pretrain_unet(pipe, latents: torch.Tensor, captions: list[str], steps: int, 
     log.info("unet final loss %.4f", float(loss))
 
 
-def pretrain_base(out_dir: str | Path, cfg: dict, image_size: int = 32) -> None:
+def pretrain_base(out_dir: str | Path, p: Pretrain, image_size: int = 32) -> None:
     """Build, pretrain and save the tiny base model as a StableDiffusionPipeline folder (atomic)."""
     out_dir = Path(out_dir)
-    seed = cfg["seed"]
+    seed = p.seed
     gen = torch.Generator().manual_seed(seed)
-    images, captions = font_digit_dataset(cfg["samples_per_font_digit"], seed, image_size)
-    log.info("web pretraining set: %d renders from %d fonts", len(images), len(images) // (10 * cfg["samples_per_font_digit"]))
+    images, captions = font_digit_dataset(p.samples_per_font_digit, seed, image_size)
+    log.info("web pretraining set: %d renders from %d fonts", len(images), len(images) // (10 * p.samples_per_font_digit))
     with atomic_dir(out_dir) as tmp:
         tokenizer = build_tokenizer(tmp / "_tok")
         pipe = build_tiny_pipeline(tokenizer, seed, image_size)
         x = _to_tensor(images)
-        latents = pretrain_vae(pipe.vae, x, cfg["vae_steps"], cfg["batch_size"], cfg["lr"], gen)
-        pretrain_unet(pipe, latents.detach(), captions, cfg["unet_steps"], cfg["batch_size"], cfg["lr"], gen)
+        latents = pretrain_vae(pipe.vae, x, p.vae_steps, p.batch_size, p.lr, gen)
+        pretrain_unet(pipe, latents.detach(), captions, p.unet_steps, p.batch_size, p.lr, gen)
         pipe.save_pretrained(tmp)
         shutil.rmtree(tmp / "_tok")

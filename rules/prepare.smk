@@ -1,4 +1,4 @@
-# Stage data: lay out the mini world's digits, index any dataset into real_index.parquet.
+# Stage prepare: lay out the mini world's digits, index any dataset into real_index.parquet.
 
 
 rule prepare_digits:

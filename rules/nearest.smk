@@ -1,0 +1,31 @@
+# Stage nearest: the copy check, nearest real training images of synthetic queries (paper Fig. 4).
+
+
+rule nearest:
+    input:
+        index="results/{dataset}/real_index.parquet",
+        manifest=nearest_manifest,
+    output:
+        table=report(
+            "results/tables/nearest_{dataset}.csv",
+            category="Tables",
+            labels={"table": "nearest {dataset}"},
+        ),
+        sidecar="results/tables/nearest_{dataset}.csv.json",
+        png=report(
+            "results/figures/fig4_nearest_{dataset}.png",
+            category="Figures",
+            labels={"figure": "4 nearest {dataset}"},
+        ),
+        pdf="results/figures/fig4_nearest_{dataset}.pdf",
+    log:
+        "results/logs/{dataset}/nearest.log",
+    benchmark:
+        "results/benchmarks/{dataset}/nearest.tsv"
+    conda:
+        "../envs/classify.yaml"
+    params:
+        cfg=cfg_for("nearest", "models"),
+    shell:
+        "python -m realfake.nearest search --cfg {params.cfg:q} --index {input.index} --manifest {input.manifest}"
+        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"

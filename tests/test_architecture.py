@@ -1,0 +1,77 @@
+"""The package's shape: no import circle, no realfake import hidden inside a function, ground-floor
+modules that import nothing of ours above them, stage modules that no other module imports."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "workflow_scripts" / "realfake"
+GROUND = {"errors": set(), "images": set(), "atomic": set(), "classlists": {"errors"}}
+STAGES = {"prepare", "pretrain", "caption", "embed", "finetune", "generate", "classify", "quality", "ood",
+          "privacy", "nearest", "report"}
+
+
+def imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
+    """realfake modules imported at module level, and (line, module) of those imported in functions."""
+    tree = ast.parse(path.read_text())
+    top, nested = set(), []
+
+    def names(node):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            return [node.module] if node.module else [a.name for a in node.names]
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("realfake."):
+            return [node.module.split(".", 1)[1]]
+        return []
+
+    for node in tree.body:
+        top.update(n.split(".")[0] for n in names(node))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for sub in ast.walk(node):
+                nested += [(sub.lineno, n) for n in names(sub)]
+    return top, nested
+
+
+GRAPH = {p.stem: imports(p) for p in sorted(PKG.glob("*.py")) if p.stem != "__init__"}
+
+
+def test_no_realfake_import_inside_functions():
+    hidden = [f"{m}.py:{line} imports {n}" for m, (_, nested) in GRAPH.items() for line, n in nested]
+    assert not hidden, hidden
+
+
+def test_import_graph_has_no_circle():
+    deps = {m: top for m, (top, _) in GRAPH.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        if state.get(m) == 1:
+            pytest.fail("import circle: " + " -> ".join(path[path.index(m):] + [m]))
+        if state.get(m) == 2:
+            return
+        state[m] = 1
+        for d in sorted(deps.get(m, ())):
+            visit(d, path + [m])
+        state[m] = 2
+
+    for m in deps:
+        visit(m, [])
+
+
+@pytest.mark.parametrize("module", sorted(GROUND))
+def test_ground_floor_imports_nothing_above_it(module):
+    assert GRAPH[module][0] <= GROUND[module]
+
+
+def test_no_module_imports_a_stage():
+    """Stages are thin CLIs: what a second module needs from them belongs in a library module."""
+    users = {m: sorted(top & STAGES) for m, (top, _) in GRAPH.items() if top & STAGES}
+    assert not users, users
+
+
+def test_every_stage_has_one_cli_pattern():
+    for stage in STAGES:
+        text = (PKG / f"{stage}.py").read_text()
+        assert "Command(__doc__)" in text and "run(main)" in text, stage
+        assert "argparse" not in text, f"{stage} builds its own argparse"

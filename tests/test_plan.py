@@ -1,0 +1,128 @@
+"""Planning without Snakemake: paths, target lists, table row specs, resources, rule params; and the
+typed settings against the schema."""
+
+import dataclasses
+import json
+
+import pytest
+
+from realfake.config import ConfigError, load_config, load_schema
+from realfake.plan import Plan, placeholders, table1_spec
+from realfake.settings import SECTIONS, Dataset, Lora, Variant
+
+from conftest import REPO
+
+MINI = REPO / "config" / "mini.yaml"
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return Plan(load_config(MINI))
+
+
+def test_datasets_split_into_tables_and_privacy_members(mini):
+    assert mini.datasets == ["mini"]  # mini_members (member_half) feeds privacy only
+    assert mini.class_datasets == ["mini"] and mini.attr_datasets == []
+    assert mini.shards == {"mini": 2, "mini_members": 2}  # 10 classes, 5 per shard
+
+
+def test_table1_inputs_follow_the_row_spec(mini):
+    spec = table1_spec(mini.config["tables"])
+    assert [r.cell for r in spec] == ["real", "syn_baseline", "syn_method", "realsyn_method"]
+    files = mini.table1_metrics()
+    assert len(files) == len(mini.seeds) * len(spec)
+    assert files[:4] == ["results/mini/classify/real/s0/metrics.json",
+                         "results/mini/classify/syn/base/1x/s0/metrics.json",
+                         "results/mini/classify/syn/ours/1x/s0/metrics.json",
+                         "results/mini/classify/realsyn/ours/1x/s0/metrics.json"]
+
+
+def test_caption_baseline_adds_a_row_and_its_classifiers():
+    cfg = load_config(MINI, overrides={"seeds": [0], "tables": {"table1_caption_baseline": "base"}})
+    spec = table1_spec(cfg["tables"])
+    assert [r.cell for r in spec][2] == "syn_caption_baseline" and spec[2].label == "synthetic only: base"
+    assert len(Plan(cfg).table1_metrics()) == 5
+
+
+def test_grids_of_tables_2_and_3(mini):
+    cfg = mini.config
+    assert len(mini.table2_metrics()) == len(cfg["tables"]["table2_variants"]) * len(mini.seeds)
+    # table 3: real per seed, then syn and realsyn at every scale per seed
+    assert len(mini.table3_metrics()) == len(mini.seeds) * (1 + 2 * len(cfg["scales"]))
+
+
+def test_shards_and_manifests(mini):
+    tars = mini.shard_paths("mini", "ours", 0, 1, "tar")
+    assert tars == ["results/synthetic/mini/ours/s0/1x/shards/00000.tar",
+                    "results/synthetic/mini/ours/s0/1x/shards/00001.tar"]
+    assert mini.training_manifest("mini", "ours", 0, 1, "realsynfilt").endswith("/1x/filtered.parquet")
+    assert mini.training_manifest("mini", "ours", 0, 1, "syn").endswith("/1x/manifest.parquet")
+    with pytest.raises(ConfigError, match="dataset 'nope'"):
+        mini.shard_paths("nope", "ours", 0, 1, "tar")
+
+
+def test_filtered_mix_without_filter_names_the_key():
+    plan = Plan(load_config(MINI, overrides={"quality": {"filter": "none"}}))
+    with pytest.raises(ConfigError, match="quality.filter"):
+        plan.training_manifest("mini", "ours", 0, 1, "synfilt")
+    assert not any("filtered" in f for f in plan.quality_sets())
+
+
+def test_unknown_names_are_config_errors(mini):
+    with pytest.raises(ConfigError, match="config key loras"):
+        mini.lora_index("mini", "nope")
+    with pytest.raises(ConfigError, match="config key variants"):
+        mini.variant_lora("mini", "nope", 0)
+
+
+def test_variant_lora_and_models(mini):
+    assert mini.variant_lora("mini", "base", 0) == []
+    assert mini.variant_lora("mini", "ours", 2) == ["results/mini/lora/full/s2/lora.safetensors"]
+    assert mini.base_model() == ["results/base_model/tiny"] and mini.encoder_init()
+
+
+def test_privacy_and_ood_targets_follow_config(mini):
+    assert "results/tables/table_privacy.csv" in mini.ablation_targets()
+    off = Plan(load_config(MINI, overrides={"privacy": {"pool": None}}))
+    assert "results/tables/table_privacy.csv" not in off.ablation_targets()
+    with pytest.raises(ConfigError, match="ood.dataset"):
+        mini.ood_metrics()
+    targets = mini.lira_targets()
+    assert targets["real_target"] == "results/mini_members/classify/real/s0/model.pt"
+    assert targets["synthetic_target"].startswith("results/mini_members/classify/syn/")
+
+
+def test_resources_mini_and_paper(mini):
+    assert mini.resources("classify") == {"mem_mb": 3000, "runtime": 60, "gpu": 0}
+    paper = Plan(load_config(REPO / "config" / "imagenet10.yaml"))
+    assert paper.resources("classify") == {"mem_mb": 64000, "runtime": 4320, "gpu": 1}
+    assert paper.resources("quality")["gpu"] == 1 and paper.resources("ood")["mem_mb"] == 16000
+    with pytest.raises(KeyError, match="no resources planned"):
+        paper.resources("nope")
+
+
+def test_rule_params_are_narrowed_to_the_wildcards(mini):
+    cfg = json.loads(mini.cfg_json(("datasets", "classify"), {"dataset": "mini", "seed": "0"}))
+    assert set(cfg) == {"run_name", "threads", "datasets", "classify"} and list(cfg["datasets"]) == ["mini"]
+    with_seeds = json.loads(mini.cfg_json(("seeds", "tables"), {}))
+    assert with_seeds["seeds"] == [0, 1, 2]
+
+
+def test_profile_placeholders_are_found_nested():
+    left = placeholders({"slurm_account": "EDIT_ME", "mem_mb": 4000}, {"finetune": {"slurm_partition": "EDIT_ME"}})
+    assert left == ["default-resources: slurm_account=EDIT_ME", "set-resources: finetune.slurm_partition=EDIT_ME"]
+    assert placeholders({"mem_mb": 4000}, {}) == []
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_settings_fields_are_the_schema_keys(section):
+    schema = load_schema()["properties"][section]
+    props = schema.get("properties") or schema["additionalProperties"]["properties"]
+    fields = {f.name for f in dataclasses.fields(SECTIONS[section])} - {"name"}
+    assert fields == set(props)
+
+
+@pytest.mark.parametrize("section, cls", [("datasets", Dataset), ("loras", Lora), ("variants", Variant)])
+def test_named_entry_settings_are_the_schema_keys(section, cls):
+    props = load_schema()["properties"][section]["additionalProperties"]["properties"]
+    assert {f.name for f in dataclasses.fields(cls)} - {"name"} == set(props)

@@ -1,0 +1,313 @@
+"""The classifier library: models, augmentation, objectives, data sources, the training loop and
+prediction. Used by the classify stage and by every stage that trains or scores with a classifier
+(privacy's shadow models, quality features and filter, OOD evaluation).
+
+Mini world: ``smallcnn`` (below). Paper scale: any timm model name (ResNet-50).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import checkpoint
+from .atomic import fault_hook
+from .cli import seed_everything
+from .data import in_shards
+from .images import images_tensor
+from .models import check_local
+from .settings import Classify
+from .shards import ShardDataset
+
+log = logging.getLogger(__name__)
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks and a linear head: enough for 32 px digits, seconds per epoch on CPU."""
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.MaxPool2d(2))
+
+        self.features = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width))
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.Module:
+    """smallcnn, or a timm model, optionally from a local ImageNet weights file (head re-initialised)."""
+    if arch == "smallcnn":
+        if weights:
+            raise ValueError("classify.pretrained needs a timm architecture, not smallcnn")
+        return SmallCNN(num_classes)
+    import timm
+
+    if weights:
+        check_local(weights, "pretrained classifier weights", "models.resnet50_pretrained")
+        return timm.create_model(arch, pretrained=True, num_classes=num_classes,
+                                 pretrained_cfg_overlay={"file": str(weights)})
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+
+
+def load_classifier(path) -> nn.Module:
+    """A classifier written by this stage (model.pt), in eval mode on the CPU."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(state["arch"], state["num_classes"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Features before the classification head (SmallCNN: pooled conv features; timm: pre-logits)."""
+    if isinstance(model, SmallCNN):
+        return model.features(x).mean((2, 3))
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
+    """Random crop after padding, optional horizontal flip (per sample, seeded)."""
+    n, _, h, w = x.shape
+    if pad:
+        xp = F.pad(x, (pad, pad, pad, pad), value=-1.0)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+        x = torch.stack([xp[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    if flip:
+        m = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(m[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+@torch.no_grad()
+def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256) -> torch.Tensor:
+    """Float logits on CPU for every row of an index frame, decoded ``batch_size`` images at a time
+    (50k ImageNet val images never sit in memory at once)."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(images_tensor(list(frame.path[i : i + batch_size]), size).to(device)).float().cpu()
+                      for i in range(0, len(frame), batch_size)])
+
+
+def attribute_bits(labels: torch.Tensor, n_attributes: int) -> torch.Tensor:
+    """Multi-label targets of attribute-combination classes: bit j of the label is attribute j
+    (the CelebA reader numbers its classes this way)."""
+    return ((labels.long()[:, None] >> torch.arange(n_attributes, device=labels.device)) & 1).float()
+
+
+def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attributes: list[str] | None = None) -> dict:
+    """Top-1 / top-5 on the real test rows; for an attribute dataset, accuracy per attribute
+    (logit > 0 means present) and their mean instead."""
+    logits = predict_logits(model, test, size, batch_size)
+    y = torch.as_tensor(test.label.to_numpy(), dtype=torch.long)
+    if attributes:
+        hit = ((logits > 0).float() == attribute_bits(y, len(attributes))).float().mean(0) * 100
+        acc = {a: float(h) for a, h in zip(attributes, hit)}
+        return {"attr_acc": acc, "attributes": list(attributes), "mean_attr_acc": float(np.mean(list(acc.values()))),
+                "n_test": len(y)}
+    k = min(5, logits.shape[1])
+    topk = logits.topk(k, dim=1).indices
+    return {"top1": float((topk[:, 0] == y).float().mean() * 100),
+            f"top{k}": float((topk == y[:, None]).any(1).float().mean() * 100), "n_test": len(y)}
+
+
+def make_optimizer(model: nn.Module, c: Classify):
+    """SGD (momentum 0.9), AdamW, or LAMB (timm; no weight decay on norms and biases, as in timm's recipes)."""
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+    if c.optimizer == "lamb":
+        from timm.optim import create_optimizer_v2
+
+        return create_optimizer_v2(model, "lamb", lr=c.lr, weight_decay=c.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+
+
+def make_schedule(opt, c: Classify, steps_per_epoch: int):
+    """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine
+    (after ``warmup_epochs`` of linear warm-up: the IN-1K recipe)."""
+    total = c.epochs * steps_per_epoch
+    if c.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            opt, milestones=[m * steps_per_epoch for m in c.milestones], gamma=0.2)
+    if c.schedule == "cosine" and c.warmup_epochs:
+        warm = min(c.warmup_epochs * steps_per_epoch, total - 1)
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: (step + 1) / warm if step < warm
+            else 0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm))))
+    if c.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total)
+
+
+def rand_augment(x: torch.Tensor, num_ops: int, magnitude: int) -> torch.Tensor:
+    """torchvision RandAugment per image of a [-1, 1] float batch (on whatever device the batch is);
+    its random choices come from torch's global generator, which is seeded and checkpointed."""
+    from torchvision.transforms import v2
+
+    ra = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+    u8 = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return torch.stack([ra(im) for im in u8]).float() / 127.5 - 1.0
+
+
+def mix_batch(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator, mixup: float, cutmix: float):
+    """Mixup or CutMix (one of them per batch, chosen with probability 1/2 when both are on, as in
+    timm) of a batch with its reverse; ``t`` are soft targets, mixed by the pasted area fraction.
+    lambda ~ Beta(alpha, alpha) is drawn from ``gen`` so a resumed run mixes the same way."""
+    if mixup <= 0 and cutmix <= 0:
+        return x, t
+    use_cutmix = cutmix > 0 and (mixup <= 0 or float(torch.rand(1, generator=gen)) < 0.5)
+    alpha = cutmix if use_cutmix else mixup
+    lam = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen))).beta(alpha, alpha))
+    other = x.flip(0)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
+        cy, cx = (int(v) for v in (torch.randint(h, (1,), generator=gen), torch.randint(w, (1,), generator=gen)))
+        y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = other[..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = lam * x + (1 - lam) * other
+    return x, lam * t + (1 - lam) * t.flip(0)
+
+
+class Objective:
+    """What the classifier is trained on: classes (cross-entropy, or BCE on one-hot targets as in
+    the IN-1K recipe) or attributes (multi-label BCE on the label's attribute bits)."""
+
+    def __init__(self, num_classes: int, c: Classify, attributes: list[str] | None = None):
+        self.attributes = attributes
+        self.outputs = len(attributes) if attributes else num_classes
+        self.bce = bool(attributes) or c.loss == "bce"
+        self.mixup, self.cutmix = c.mixup, c.cutmix
+
+    def targets(self, y: torch.Tensor) -> torch.Tensor:
+        return attribute_bits(y, self.outputs) if self.attributes else F.one_hot(y, self.outputs).float()
+
+    def loss(self, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """x, y on the model's device; mixing draws from ``gen``."""
+        if not (self.bce or self.mixup > 0 or self.cutmix > 0):  # the plain case: hard-label cross-entropy
+            return F.cross_entropy(model(x), y)
+        x, t = mix_batch(x, self.targets(y), gen, self.mixup, self.cutmix)
+        logits = model(x).float()
+        if self.bce:
+            return F.binary_cross_entropy_with_logits(logits, t)
+        return -(t * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+class MemoryData:
+    """The whole training set decoded once into a tensor (mini world)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
+        perm = torch.randperm(len(self.x), generator=gen)
+        for i in range(0, len(self.x), batch_size):
+            idx = perm[i : i + batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class StreamData:
+    """Worker processes stream tar shards (and real files) through a seeded shuffle buffer."""
+
+    def __init__(self, train: pd.DataFrame, size: int, seed: int, c: Classify):
+        has_shard = in_shards(train)
+        real = train[~has_shard]
+        syn = train[has_shard]
+        keep: dict[str, set[str]] = {}
+        for shard, member in zip(syn.get("shard", []), syn.get("member", [])):  # the manifest decides (filtered?)
+            keep.setdefault(shard, set()).add(member.rsplit(".", 1)[0])
+        self.n = len(train)
+        self.dataset = ShardDataset(list(keep), size, seed, c.shuffle_buffer,
+                                    files=list(zip(real.get("path", []), real.label.astype(int))),
+                                    shard_images=len(syn), keep=keep)
+        self.workers = c.num_workers
+
+    def __len__(self):
+        return self.n
+
+    def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
+        self.dataset.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size, num_workers=self.workers)
+        for x, y in loader:
+            yield x, torch.as_tensor(y, dtype=torch.long)
+
+
+def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: str | None = None,
+                     ckpt_path: str | None = None, fingerprint: dict | None = None,
+                     attributes: list[str] | None = None):
+    """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
+    when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results.
+    With ``attributes`` the model has one output per attribute (multi-label)."""
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    objective = Objective(num_classes, c, attributes)
+    model = build_model(c.arch, objective.outputs, weights).to(device)
+    opt = make_optimizer(model, c)
+    steps_per_epoch = max(1, int(np.ceil(len(data) / c.batch_size)))
+    sched = make_schedule(opt, c, steps_per_epoch)
+    start = 0
+    state = checkpoint.load(ckpt_path, fingerprint) if ckpt_path else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])
+        start = state["epoch"] + 1
+    amp = c.amp and device.type == "cuda"
+    every, total_steps = c.checkpoint_every, steps_per_epoch * c.epochs
+    for epoch in tqdm(range(start, c.epochs), desc="classify", mininterval=10, initial=start,
+                      total=c.epochs):
+        model.train()
+        total = 0.0
+        for xb, yb in data.batches(epoch, c.batch_size, gen):
+            if len(yb) < 2:
+                continue
+            xb = augment(xb, gen, c.pad_crop, c.random_flip).to(device, non_blocking=True)
+            if c.randaugment_ops:
+                xb = rand_augment(xb, c.randaugment_ops, c.randaugment_magnitude)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = objective.loss(model, xb, yb.to(device), gen)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
+                sched.step()
+            total += float(loss.detach()) * len(yb)
+        if epoch % 10 == 0 or epoch == c.epochs - 1:
+            log.info("epoch %d train loss %.4f", epoch, total / len(data))
+        if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < c.epochs:
+            checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {c.epochs}", epoch=epoch,
+                            model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                            gen=gen.get_state(), rng=torch.get_rng_state())
+            fault_hook("classify", epoch + 1)
+    return model.cpu()
+
+
+def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> pd.DataFrame:
+    parts = []
+    if use_real:
+        parts.append(index[index.split == "train"][["path", "label"]])
+    for m in manifests:
+        parts.append(pd.read_parquet(m)[["shard", "member", "label"]])  # manifest or filtered manifest
+    if not parts:
+        raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
+    return pd.concat(parts, ignore_index=True)

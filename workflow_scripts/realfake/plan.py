@@ -1,0 +1,338 @@
+"""Planning: every artifact path, target list, table row spec and resource request of the workflow.
+
+Snakemake (``rules/common.smk``) wraps these in one-line input functions; :mod:`realfake.report`
+reads table row specs from here too, so a table's rows and the classifiers planned for it come from
+one definition. Everything here is a pure function of the validated config (no Snakemake, no file
+reads beyond class lists), so it is unit-tested directly (``tests/test_plan.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .config import get_dataset, get_variant, shard_count
+from .errors import ConfigError
+
+MIXES = ("syn", "realsyn", "synfilt", "realsynfilt")
+TINY_BASE = "results/base_model/tiny"
+RANDOM_ENCODER = "results/image_encoder/random_init.pt"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of table 1 (and table 10): its label, the classifier setting and variant behind it,
+    and the cell key the paper's numbers and the claims are stored under."""
+
+    label: str
+    setting: str
+    variant: str
+    cell: str
+
+
+def table1_spec(tables: dict) -> list[Row]:
+    """Table 1's rows (also table 10's and table 9's): real only, the text-to-image baseline, the
+    caption baseline when configured, ours synthetic only, real + ours."""
+    t = tables
+    spec = [Row("real only", "real", "", "real"),
+            Row(f"synthetic only: {t['table1_baseline']}", "syn", t["table1_baseline"], "syn_baseline")]
+    if t["table1_caption_baseline"]:
+        spec.append(Row(f"synthetic only: {t['table1_caption_baseline']}", "syn", t["table1_caption_baseline"],
+                        "syn_caption_baseline"))
+    spec += [Row(f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"),
+             Row(f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method")]
+    return spec
+
+
+# Per-job memory (MB) and runtime (minutes) at paper scale (IN-1K-sized), and whether the stage uses
+# a GPU. The CPU mini world (models.sd15 null) needs far less, so a small test cluster can schedule it.
+PAPER_RESOURCES = {
+    "caption": (32000, 480, True),
+    "embed": (16000, 240, True),
+    "finetune": (32000, 2880, True),
+    "generate": (24000, 1440, True),
+    "classify": (64000, 4320, True),
+    "quality": (16000, 240, True),
+    "ood": (16000, 240, True),
+}
+MINI_RESOURCES = (3000, 60)
+
+
+class Plan:
+    """The planned workflow of one validated config."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.paper_scale = config["models"]["sd15"] is not None
+        # datasets of the paper tables; a LiRA member half (member_half) only feeds the privacy stage
+        self.datasets = sorted(n for n, d in config["datasets"].items() if d["member_half"] is None)
+        # attribute (multi-label) datasets report in table 10; the single-label ones in tables 1-3, 9
+        self.attr_datasets = [n for n in self.datasets if config["datasets"][n].get("attributes")]
+        self.class_datasets = [n for n in self.datasets if n not in self.attr_datasets]
+        self.seeds = config["seeds"]
+        # shards are planned from config alone, so every dataset's class count must be known now
+        self.shards = {name: shard_count(config, name) for name in config["datasets"]}
+
+    # ------------------------------------------------------------------ artifact paths
+    @staticmethod
+    def index(dataset: str) -> str:
+        return f"results/{dataset}/real_index.parquet"
+
+    @staticmethod
+    def set_dir(dataset: str, variant: str, seed, scale) -> str:
+        """Folder of one synthetic set (manifest, filtered manifest, shards)."""
+        return f"results/synthetic/{dataset}/{variant}/s{seed}/{scale}x"
+
+    def manifest(self, dataset: str, variant: str, seed, scale, which: str = "manifest") -> str:
+        return f"{self.set_dir(dataset, variant, seed, scale)}/{which}.parquet"
+
+    def shard_paths(self, dataset: str, variant: str, seed, scale, ext: str) -> list[str]:
+        """Every shard's .tar or .parquet (rows) of one synthetic set."""
+        get_dataset(self.config, dataset)
+        d = f"{self.set_dir(dataset, variant, seed, scale)}/shards"
+        return [f"{d}/{k:05d}.{ext}" for k in range(self.shards[dataset])]
+
+    @staticmethod
+    def classifier_file(dataset, setting, seed, variant=None, scale=None, name="metrics.json") -> str:
+        """A classify-stage output: metrics.json (default) or model.pt of one classifier."""
+        if setting == "real":
+            return f"results/{dataset}/classify/real/s{seed}/{name}"
+        return f"results/{dataset}/classify/{setting}/{variant}/{scale}x/s{seed}/{name}"
+
+    def metrics(self, dataset, setting, seed, variant=None, scale=None) -> str:
+        return self.classifier_file(dataset, setting, seed, variant, scale)
+
+    def model_file(self, dataset, setting, seed, variant=None, scale=None) -> str:
+        return self.classifier_file(dataset, setting, seed, variant, scale, "model.pt")
+
+    def lora_file(self, dataset: str, lora: str, seed) -> str:
+        return f"results/{dataset}/lora/{lora}/s{seed}/lora.safetensors"
+
+    # ------------------------------------------------------------------ models
+    def base_model(self) -> list[str]:
+        """The pretrained tiny model folder as an input, or nothing (models.sd15 is a local path)."""
+        return [] if self.paper_scale else [TINY_BASE]
+
+    def base_model_path(self) -> str:
+        return self.config["models"]["sd15"] or TINY_BASE
+
+    def encoder_init(self) -> list[str]:
+        return [] if self.config["models"]["clip"] else [RANDOM_ENCODER]
+
+    def encoder_checkpoint(self) -> str:
+        return self.config["models"]["clip"] or RANDOM_ENCODER
+
+    # ------------------------------------------------------------------ stage inputs
+    def digits_data(self, dataset: str) -> list[str]:
+        """The mini world's digits folder for a digits dataset; nothing for a dataset on disk."""
+        return [f"results/{dataset}/data"] if get_dataset(self.config, dataset)["kind"] == "digits" else []
+
+    def lora_index(self, dataset: str, lora: str) -> str:
+        """Input of finetune: the real index, after checking both names."""
+        if lora not in self.config["loras"]:
+            raise ConfigError(f"unknown LoRA {lora!r}: not under config key loras "
+                              f"(defined: {sorted(self.config['loras'])})")
+        get_dataset(self.config, dataset)
+        return self.index(dataset)
+
+    def variant_lora(self, dataset: str, variant: str, seed) -> list[str]:
+        """The LoRA file a generation variant uses, or nothing for the base model."""
+        get_dataset(self.config, dataset)
+        lora = get_variant(self.config, variant)["lora"]
+        return [] if lora is None else [self.lora_file(dataset, lora, seed)]
+
+    def training_manifest(self, dataset: str, variant: str, seed, scale, mix: str) -> str:
+        """The manifest a synthetic classifier trains on; mixes ending in "filt" read the quality
+        stage's filtered manifest."""
+        if mix.endswith("filt"):
+            if self.config["quality"]["filter"] == "none":
+                raise ConfigError(f"mix {mix} trains on a filtered synthetic set but config key quality.filter "
+                                  "is none")
+            return self.manifest(dataset, variant, seed, scale, "filtered")
+        return self.manifest(dataset, variant, seed, scale)
+
+    def quality_models(self, dataset: str) -> dict[str, str]:
+        """What the quality features need: the real-data classifier or the image encoder (or nothing)."""
+        get_dataset(self.config, dataset)
+        f = self.config["quality"]["features"]
+        if f == "real_classifier":
+            return {"classifier": self.model_file(dataset, "real", self.seeds[0])}
+        if f == "clip":
+            return {"encoder": e for e in self.encoder_init()}
+        return {}
+
+    def filter_models(self, dataset: str, seed) -> dict[str, str]:
+        """The filter's scorer: the real classifier of the same seed, or the image encoder."""
+        get_dataset(self.config, dataset)
+        f = self.config["quality"]["filter"]
+        if f == "none":
+            raise ConfigError("a filtered synthetic set was requested but config key quality.filter is none")
+        if f == "classifier_confidence":
+            return {"classifier": self.model_file(dataset, "real", seed)}
+        return {"encoder": e for e in self.encoder_init()}
+
+    def scorer_args(self, inputs: dict, encoder: bool) -> str:
+        """CLI arguments of the model a quality/filter job scores with."""
+        if "classifier" in inputs:
+            return f"--classifier {inputs['classifier']}"
+        return f"--encoder {self.encoder_checkpoint()}" if encoder else ""
+
+    def nearest_manifest(self, dataset: str) -> str:
+        get_dataset(self.config, dataset)
+        n = self.config["nearest"]
+        return self.manifest(dataset, n["variant"], self.seeds[0], n["scale"])
+
+    def lira_targets(self) -> dict[str, str]:
+        """model.pt of the two attacked classifiers: trained on the real members, and on synthetic
+        data made from them."""
+        p = self.config["privacy"]
+        s = self.seeds[0]
+        return {"real_target": self.model_file(p["members"], "real", s),
+                "synthetic_target": self.model_file(p["members"], "syn", s, p["variant"], p["scale"])}
+
+    def lira_inputs(self) -> dict:
+        p = self.config["privacy"]
+        return {"index": self.index(p["pool"]), "members_index": self.index(p["members"]),
+                "shadows": [f"results/{p['pool']}/privacy/shadow/{k}.parquet" for k in range(p["shadows"])],
+                **self.lira_targets()}
+
+    # ------------------------------------------------------------------ target lists
+    def table_datasets(self, what: str, names: list[str], needs: str) -> list[str]:
+        """The datasets a table is over; none is an error naming the table and what it needs."""
+        if not names:
+            raise ConfigError(f"{what} needs {needs}")
+        return names
+
+    def class_table_datasets(self, what: str) -> list[str]:
+        return self.table_datasets(
+            what, self.class_datasets,
+            f"a single-label dataset under config key datasets; attribute datasets "
+            f"({', '.join(self.attr_datasets) or 'none'}) report in results/tables/table10.csv")
+
+    def table1_metrics(self, datasets: list[str] | None = None) -> list[str]:
+        """metrics.json of every table-1 cell (table_spec rows x seeds)."""
+        t = self.config["tables"]
+        names = self.class_table_datasets("table 1") if datasets is None else datasets
+        return [self.metrics(ds, r.setting, s, r.variant, t["scale"])
+                for ds in names for s in self.seeds for r in table1_spec(t)]
+
+    def table10_metrics(self) -> list[str]:
+        names = self.table_datasets("table 10", self.attr_datasets,
+                                    "an attribute dataset (kind celeba with datasets.<name>.attributes)")
+        return self.table1_metrics(datasets=names)
+
+    def table2_metrics(self) -> list[str]:
+        t = self.config["tables"]
+        return [self.metrics(ds, "syn", s, v, t["scale"]) for ds in self.class_table_datasets("table 2")
+                for v in t["table2_variants"] for s in self.seeds]
+
+    def table3_metrics(self) -> list[str]:
+        m = self.config["tables"]["table1_method"]
+        out = [self.metrics(ds, "real", s) for ds in self.class_table_datasets("table 3") for s in self.seeds]
+        return out + [self.metrics(ds, mix, s, m, k) for ds in self.class_datasets for mix in ("syn", "realsyn")
+                      for k in self.config["scales"] for s in self.seeds]
+
+    def sample_manifests(self) -> list[str]:
+        """Manifests of the overview sample figure: each dataset's baseline and method (first seed)."""
+        t = self.config["tables"]
+        return list(dict.fromkeys(self.manifest(ds, v, self.seeds[0], t["scale"]) for ds in self.datasets
+                                  for v in (t["table1_baseline"], t["table1_method"])))
+
+    def dataset_sample_manifests(self, dataset: str) -> list[str]:
+        """Manifests of one dataset's table-1 variants (baselines, then ours), first seed."""
+        get_dataset(self.config, dataset)
+        t = self.config["tables"]
+        names = [t["table1_baseline"], t["table1_caption_baseline"], t["table1_method"]]
+        return list(dict.fromkeys(self.manifest(dataset, v, self.seeds[0], t["scale"]) for v in names if v))
+
+    def quality_sets(self) -> list[str]:
+        t, q = self.config["tables"], self.config["quality"]
+        out = [f"results/{ds}/quality/{v}/s{s}/{t['scale']}x/manifest.parquet"
+               for ds in self.class_datasets for v in t["table2_variants"] for s in self.seeds]
+        if q["filter"] != "none":
+            out += [f"results/{ds}/quality/{t['table1_method']}/s{s}/{t['scale']}x/filtered.parquet"
+                    for ds in self.class_datasets for s in self.seeds]
+        return out
+
+    def quality_metrics(self) -> list[str]:
+        t = self.config["tables"]
+        out = self.table2_metrics()
+        if self.config["quality"]["filter"] != "none":
+            out += [self.metrics(ds, mix, s, t["table1_method"], t["scale"]) for ds in self.class_datasets
+                    for mix in ("synfilt", "realsynfilt", "realsyn") for s in self.seeds]
+        return out
+
+    def ood_metrics(self) -> list[str]:
+        o, t = self.config["ood"], self.config["tables"]
+        if o["dataset"] is None:
+            raise ConfigError("table 4 needs config key ood.dataset (an ImageNet-kind dataset) and ood.sets")
+        ds, m, k = o["dataset"], t["table1_method"], t["scale"]
+        runs = [f"real/s{s}" for s in self.seeds] + [f"{mix}/{m}/{k}x/s{s}" for mix in ("syn", "realsyn")
+                                                     for s in self.seeds]
+        return [f"results/{ds}/ood/{r}/{name}.json" for r in runs for name, root in o["sets"].items() if root]
+
+    def demo_targets(self) -> list[str]:
+        out = ["results/figures/samples.png", "results/figures/samples.pdf"]
+        out += ["results/tables/table1.csv"] if self.class_datasets else []
+        out += ["results/tables/table10.csv"] if self.attr_datasets else []
+        for ds in self.datasets:
+            out += [f"results/{ds}/captions.parquet", f"results/{ds}/class_means.pt"]
+        return out
+
+    def ablation_targets(self) -> list[str]:
+        out = []
+        if self.class_datasets:
+            out += ["results/tables/table2.csv", "results/figures/ablation.png", "results/figures/ablation.pdf",
+                    "results/tables/claims.csv", "results/tables/table3.csv", "results/figures/fig2_scaling.png",
+                    "results/figures/fig2_scaling.pdf", "results/tables/table9.csv", "results/tables/quality.csv",
+                    "results/figures/quality.png", "results/figures/quality.pdf"]
+        out += [f"results/figures/samples_{ds}.{ext}" for ds in self.datasets for ext in ("png", "pdf")]
+        out += [f"results/figures/fig4_nearest_{ds}.{ext}" for ds in self.datasets for ext in ("png", "pdf")]
+        if self.config["privacy"]["pool"]:
+            out += ["results/tables/table_privacy.csv", "results/figures/fig3_lira.png",
+                    "results/figures/fig3_lira.pdf"]
+        if self.config["ood"]["dataset"]:
+            out += ["results/tables/table4.csv"]
+        return out
+
+    # ------------------------------------------------------------------ resources and rule params
+    def resources(self, stage: str) -> dict[str, int]:
+        """mem_mb, runtime (minutes) and gpu of a stage's jobs."""
+        if stage not in PAPER_RESOURCES:
+            raise KeyError(f"no resources planned for stage {stage!r} (known: {sorted(PAPER_RESOURCES)})")
+        mem, minutes, gpu = PAPER_RESOURCES[stage]
+        if not self.paper_scale:
+            mem, minutes = MINI_RESOURCES
+        return {"mem_mb": mem, "runtime": minutes, "gpu": int(gpu and self.paper_scale)}
+
+    def cfg_json(self, sections: tuple[str, ...], wildcards: dict) -> str:
+        """The config sections a rule reads, as JSON, narrowed to its wildcards (a dataset's job gets
+        only that dataset's entry). Passing only these keeps Snakemake's params rerun trigger
+        precise: editing classify.epochs reruns classifiers, not the fine-tuning."""
+        out = {"run_name": self.config["run_name"], "threads": self.config["threads"]}
+        if "seeds" in sections:
+            out["seeds"] = self.config["seeds"]
+        for sec in sections:
+            if sec == "seeds":
+                continue
+            value = self.config[sec]
+            key = {"datasets": "dataset", "loras": "lora", "variants": "variant"}.get(sec)
+            if key and key in wildcards:
+                value = {wildcards[key]: value[wildcards[key]]}
+            out[sec] = value
+        return json.dumps(out, sort_keys=True)
+
+
+def placeholders(default_resources: dict, set_resources: dict) -> list[str]:
+    """Profile values still left as an EDIT_ME placeholder, as 'where: key=value' lines."""
+
+    def texts(mapping, prefix=""):
+        for key, value in dict(mapping or {}).items():
+            if hasattr(value, "items"):
+                yield from texts(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", str(getattr(value, "raw", value))
+
+    return [f"{where}: {key}={text}"
+            for where, mapping in (("default-resources", default_resources), ("set-resources", set_resources))
+            for key, text in texts(mapping) if "EDIT_ME" in text]
