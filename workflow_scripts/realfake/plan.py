@@ -119,6 +119,10 @@ class Plan:
     def encoder_init(self) -> list[str]:
         return [] if self.config["models"]["clip"] else [RANDOM_ENCODER]
 
+    def encoder_input(self) -> dict[str, str]:
+        """The image encoder as a named input: the mini world's random init file, or nothing."""
+        return {"encoder": f for f in self.encoder_init()}
+
     def encoder_checkpoint(self) -> str:
         return self.config["models"]["clip"] or RANDOM_ENCODER
 
@@ -157,9 +161,7 @@ class Plan:
         f = self.config["quality"]["features"]
         if f == "real_classifier":
             return {"classifier": self.model_file(dataset, "real", self.seeds[0])}
-        if f == "clip":
-            return {"encoder": e for e in self.encoder_init()}
-        return {}
+        return self.encoder_input() if f == "clip" else {}
 
     def filter_models(self, dataset: str, seed) -> dict[str, str]:
         """The filter's scorer: the real classifier of the same seed, or the image encoder."""
@@ -169,7 +171,7 @@ class Plan:
             raise ConfigError("a filtered synthetic set was requested but config key quality.filter is none")
         if f == "classifier_confidence":
             return {"classifier": self.model_file(dataset, "real", seed)}
-        return {"encoder": e for e in self.encoder_init()}
+        return self.encoder_input()
 
     def scorer_args(self, inputs: dict, encoder: bool) -> str:
         """CLI arguments of the model a quality/filter job scores with."""

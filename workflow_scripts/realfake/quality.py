@@ -150,8 +150,13 @@ def table_main(args, cfg: dict) -> None:
         quality_figure(table, args.figure)
 
 
+def _classifier_size(cfg: dict, dataset: str) -> int:
+    """Input size of the dataset's real-data classifier (its features and its confidence)."""
+    return Classify.of(cfg, dataset).input_size(Dataset.of(cfg, dataset))
+
+
 def _extractor(args, cfg: dict, q: Quality):
-    size = Classify.of(cfg, args.dataset).input_size(Dataset.of(cfg, args.dataset))
+    size = _classifier_size(cfg, args.dataset)
     return extractor(q, ImageEncoder.of(cfg).model_name, size, args.classifier, args.encoder)
 
 
@@ -189,10 +194,9 @@ def filter_main(args, cfg: dict) -> None:
     if q.filter == "none":
         raise ValueError("quality.filter is none: no filtered manifest is planned (set classifier_confidence "
                          "or clip_score)")
-    ds, c = Dataset.of(cfg, args.dataset), Classify.of(cfg, args.dataset)
     manifest = pd.read_parquet(args.manifest)
     if q.filter == "classifier_confidence":
-        scorer = ClassifierFeatures(args.classifier, c.input_size(ds), q.batch_size)
+        scorer = ClassifierFeatures(args.classifier, _classifier_size(cfg, args.dataset), q.batch_size)
         scores = chunked(lambda images, rows: scorer.confidence(images, rows.label), manifest, desc="filter")
     else:
         scorer = ClipFeatures(ImageEncoder.of(cfg).model_name, args.encoder, q.batch_size)
@@ -206,6 +210,13 @@ def filter_main(args, cfg: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
+def _set_flags(p, manifest_help: str) -> None:
+    """Flags of the actions that read one dataset's synthetic set."""
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
+    p.add_argument("--manifest", required=True, help=manifest_help)
+
+
 def _scorer_flags(p) -> None:
     p.add_argument("--classifier", help="model.pt of the real-data classifier (real_classifier features or filter)")
     p.add_argument("--encoder", help="open_clip checkpoint (clip features or clip_score filter)")
@@ -219,9 +230,7 @@ def main(argv=None) -> None:
     _scorer_flags(p)
     p.add_argument("--out", required=True, help="real_features.pt to write")
     p = cmd.action("set", "quality metrics of one synthetic set against the real features", set_main)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
-    p.add_argument("--manifest", required=True, help="the set's manifest.parquet or filtered.parquet")
+    _set_flags(p, "the set's manifest.parquet or filtered.parquet")
     p.add_argument("--real-features", required=True, help="real_features.pt of the same extractor")
     p.add_argument("--variant", required=True, help="the set's generation variant (recorded)")
     p.add_argument("--seed", type=int, required=True, help="the set's replicate seed (recorded)")
@@ -230,9 +239,7 @@ def main(argv=None) -> None:
     _scorer_flags(p)
     p.add_argument("--out", required=True, help="the set's quality rows (.parquet)")
     p = cmd.action("filter", "keep the best-scoring share of each class", filter_main)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
-    p.add_argument("--manifest", required=True, help="the set's manifest.parquet")
+    _set_flags(p, "the set's manifest.parquet")
     _scorer_flags(p)
     p.add_argument("--out", required=True, help="filtered.parquet to write")
     p = cmd.action("table", "quality.csv, its per-class and ordering tables and the figure", table_main)
