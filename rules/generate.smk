@@ -1,6 +1,8 @@
 # Stage generate: synthetic training sets per variant, replicate seed and scale. One job per tar
-# shard (generate.classes_per_shard classes); shard jobs share the group "generate" so a profile
-# can bundle several into one scheduler submission (--group-components, README "Grouping").
+# shard (a run of the set's seeded global order, about generate.classes_per_shard classes' worth of
+# images per 1x of scale); shard jobs share the group "generate" so a profile can bundle several
+# into one scheduler submission (--group-components, README "Grouping"). The merge streams the
+# shards' rows into the manifest.
 
 
 rule generate_shard:
@@ -28,9 +30,10 @@ rule generate_shard:
         cfg=cfg_for("datasets", "generate", "variants", "image_encoder"),
         base=PLAN.base_model_path(),
         lora=lora_arg,
+        shards=lambda w: len(shard_tars(w)),
     shell:
         "python -m realfake.generate shard --cfg {params.cfg:q} --dataset {wildcards.dataset} --variant {wildcards.variant}"
-        " --seed {wildcards.seed} --scale {wildcards.scale} --shard {wildcards.shard} --base {params.base} {params.lora}"
+        " --seed {wildcards.seed} --scale {wildcards.scale} --shard {wildcards.shard} --shards {params.shards} --base {params.base} {params.lora}"
         " --index {input.index} --captions {input.captions} --means {input.means}"
         " --embeddings {input.embeddings} --shard-out {output.shard} --rows-out {output.rows}"
         " --log {log} 2>> {log}"

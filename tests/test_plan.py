@@ -23,7 +23,6 @@ def mini():
 def test_datasets_split_into_tables_and_privacy_members(mini):
     assert mini.datasets == ["mini"]  # mini_members (member_half) feeds privacy only
     assert mini.class_datasets == ["mini"] and mini.attr_datasets == []
-    assert mini.shards == {"mini": 2, "mini_members": 2}  # 10 classes, 5 per shard
 
 
 def test_table1_inputs_follow_the_row_spec(mini):
@@ -52,9 +51,9 @@ def test_grids_of_tables_2_and_3(mini):
 
 
 def test_shards_and_manifests(mini):
-    tars = mini.shard_paths("mini", "ours", 0, 1, "tar")
-    assert tars == ["results/synthetic/mini/ours/s0/1x/shards/00000.tar",
-                    "results/synthetic/mini/ours/s0/1x/shards/00001.tar"]
+    assert mini.shard_paths("mini", "ours", 0, 1, "tar") == ["results/synthetic/mini/ours/s0/1x/shards/00000.tar"]
+    tars = mini.shard_paths("mini", "ours", 0, 5, "tar")  # one shard per 1x of scale (10 classes per shard)
+    assert tars == [f"results/synthetic/mini/ours/s0/5x/shards/{k:05d}.tar" for k in range(5)]
     assert mini.training_manifest("mini", "ours", 0, 1, "realsynfilt").endswith("/1x/filtered.parquet")
     assert mini.training_manifest("mini", "ours", 0, 1, "syn").endswith("/1x/manifest.parquet")
     with pytest.raises(ConfigError, match="dataset 'nope'"):

@@ -1,14 +1,16 @@
 """Tar shards: the writer's resume logic and the streaming reader, without any model."""
 
 import io
+import random
 import tarfile
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from realfake.shards import ShardDataset, ShardWriter, iter_shard, read_images, scan
+from realfake.shards import ShardDataset, ShardWriter, iter_shard, read_images, scan, stream_order
 
 
 def png(value: int) -> bytes:
@@ -98,3 +100,30 @@ def test_stream_keeps_only_the_listed_keys_of_each_shard(tmp_path):
     keep = {str(p): {"a1", "c0"}}
     labels = sorted(lab for _, lab in ShardDataset([str(p)], 8, seed=0, shard_images=2, keep=keep))
     assert labels == [0, 1]  # a1 is label 1 of its batch, c0 label 0
+
+
+def test_one_worker_interleaves_its_shards():
+    """Four single-class shards read by one worker without a shuffle buffer: the stream still
+    mixes them (it used to read shard after shard: 12 items of one class, then the next)."""
+    shards = [[c] * 12 for c in range(4)]
+    out = list(stream_order([], shards, 48, random.Random(0), 0, lambda s: s, open_at_once=4))
+    assert sorted(out) == sorted(sum(shards, []))
+    assert max(Counter(out[:12]).values()) <= 6  # the first 12 items come from several shards
+    again = list(stream_order([], shards, 48, random.Random(0), 0, lambda s: s, open_at_once=4))
+    assert out == again
+
+
+def test_stream_data_keeps_keys_only_for_filtered_shards(tmp_path):
+    import pandas as pd
+
+    from realfake.classifier import StreamData
+    for name in ("0", "1"):
+        write(tmp_path / f"{name}.tar")
+        pd.DataFrame({"image_id": list("abcde")}).to_parquet(tmp_path / f"{name}.parquet")  # its 5 rows
+    whole = [(str(tmp_path / "0.tar"), f"{k}.png", 0) for k in ("a0", "a1", "b0", "b1", "c0")]
+    part = [(str(tmp_path / "1.tar"), "a0.png", 0), (str(tmp_path / "1.tar"), "c0.png", 0)]
+    train = pd.DataFrame(whole + part, columns=["shard", "member", "label"])
+    settings = type("Settings", (), {"shuffle_buffer": 0, "num_workers": 0})()  # the two fields it reads
+    data = StreamData(train, 8, 0, settings)
+    assert set(data.dataset.keep) == {str(tmp_path / "1.tar")}  # shard 0 is streamed whole
+    assert len(list(data.dataset)) == 7

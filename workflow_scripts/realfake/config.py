@@ -230,12 +230,13 @@ def class_count(config: dict, name: str) -> int:
     raise ConfigError(f"config key datasets.{name}.num_classes: required for kind {ds['kind']!r}")
 
 
-def shard_count(config: dict, name: str) -> int:
-    """Generation jobs (tar shards) per synthetic set: classes split into chunks of classes_per_shard."""
-    per = config["generate"]["classes_per_shard"]
-    return -(-class_count(config, name) // per)
-
-
-def shard_of(label: int, classes_per_shard: int) -> int:
-    """The shard a class's synthetic images go to."""
-    return int(label) // classes_per_shard
+def shard_count(config: dict, name: str, scale: int) -> int:
+    """Generation jobs (tar shards) of one synthetic set, from config alone (DAG time): a shard holds
+    about ``generate.classes_per_shard`` classes' worth of images per 1x of scale, so a job's size
+    and runtime do not grow with the scale; with the stream loader at least one shard per loader
+    worker, so every worker has data to read."""
+    n = -(-class_count(config, name) * int(scale) // config["generate"]["classes_per_shard"])
+    c = classify_settings(config, name)
+    if c.get("loader") == "stream":
+        n = max(n, int(c.get("num_workers", 1)))
+    return n

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .config import get_dataset, get_variant, shard_count
+from .config import class_count, get_dataset, get_variant, shard_count
 from .errors import ConfigError
 
 MIXES = ("syn", "realsyn", "synfilt", "realsynfilt")
@@ -71,7 +71,8 @@ class Plan:
         self.class_datasets = [n for n in self.datasets if n not in self.attr_datasets]
         self.seeds = config["seeds"]
         # shards are planned from config alone, so every dataset's class count must be known now
-        self.shards = {name: shard_count(config, name) for name in config["datasets"]}
+        for name in config["datasets"]:
+            class_count(config, name)
 
     # ------------------------------------------------------------------ artifact paths
     @staticmethod
@@ -90,7 +91,7 @@ class Plan:
         """Every shard's .tar or .parquet (rows) of one synthetic set."""
         get_dataset(self.config, dataset)
         d = f"{self.set_dir(dataset, variant, seed, scale)}/shards"
-        return [f"{d}/{k:05d}.{ext}" for k in range(self.shards[dataset])]
+        return [f"{d}/{k:05d}.{ext}" for k in range(shard_count(self.config, dataset, scale))]
 
     @staticmethod
     def classifier_file(dataset, setting, seed, variant=None, scale=None, name="metrics.json") -> str:

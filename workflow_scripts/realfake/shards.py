@@ -191,17 +191,74 @@ except ImportError:  # pragma: no cover
     IterableDataset = object
 
 
+def interleave(sources: list, rng: random.Random, open_at_once: int = 8) -> Iterator:
+    """Items of several iterables mixed: up to ``open_at_once`` are read at a time, the next item
+    drawn from a random open one; an exhausted source is replaced by the next waiting one."""
+    waiting = list(sources)
+    active: list[Iterator] = []
+    while waiting or active:
+        while waiting and len(active) < open_at_once:
+            active.append(iter(waiting.pop(0)))
+        k = rng.randrange(len(active))
+        try:
+            yield next(active[k])
+        except StopIteration:
+            active.pop(k)
+
+
+def stream_order(files: list, shards: list, n_shard_items: int, rng: random.Random, buffer: int,
+                 read_shard, open_at_once: int = 8) -> Iterator:
+    """The order one loader worker yields its items in: real files and shard items mixed in
+    proportion, shards interleaved (``interleave``), then a seeded shuffle buffer. ``read_shard``
+    maps a shard to its items; kept apart from decoding so the rehearsal can measure the class mix
+    of batches on label-only shards at IN-1K row counts."""
+    if buffer:
+        shards = rng.sample(shards, len(shards))
+        files = rng.sample(files, len(files))
+    its = {"f": iter(files), "s": interleave([read_shard(s) for s in shards], rng, open_at_once)}
+    left = {"f": len(files), "s": n_shard_items}
+
+    def source():
+        while its:
+            if len(its) == 1:
+                yield from next(iter(its.values()))
+                return
+            pick = "f" if rng.random() * max(1, left["f"] + left["s"]) < left["f"] else "s"
+            try:
+                yield next(its[pick])
+                left[pick] = max(0, left[pick] - 1)
+            except StopIteration:
+                del its[pick]
+
+    buf = []
+    for item in source():
+        if not buffer:
+            yield item
+            continue
+        buf.append(item)
+        if len(buf) >= buffer:
+            yield buf.pop(rng.randrange(len(buf)))
+    rng.shuffle(buf)
+    yield from buf
+
+
+def _lazy(fn, *args):
+    """An iterable that calls ``fn(*args)`` only when first iterated (a shard opens when read)."""
+    yield from fn(*args)
+
+
 class ShardDataset(IterableDataset):
     """Stream (image tensor in [-1, 1], label) from tar shards; shards are split over DataLoader
-    workers and shuffled per epoch with a seeded buffer. No per-image file opens for synthetic data;
-    ``files`` (path, label) pairs, e.g. the real training images, are streamed alongside. ``keep``
-    ({shard: set of keys}) streams only those images of each shard (a filtered manifest)."""
+    workers, read interleaved (several open at once) and shuffled per epoch with a seeded buffer.
+    No per-image file opens for synthetic data; ``files`` (path, label) pairs, e.g. the real
+    training images, are streamed alongside. ``keep`` ({shard: set of keys}) streams only those
+    images of the shards it names (a filtered manifest); other shards are read whole."""
 
     def __init__(self, shards: list[str], size: int, seed: int = 0, shuffle_buffer: int = 0,
                  files: list[tuple[str, int]] | None = None, shard_images: int = 0,
                  keep: dict[str, set[str]] | None = None):
         self.shards, self.size, self.seed, self.buffer = list(shards), size, seed, shuffle_buffer
-        self.files, self.shard_images, self.keep = list(files or []), shard_images, keep
+        self.files, self.shard_images, self.keep = list(files or []), shard_images, keep or {}
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -212,50 +269,19 @@ class ShardDataset(IterableDataset):
         im = decode_rgb(data, self.size) if isinstance(data, bytes) else load_rgb(data, self.size)
         return to_tensor([im])[0]
 
+    def _read(self, shard):
+        want = self.keep.get(shard)
+        for key, data, label in iter_shard(shard):
+            if want is None or key in want:
+                yield data, label
+
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
         rng = random.Random(f"{self.seed}|{self.epoch}|{wid}")
         mine = self.shards[wid::nw]
-        files = self.files[wid::nw]
-        if self.buffer:
-            mine = rng.sample(mine, len(mine))
-            files = rng.sample(files, len(files))
-
-        def from_files():
-            for path, label in files:
-                yield path, int(label)
-
-        def from_shards():
-            for shard in mine:
-                want = None if self.keep is None else self.keep[shard]
-                for key, data, label in iter_shard(shard):
-                    if want is None or key in want:
-                        yield data, label
-
-        def source():
-            """Real files and shard images interleaved in proportion (seeded), not one after the other."""
-            left = {"f": len(files), "s": self.shard_images * len(mine) // max(1, len(self.shards))}
-            its = {"f": from_files(), "s": from_shards()}
-            while its:
-                if len(its) == 1:
-                    yield from next(iter(its.values()))
-                    return
-                pick = "f" if rng.random() * max(1, left["f"] + left["s"]) < left["f"] else "s"
-                try:
-                    yield next(its[pick])
-                    left[pick] = max(0, left[pick] - 1)
-                except StopIteration:
-                    del its[pick]
-
-        buf = []
-        for data, label in source():
-            item = (self._decode(data), label)
-            if not self.buffer:
-                yield item
-                continue
-            buf.append(item)
-            if len(buf) >= self.buffer:
-                yield buf.pop(rng.randrange(len(buf)))
-        rng.shuffle(buf)
-        yield from buf
+        files = [(path, int(label)) for path, label in self.files[wid::nw]]
+        n_shard = self.shard_images * len(mine) // max(1, len(self.shards))
+        for data, label in stream_order(files, [_lazy(self._read, s) for s in mine], n_shard, rng, self.buffer,
+                                        lambda s: s):
+            yield self._decode(data), label
