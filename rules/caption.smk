@@ -12,10 +12,11 @@ rule caption:
         "results/benchmarks/{dataset}/caption.tsv"
     conda:
         "../envs/captioning.yaml"
+    threads: threads_for("caption")
     resources:
         **res("caption"),
     params:
         cfg=cfg_for("caption", "models"),
     shell:
         "python -m realfake.caption captions --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
-        " --log {log} 2>> {log}"
+        " --threads {threads} --log {log} 2>> {log}"

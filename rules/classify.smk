@@ -13,6 +13,7 @@ rule classify_real:
         "results/benchmarks/{dataset}/classify/real_s{seed}.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("classify")
     resources:
         **res("classify"),
     params:
@@ -20,7 +21,7 @@ rule classify_real:
     shell:
         "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index} --use-real --setting real --model-out {output.model} --metrics {output.metrics}"
-        " --log {log} 2>> {log}"
+        " --threads {threads} --log {log} 2>> {log}"
 
 
 rule classify_synthetic:
@@ -37,6 +38,7 @@ rule classify_synthetic:
         "results/benchmarks/{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("classify")
     resources:
         **res("classify"),
     params:
@@ -46,4 +48,4 @@ rule classify_synthetic:
         "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index} {params.real} --synthetic {input.manifest}"
         " --setting {wildcards.mix} --variant {wildcards.variant} --scale {wildcards.scale}"
-        " --model-out {output.model} --metrics {output.metrics} --log {log} 2>> {log}"
+        " --model-out {output.model} --metrics {output.metrics} --threads {threads} --log {log} 2>> {log}"

@@ -55,7 +55,15 @@ def cfg_for(*sections):
 
 
 def res(stage):
-    return PLAN.resources(stage)
+    """Resources of a stage's jobs, each a function of the job's wildcards (dataset, scale)."""
+    return {
+        key: (lambda w, key=key: PLAN.resources(stage, dict(w.items()))[key])
+        for key in ("mem_mb", "runtime", "gpu")
+    }
+
+
+def threads_for(stage):
+    return PLAN.threads(stage)
 
 
 # ---------------------------------------------------------------- input functions

@@ -30,6 +30,7 @@ rule embed:
         "results/benchmarks/{dataset}/embed.tsv"
     conda:
         "../envs/diffusion.yaml"
+    threads: threads_for("embed")
     resources:
         **res("embed"),
     params:
@@ -37,4 +38,4 @@ rule embed:
         checkpoint=PLAN.encoder_checkpoint(),
     shell:
         "python -m realfake.embed embed --cfg {params.cfg:q} --checkpoint {params.checkpoint} --index {input.index}"
-        " --embeddings {output.embeddings} --means {output.means} --log {log} 2>> {log}"
+        " --embeddings {output.embeddings} --means {output.means} --threads {threads} --log {log} 2>> {log}"

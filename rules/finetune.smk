@@ -16,6 +16,7 @@ rule finetune:
         "results/benchmarks/{dataset}/finetune/{lora}_s{seed}.tsv"
     conda:
         "../envs/diffusion.yaml"
+    threads: threads_for("finetune")
     resources:
         **res("finetune"),
     params:
@@ -24,4 +25,4 @@ rule finetune:
     shell:
         "python -m realfake.finetune train --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
         " --seed {wildcards.seed} --base {params.base} --index {input.index} --captions {input.captions}"
-        " --means {input.means} --embeddings {input.embeddings} --out {output.lora} --log {log} 2>> {log}"
+        " --means {input.means} --embeddings {input.embeddings} --out {output.lora} --threads {threads} --log {log} 2>> {log}"

@@ -24,6 +24,7 @@ rule generate_shard:
         "generate"
     conda:
         "../envs/diffusion.yaml"
+    threads: threads_for("generate")
     resources:
         **res("generate"),
     params:
@@ -36,7 +37,7 @@ rule generate_shard:
         " --seed {wildcards.seed} --scale {wildcards.scale} --shard {wildcards.shard} --shards {params.shards} --base {params.base} {params.lora}"
         " --index {input.index} --captions {input.captions} --means {input.means}"
         " --embeddings {input.embeddings} --shard-out {output.shard} --rows-out {output.rows}"
-        " --log {log} 2>> {log}"
+        " --threads {threads} --log {log} 2>> {log}"
 
 
 rule merge_manifest:
@@ -51,9 +52,12 @@ rule merge_manifest:
         "results/benchmarks/{dataset}/generate/{variant}_s{seed}_{scale}x_manifest.tsv"
     conda:
         "../envs/reporting.yaml"
+    threads: threads_for("merge")
+    resources:
+        **res("merge"),
     params:
         cfg=cfg_for("datasets", "generate", "variants"),
     shell:
         "python -m realfake.generate merge --cfg {params.cfg:q} --dataset {wildcards.dataset}"
         " --variant {wildcards.variant} --seed {wildcards.seed} --scale {wildcards.scale}"
-        " --rows {input.rows} --manifest {output.manifest} --log {log} 2>> {log}"
+        " --rows {input.rows} --manifest {output.manifest} --threads {threads} --log {log} 2>> {log}"

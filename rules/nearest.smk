@@ -24,8 +24,11 @@ rule nearest:
         "results/benchmarks/{dataset}/nearest.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("nearest")
+    resources:
+        **res("nearest"),
     params:
         cfg=cfg_for("nearest", "models"),
     shell:
         "python -m realfake.nearest search --cfg {params.cfg:q} --index {input.index} --manifest {input.manifest}"
-        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+        " --out {output.table} --figure {output.png} {output.pdf} --threads {threads} --log {log} 2>> {log}"

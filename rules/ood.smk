@@ -15,13 +15,14 @@ rule ood_eval:
         "results/benchmarks/{dataset}/ood/{run}_{oodset}.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("ood")
     resources:
         **res("ood"),
     params:
         cfg=cfg_for("datasets", "classify", "ood"),
     shell:
         "python -m realfake.ood eval --cfg {params.cfg:q} --dataset {wildcards.dataset} --ood-set {wildcards.oodset}"
-        " --model {input.model} --classifier-metrics {input.classifier_metrics} --out {output.metrics} --log {log} 2>> {log}"
+        " --model {input.model} --classifier-metrics {input.classifier_metrics} --out {output.metrics} --threads {threads} --log {log} 2>> {log}"
 
 
 rule table4:

@@ -28,8 +28,11 @@ rule index_real:
         "results/benchmarks/{dataset}/index_real.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("index")
+    resources:
+        **res("index"),
     params:
         cfg=cfg_for("datasets"),
     shell:
         "python -m realfake.prepare index --cfg {params.cfg:q} --dataset {wildcards.dataset}"
-        " --data-dir '{input.data}' --out {output.index} --log {log} 2>> {log}"
+        " --data-dir '{input.data}' --out {output.index} --threads {threads} --log {log} 2>> {log}"

@@ -13,13 +13,14 @@ rule shadow_classifier:
         "results/benchmarks/{dataset}/privacy/shadow_{k}.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("classify")
     resources:
         **res("classify"),
     params:
         cfg=cfg_for("datasets", "classify", "privacy", "models"),
     shell:
         "python -m realfake.privacy shadow --cfg {params.cfg:q} --index {input.index} --k {wildcards.k}"
-        " --out {output.scores} --log {log} 2>> {log}"
+        " --out {output.scores} --threads {threads} --log {log} 2>> {log}"
 
 
 rule lira:

@@ -14,6 +14,7 @@ rule quality_real_features:
         "results/benchmarks/{dataset}/quality/real_features.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("quality")
     resources:
         **res("quality"),
     params:
@@ -21,7 +22,7 @@ rule quality_real_features:
         models=quality_model_args,
     shell:
         "python -m realfake.quality real --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
-        " {params.models} --out {output.features} --log {log} 2>> {log}"
+        " {params.models} --out {output.features} --threads {threads} --log {log} 2>> {log}"
 
 
 rule quality_set:
@@ -39,6 +40,7 @@ rule quality_set:
         "results/benchmarks/{dataset}/quality/{variant}_s{seed}_{scale}x_{which}.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("quality")
     resources:
         **res("quality"),
     params:
@@ -48,7 +50,7 @@ rule quality_set:
         "python -m realfake.quality set --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
         " --manifest {input.manifest} --real-features {input.real} {params.models}"
         " --variant {wildcards.variant} --seed {wildcards.seed} --scale {wildcards.scale} --which {wildcards.which}"
-        " --out {output.table} --log {log} 2>> {log}"
+        " --out {output.table} --threads {threads} --log {log} 2>> {log}"
 
 
 rule filter_synthetic:
@@ -65,6 +67,7 @@ rule filter_synthetic:
         "results/benchmarks/{dataset}/quality/filter_{variant}_s{seed}_{scale}x.tsv"
     conda:
         "../envs/classify.yaml"
+    threads: threads_for("quality")
     resources:
         **res("quality"),
     params:
@@ -72,7 +75,7 @@ rule filter_synthetic:
         models=filter_model_args,
     shell:
         "python -m realfake.quality filter --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
-        " --manifest {input.manifest} {params.models} --out {output.manifest} --log {log} 2>> {log}"
+        " --manifest {input.manifest} {params.models} --out {output.manifest} --threads {threads} --log {log} 2>> {log}"
 
 
 rule quality_table:

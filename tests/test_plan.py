@@ -92,12 +92,35 @@ def test_privacy_and_ood_targets_follow_config(mini):
 
 
 def test_resources_mini_and_paper(mini):
-    assert mini.resources("classify") == {"mem_mb": 3000, "runtime": 60, "gpu": 0}
-    paper = Plan(load_config(REPO / "config" / "imagenet10.yaml"))
-    assert paper.resources("classify") == {"mem_mb": 64000, "runtime": 4320, "gpu": 1}
-    assert paper.resources("quality")["gpu"] == 1 and paper.resources("ood")["mem_mb"] == 16000
+    assert mini.resources("classify", {"dataset": "mini"}) == {"mem_mb": 3000, "runtime": 60, "gpu": 0}
+    paper = Plan(load_config(REPO / "config" / "paper.yaml"))
+    small = paper.resources("classify", {"dataset": "imagenet10", "mix": "syn", "scale": "1"})
+    assert small["gpu"] == 1 and small["mem_mb"] >= 64000
     with pytest.raises(KeyError, match="no resources planned"):
         paper.resources("nope")
+
+
+@pytest.mark.parametrize("stage, wildcards", [
+    ("index", {}), ("embed", {}), ("caption", {}), ("nearest", {}),
+    ("merge", {"scale": "10"}), ("classify", {"mix": "realsyn", "scale": "10"}),
+    ("quality", {"scale": "10"}), ("finetune", {})])
+def test_resources_grow_with_the_data(stage, wildcards):
+    """IN-1K needs more memory or time than IN-10 wherever the stage's work grows with the data;
+    the per-shard generation job does not grow with the scale (shards do)."""
+    paper = Plan(load_config(REPO / "config" / "imagenet1k.yaml",
+                             overrides={"datasets": {"in10": {"kind": "imagenet", "root": "/x", "classlist": "imagenet10",
+                                                          "image_size": 512}}}))
+    big = paper.resources(stage, {"dataset": "imagenet1k", **wildcards})
+    small = paper.resources(stage, {"dataset": "in10", **wildcards})
+    assert big["runtime"] > small["runtime"] or big["mem_mb"] > small["mem_mb"]
+    one = paper.resources("generate", {"dataset": "imagenet1k", "scale": "1"})
+    ten = paper.resources("generate", {"dataset": "imagenet1k", "scale": "10"})
+    assert one == ten
+
+
+def test_config_threads_reach_the_stages():
+    cfg = load_config(MINI, overrides={"threads": 6})
+    assert Plan(cfg).threads("classify") == 6 and Plan(cfg).threads("merge") == 1
 
 
 def test_rule_params_are_narrowed_to_the_wildcards(mini):

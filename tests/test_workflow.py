@@ -187,3 +187,28 @@ def test_slurm_profile_placeholder_stops_before_submission(tmp_path):
     assert proc.returncode != 0
     assert "profile value left as placeholder (default-resources: slurm_partition=EDIT_ME_partition)" in out
     assert not (tmp_path / "results").exists()
+
+
+GROWING_RULES = {"index_real", "caption", "embed", "finetune", "generate_shard", "merge_manifest", "classify_real",
+                 "classify_synthetic", "quality_real_features", "quality_set", "filter_synthetic", "ood_eval",
+                 "nearest", "shadow_classifier"}
+
+
+def test_rules_whose_work_grows_declare_threads_and_resources(tmp_path):
+    """Every job of a rule whose work grows with the data asks the scheduler for the config's
+    threads, a memory and a runtime (a Slurm job without them gets 1 CPU and the profile's default)."""
+    proc = run_snakemake(tmp_path, "-n", "--cores", "64", "all_ablation",
+                         "--configfile", str(REPO / "config" / "imagenet10.yaml"))
+    jobs, rule = {}, None
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith(("rule ", "localrule ")):  # grouped jobs are indented
+            rule = line.split()[1].rstrip(":")
+            jobs.setdefault(rule, []).append("")
+        elif rule and line.strip().startswith(("threads:", "resources:")):
+            jobs[rule][-1] += line.strip() + "\n"
+    # imagenet10.yaml configures no OOD sets, LiRA or quality filter
+    assert GROWING_RULES - {"ood_eval", "shadow_classifier", "filter_synthetic"} <= set(jobs)
+    for name in GROWING_RULES & set(jobs):
+        for declared in jobs[name]:
+            threads = "threads:" not in declared if name == "merge_manifest" else "threads: 8" in declared  # 1 thread
+            assert threads and "mem_mb=" in declared and "runtime=" in declared, (name, declared)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .config import class_count, get_dataset, get_variant, shard_count
+from .config import class_count, classify_settings, get_dataset, get_variant, shard_count
 from .errors import ConfigError
 
 MIXES = ("syn", "realsyn", "synfilt", "realsynfilt")
@@ -44,18 +44,45 @@ def table1_spec(tables: dict) -> list[Row]:
     return spec
 
 
-# Per-job memory (MB) and runtime (minutes) at paper scale (IN-1K-sized), and whether the stage uses
-# a GPU. The CPU mini world (models.sd15 null) needs far less, so a small test cluster can schedule it.
-PAPER_RESOURCES = {
-    "caption": (32000, 480, True),
-    "embed": (16000, 240, True),
-    "finetune": (32000, 2880, True),
-    "generate": (24000, 1440, True),
-    "classify": (64000, 4320, True),
-    "quality": (16000, 240, True),
-    "ood": (16000, 240, True),
+@dataclass(frozen=True)
+class Cost:
+    """The cost model behind one stage's declared resources at paper scale (README "Resources").
+
+    Memory: ``mem_mb`` fixed (models, batches, loader workers) plus ``kb_per_row`` for each row of
+    the per-row table the stage keeps (index rows, manifest rows, embeddings, descriptors); every
+    stage streams its pixels, so nothing else grows with the data. Runtime: ``minutes`` of start-up
+    plus ``s_per_item`` per item (on one GPU for GPU stages), times ``SAFETY``. The per-item times
+    are planning assumptions for an A100-class GPU, not measurements (``make rehearsal`` measures
+    this machine's CPU); a cluster's own figures go in through Snakemake's ``--set-resources``."""
+
+    mem_mb: int
+    kb_per_row: float
+    minutes: int
+    s_per_item: float
+    gpu: bool
+
+
+SAFETY = 2.0
+PAPER_COSTS = {
+    "index": Cost(2000, 0.5, 10, 0.002, False),      # one decode check per image, config threads in parallel
+    "caption": Cost(32000, 0.3, 15, 0.05, True),     # BLIP-2 OPT-2.7B, greedy, 20 new tokens
+    "embed": Cost(16000, 3.5, 10, 0.004, True),      # CLIP ViT-L/14; keeps 768 fp32 per image
+    "finetune": Cost(32000, 0.5, 20, 0.08, True),    # SD 1.5 LoRA step per image, 512 px, with the MMD loss
+    "generate": Cost(24000, 1.0, 10, 0.35, True),    # 30-step UniPC img2img at strength 0.75, fp16, 512 px
+    "merge": Cost(2000, 0.1, 5, 0.00002, False),     # streaming: one shard's rows + 8-byte hashes (sorted copy)
+    "classify": Cost(64000, 0.3, 20, 0.0012, True),  # ResNet-50 step per image incl. JPEG decode (8 workers)
+    "quality": Cost(16000, 1.0, 15, 0.004, True),    # feature extraction; chunked precision/recall
+    "ood": Cost(16000, 0.2, 10, 0.002, True),        # ResNet-50 inference
+    "nearest": Cost(16000, 1.2, 15, 0.006, True),    # SSCD descriptors, 512 fp16 per real image
+    "report": Cost(4000, 0.0, 10, 0.0, False),
 }
 MINI_RESOURCES = (3000, 60)
+# Typical training images per class of each dataset kind (train_per_class null), for planning only.
+TRAIN_PER_CLASS = {"imagenet": 1281, "cub": 30, "cars": 42, "pets": 100, "eurosat": 2160, "digits": 110,
+                   "celeba": 162770, "imagefolder": 500}
+# Test/evaluation images per class of each kind (for evaluation-time estimates).
+TEST_PER_CLASS = {"imagenet": 50, "cub": 29, "cars": 41, "pets": 99, "eurosat": 540, "digits": 70,
+                  "celeba": 19962, "imagefolder": 50}
 
 
 class Plan:
@@ -299,14 +326,70 @@ class Plan:
         return out
 
     # ------------------------------------------------------------------ resources and rule params
-    def resources(self, stage: str) -> dict[str, int]:
-        """mem_mb, runtime (minutes) and gpu of a stage's jobs."""
-        if stage not in PAPER_RESOURCES:
-            raise KeyError(f"no resources planned for stage {stage!r} (known: {sorted(PAPER_RESOURCES)})")
-        mem, minutes, gpu = PAPER_RESOURCES[stage]
+    def train_images(self, dataset: str) -> int:
+        """Real training images of a dataset, planned from config (train_per_class, or the kind's
+        typical count; CelebA's count is for the whole set, not per attribute class)."""
+        ds = get_dataset(self.config, dataset)
+        if ds["train_per_class"]:
+            n = ds["train_per_class"] * class_count(self.config, dataset)
+        elif ds["kind"] == "celeba":
+            n = TRAIN_PER_CLASS["celeba"]
+        else:
+            n = TRAIN_PER_CLASS.get(ds["kind"], TRAIN_PER_CLASS["imagefolder"]) * class_count(self.config, dataset)
+        return n // 2 if ds["member_half"] is not None else n
+
+    def test_images(self, dataset: str) -> int:
+        ds = get_dataset(self.config, dataset)
+        per = TEST_PER_CLASS.get(ds["kind"], TEST_PER_CLASS["imagefolder"])
+        return per if ds["kind"] == "celeba" else per * class_count(self.config, dataset)
+
+    def stage_items(self, stage: str, w: dict) -> tuple[int, int]:
+        """(rows the stage keeps, items it processes) for one job with wildcards ``w``."""
+        ds = w.get("dataset")
+        if ds is None:
+            return 0, 0
+        n_train, n_test = self.train_images(ds), self.test_images(ds)
+        scale = int(w.get("scale", 1) or 1)
+        if stage == "index":
+            return n_train + n_test, n_train + n_test
+        if stage in ("caption", "embed", "nearest"):
+            return n_train, n_train
+        if stage == "finetune":
+            f = self.config["finetune"]
+            seen = f["epochs"] * n_train if f.get("epochs") else f["steps"] * f["batch_size"]
+            return n_train, int(seen)
+        if stage == "generate":
+            return n_train, n_train * scale // shard_count(self.config, ds, scale)
+        if stage == "merge":
+            return n_train * scale, n_train * scale
+        if stage == "classify":  # classify_real has no scale; shadow classifiers train on real data
+            mix = w.get("mix", "real")
+            n = (n_train if "real" in mix else 0) + (n_train * scale if "scale" in w else 0)
+            return n, int(classify_settings(self.config, ds)["epochs"] * n + n_test)
+        if stage == "quality":
+            return n_train * scale, n_train * scale + n_test
+        if stage == "ood":  # the largest OOD set (ImageNet-Sketch, 50,889 images)
+            return 0, 50889
+        return 0, 0
+
+    def resources(self, stage: str, wildcards: dict | None = None) -> dict[str, int]:
+        """mem_mb, runtime (minutes) and gpu of one job of a stage, from the cost model and the rows
+        and items the job's wildcards imply (``PAPER_COSTS``); fixed small values in the mini world."""
+        if stage not in PAPER_COSTS:
+            raise KeyError(f"no resources planned for stage {stage!r} (known: {sorted(PAPER_COSTS)})")
+        cost = PAPER_COSTS[stage]
         if not self.paper_scale:
             mem, minutes = MINI_RESOURCES
-        return {"mem_mb": mem, "runtime": minutes, "gpu": int(gpu and self.paper_scale)}
+            return {"mem_mb": mem, "runtime": minutes, "gpu": 0}
+        rows, items = self.stage_items(stage, wildcards or {})
+        mem = cost.mem_mb + rows * cost.kb_per_row / 1024
+        minutes = SAFETY * (cost.minutes + items * cost.s_per_item / 60)
+        return {"mem_mb": int(-(-mem // 1000) * 1000), "runtime": int(-(-minutes // 10) * 10), "gpu": int(cost.gpu)}
+
+    def threads(self, stage: str) -> int:
+        """CPU threads of a stage's jobs: config ``threads`` (torch threads, decode and loader
+        workers), declared so Slurm grants them; 1 for the stages that do not parallelise."""
+        return 1 if stage in ("merge", "report") else int(self.config["threads"])
 
     def cfg_json(self, sections: tuple[str, ...], wildcards: dict) -> str:
         """The config sections a rule reads, as JSON, narrowed to its wildcards (a dataset's job gets
