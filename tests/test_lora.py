@@ -67,3 +67,25 @@ def test_nan_loss_stops_with_step(tiny_base):
     images = torch.full((2, 3, 32, 32), float("nan"))
     with pytest.raises(ValueError, match="at step 0"):
         train_lora(pipe, images, ["a", "b"], None, Finetune.of(cfg), dm_weight=0.003, seed=0, rescale=False)
+
+
+def test_train_images_stream_uint8_and_steps_resume_alike(tmp_path):
+    """Fine-tuning reads its images through a DataLoader (uint8, decoded on demand), and the batch
+    of a step depends only on (seed, step), so a resumed run reads the same batches."""
+    from PIL import Image
+
+    from realfake.finetune import StepSampler, TrainImages
+
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((10, 12, 3), 40 * i, np.uint8)).save(paths[-1])
+    ds = TrainImages([str(p) for p in paths], 8)
+    assert ds[3].dtype == torch.uint8 and ds[3].shape == (3, 8, 8) and int(ds[3][0, 0, 0]) == 120
+    whole = list(StepSampler(5, 4, 10, seed=3))
+    assert len(whole) == 10 and all(len(b) == 4 and max(b) < 5 for b in whole)
+    assert list(StepSampler(5, 4, 10, seed=3, start=6)) == whole[6:]
+    assert list(StepSampler(5, 4, 10, seed=4)) != whole
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=StepSampler(5, 4, 2, seed=3), num_workers=2)
+    batches = list(loader)
+    assert [b.shape for b in batches] == [(4, 3, 8, 8)] * 2 and batches[0].dtype == torch.uint8

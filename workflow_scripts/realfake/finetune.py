@@ -18,7 +18,7 @@ from . import checkpoint
 from .atomic import atomic_path, fault_hook, write_json
 from .cli import Command, provenance, run, seed_everything
 from .config import config_hash
-from .images import images_tensor
+from .images import load_rgb
 from .method import build_prompt, guidance_table, inject_guidance, realfake_loss
 from .models import load_pipeline
 from .settings import Dataset, Finetune, ImageEncoder, Lora
@@ -51,12 +51,50 @@ def save_lora(unet, out: str | Path) -> None:
         shutil.move(str(Path(tmpdir) / "pytorch_lora_weights.safetensors"), tmp)
 
 
+class TrainImages(torch.utils.data.Dataset):
+    """The real training images as uint8 tensors (3, size, size), decoded on demand (in DataLoader
+    workers): memory is a few batches, not the dataset (3 MiB per image as float at 512 px)."""
+
+    def __init__(self, paths: list[str], size: int):
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(load_rgb(self.paths[i], self.size)).copy()).permute(2, 0, 1)
+
+
+class StepSampler:
+    """The batch of every step, drawn with replacement from a generator seeded by (seed, step): a
+    resumed run reads the same batches from its first step on, and no index list is held (IN-1K at
+    100 epochs would be 128 M indices)."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0):
+        self.n, self.batch_size, self.steps, self.seed, self.start = n, batch_size, steps, seed, start
+
+    def __len__(self) -> int:
+        return self.steps - self.start
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            yield torch.randint(self.n, (self.batch_size,), generator=g).tolist()
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    """A loader batch (uint8, or float in [-1, 1]) as float in [-1, 1]."""
+    return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
+
+
 def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, seed: int, rescale: bool,
-               ckpt_path: str | Path | None = None, fingerprint: dict | None = None):
+               ckpt_path: str | Path | None = None, fingerprint: dict | None = None, workers: int = 0):
     """The fine-tuning loop; returns the per-step (loss, base, dm) history.
 
-    With ``ckpt_path`` it saves a checkpoint every ``finetune.checkpoint_every`` steps and resumes
-    from one (same fingerprint only) with identical results to an uninterrupted run."""
+    ``images`` is a map-style dataset of image tensors (``TrainImages``, or a float tensor in
+    [-1, 1]); ``workers`` DataLoader processes decode the batches ahead of the GPU. With
+    ``ckpt_path`` it saves a checkpoint every ``finetune.checkpoint_every`` steps and resumes from
+    one (same fingerprint only) with identical results to an uninterrupted run."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     unet, vae, te, sched = pipe.unet, pipe.vae, pipe.text_encoder, pipe.scheduler
@@ -64,8 +102,6 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
     te.requires_grad_(False)
     params = add_lora(unet, f.rank)
     opt = torch.optim.AdamW(params, lr=f.lr)
-    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
     device = unet.device
     acp = sched.alphas_cumprod
     history = []
@@ -82,19 +118,24 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         history, start = state["history"], state["step"] + 1
+    sampler = StepSampler(len(images), f.batch_size, steps, seed, start)
+    loader = torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=False)
     amp = f.amp and device.type == "cuda"
     every = f.checkpoint_every
     bar = tqdm(range(start, steps), desc="finetune", mininterval=10, initial=start, total=steps)
-    for step in bar:
-        idx = torch.randint(len(images), (f.batch_size,), generator=gen)
-        x = images[idx]
+    for step, (idx, x) in zip(bar, zip(sampler, loader)):
+        idx = torch.as_tensor(idx)
+        x = _as_float(x.to(device, non_blocking=True))
         if f.random_flip:
-            flip = torch.rand(len(idx), generator=gen) < 0.5
+            flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         with torch.no_grad():
             latents = vae.encode(x.to(device, vae.dtype)).latent_dist.sample(generator=gen)
             latents = latents * vae.config.scaling_factor
-            hidden = te(ids[idx].to(device))[0]
+            ids = pipe.tokenizer([prompts[i] for i in idx.tolist()], padding="max_length", truncation=True,
+                                 max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
+            hidden = te(ids.to(device))[0]
             hidden = inject_guidance(hidden, None if guidance is None else guidance[idx].to(device), rescale)
         noise = torch.randn(latents.shape, generator=gen).to(device)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
@@ -119,6 +160,13 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
     return history
 
 
+def loader_workers(args, cfg: dict) -> int:
+    """DataLoader processes of a job: its threads when it has more than one (the main process
+    then only feeds the device), else none (decode in the main process, the mini world)."""
+    threads = args.threads or cfg.get("threads", 1)
+    return threads if threads > 1 else 0
+
+
 def train_main(args, cfg: dict) -> None:
     ds, lora, f = Dataset.of(cfg, args.dataset), Lora.of(cfg, args.lora), Finetune.of(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -128,14 +176,15 @@ def train_main(args, cfg: dict) -> None:
     caps = pd.read_parquet(args.captions).set_index("image_id").caption
     prompts = [build_prompt(ds.prompt_template, c, caps.get(i, "") if ds.use_captions else "")
                for i, c in zip(train.image_id, train.class_name)]
-    images = images_tensor(list(train.path), ds.image_size)
+    images = TrainImages(list(train.path), ds.image_size)
     guidance = guidance_table(lora.guidance, train.label, train.image_id, args.means, args.embeddings)
     seed = args.seed  # same seed for every LoRA kind: the ablation compares like with like
     ckpt = args.out + ".ckpt"
     fingerprint = {"cfg": cfg, "lora": args.lora, "seed": seed, "base": args.base, "n_train": len(train),
                    "train_ids_hash": config_hash(list(train.image_id))}
     history = train_lora(pipe, images, prompts, guidance, f, lora.dm_weight, seed,
-                         ImageEncoder.of(cfg).rescale_to_token_norm, ckpt, fingerprint)
+                         ImageEncoder.of(cfg).rescale_to_token_norm, ckpt, fingerprint,
+                         workers=loader_workers(args, cfg))
     save_lora(pipe.unet, args.out)
     checkpoint.remove(ckpt)
     write_json(provenance(cfg, dataset=args.dataset, lora=args.lora, seed=seed, base=args.base,

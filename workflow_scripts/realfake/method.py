@@ -4,6 +4,7 @@ kernel), and the visual-guidance token. Pure tensor functions, unit-tested by ha
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -76,13 +77,27 @@ def encode_text(tokenizer, text_encoder, prompts: list[str], device=None) -> tor
     return text_encoder(ids.to(device or text_encoder.device))[0]
 
 
-def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> torch.Tensor | None:
-    """One guidance embedding per training image (class mean or own embedding), or None."""
+class Guidance:
+    """Guidance embeddings of training rows, looked up on demand: a table (class means, C x D, or
+    the embeddings file, N x D) and each row's position in it. Indexing gives what stacking one
+    embedding per row would, without an N x D copy (3.9 GB of class means at IN-1K)."""
+
+    def __init__(self, table: torch.Tensor, rows):
+        self.table, self.rows = table, torch.as_tensor(np.asarray(rows), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        return self.table[self.rows[torch.as_tensor(idx, dtype=torch.long)]]
+
+
+def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> Guidance | None:
+    """The guidance embedding of each training row (class mean or own embedding), or None."""
     if mode == "none":
         return None
     if mode == "class_mean":
-        means = torch.load(means_file)["means"]
-        return torch.stack([means[int(c)] for c in labels])
+        return Guidance(torch.load(means_file)["means"], [int(c) for c in labels])
     data = torch.load(emb_file)
     pos = {iid: i for i, iid in enumerate(data["image_id"])}
-    return data["embedding"][[pos[i] for i in image_ids]]
+    return Guidance(data["embedding"], [pos[i] for i in image_ids])
