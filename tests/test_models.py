@@ -89,6 +89,18 @@ def test_tiny_blip2_captions_through_the_caption_stage(tmp_path):
     assert caps.image_id.tolist() == [f"i{i}" for i in range(5)]
     assert caps.caption.map(lambda c: isinstance(c, str) and 0 < len(c.split()) <= 4).all()
     assert caps.equals(outs[5])
+    # chunks of 2 images decoded by 2 loader workers; killed after the first chunk, then rerun
+    cfg = load_config(overrides={"models": {"blip2": str(blip)}, "caption": {"batch_size": 2, "max_new_tokens": 4}})
+    out = tmp_path / "resumed.parquet"
+    args = ["caption", "captions", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"),
+            "--out", str(out), "--chunk", "2", "--threads", "2"]
+    proc = run_cli(*args, check=False, env={"REALFAKE_TEST_KILL": "caption:1"})
+    assert proc.returncode == -9 and not out.exists()
+    assert sorted(p.name for p in (tmp_path / "resumed.parquet.chunks").iterdir()) == ["000000.pt", "fingerprint.json"]
+    log = tmp_path / "resume.log"
+    run_cli(*args, "--log", str(log))
+    assert "1 of 3 chunks already done" in log.read_text()
+    assert pd.read_parquet(out).equals(caps) and not (tmp_path / "resumed.parquet.chunks").exists()
     cfg = load_config(overrides={"models": {"blip2": str(tmp_path / "nope")}})
     proc = run_cli("caption", "captions", "--cfg", json.dumps(cfg), "--index", str(tmp_path / "index.parquet"),
                    "--out", str(tmp_path / "x.parquet"), check=False)

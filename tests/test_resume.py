@@ -9,6 +9,7 @@ import shutil
 import signal
 
 import pytest
+import torch
 import yaml
 
 from conftest import REPO, run_cli, run_snakemake
@@ -132,3 +133,29 @@ def test_kill_mid_write_of_caption_embed_and_table_then_rerun_equals_uninterrupt
     for rel in ("tables/table1.csv", "smoke/captions.parquet", "smoke/class_means.pt"):
         assert (work / "results" / rel).read_bytes() == (smoke_run / "results" / rel).read_bytes(), rel
     assert not list((work / "results").rglob("*.tmp")), "a stale temporary survived the rerun"
+
+
+def test_embed_killed_after_a_chunk_resumes_to_the_same_bytes(smoke_run, smoke_cfg, tmp_path):
+    """The embedding stage writes chunks of --chunk images; SIGKILLed after its second chunk, a rerun
+    computes only the missing chunks and writes the same files as an uninterrupted run."""
+    r = smoke_run / "results"
+    cfg = json.dumps(smoke_cfg)
+
+    def embed(out, env=None):
+        return run_cli("embed", "embed", "--cfg", cfg, "--checkpoint", str(r / "image_encoder" / "random_init.pt"),
+                       "--index", str(r / "smoke" / "real_index.parquet"), "--embeddings", str(out / "emb.pt"),
+                       "--means", str(out / "means.pt"), "--chunk", "7", "--log", str(out / "log.txt"),
+                       check=env is None, env=env, cwd=smoke_run)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    embed(tmp_path / "a")
+    proc = embed(tmp_path / "b", env={"REALFAKE_TEST_KILL": "embed:2"})
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "b" / "emb.pt").exists()
+    embed(tmp_path / "b")
+    assert "2 of 5 chunks already done" in (tmp_path / "b" / "log.txt").read_text()  # 30 images, 7 per chunk
+    for name in ("emb.pt", "means.pt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert not (tmp_path / "b" / "emb.pt.chunks").exists()
+    whole = torch.load(r / "smoke" / "embeddings.pt")["embedding"]  # the workflow's one-chunk run
+    torch.testing.assert_close(torch.load(tmp_path / "a" / "emb.pt")["embedding"], whole, rtol=1e-4, atol=1e-5)

@@ -13,13 +13,15 @@ import torch
 from tqdm import tqdm
 
 from .atomic import write_json, write_parquet
-from .cli import Command, provenance, run
-from .images import load_rgb
+from .chunks import Chunks, image_batches
+from .cli import Command, loader_workers, provenance, run
+from .config import config_hash
 from .models import check_local
 from .settings import Caption, Models
 
 log = logging.getLogger(__name__)
 COLUMNS = ["image_id", "label", "class_name", "caption"]
+CHUNK = 10_000  # images per resumable chunk: about 8 minutes of BLIP-2 on one GPU
 
 
 def load_blip2(path: str, device: str = "cpu", dtype=torch.float32):
@@ -32,10 +34,10 @@ def load_blip2(path: str, device: str = "cpu", dtype=torch.float32):
 
 
 @torch.no_grad()
-def caption_paths(processor, model, paths, batch_size: int, max_new_tokens: int) -> list[str]:
+def caption_paths(processor, model, paths, batch_size: int, max_new_tokens: int, workers: int = 0) -> list[str]:
+    """Greedy captions of image files, decoded ``batch_size`` at a time by ``workers`` processes."""
     out = []
-    for i in tqdm(range(0, len(paths), batch_size), desc="caption", mininterval=10):
-        images = [load_rgb(p) for p in paths[i : i + batch_size]]
+    for images in image_batches(paths, batch_size, workers):
         inputs = processor(images=images, return_tensors="pt").to(model.device, model.dtype)
         ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         out += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
@@ -43,21 +45,37 @@ def caption_paths(processor, model, paths, batch_size: int, max_new_tokens: int)
 
 
 def captions_main(args, cfg: dict) -> None:
+    """Captions in chunks of ``--chunk`` images (resumable after a kill), then one parquet file."""
     settings, models = Caption.of(cfg), Models.of(cfg)
     index = pd.read_parquet(args.index)
     train = index[index.split == "train"].reset_index(drop=True)
+    paths = list(train.path)
     if models.blip2 is None:
-        captions = [""] * len(train)
         log.info("models.blip2 is null: writing %d empty captions", len(train))
+        captions = [""] * len(train)
     else:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device == "cuda" else torch.float32
         processor, model = load_blip2(models.blip2, device, dtype)
-        captions = caption_paths(processor, model, list(train.path), settings.batch_size, settings.max_new_tokens)
+        chunks = Chunks(args.out, len(paths), args.chunk, {"cfg": cfg, "ids": config_hash(list(train.image_id))},
+                        "caption")
+        workers = loader_workers(args, cfg)
+        bar = tqdm(total=len(chunks.missing()), desc="caption chunks", mininterval=10)
+
+        def chunk(lo, hi):
+            bar.update()
+            return caption_paths(processor, model, paths[lo:hi], settings.batch_size, settings.max_new_tokens,
+                                 workers)
+
+        chunks.compute(chunk)
+        bar.close()
+        captions = [c for part in chunks for c in part]
     df = pd.DataFrame({"image_id": train.image_id, "label": train.label, "class_name": train.class_name,
                        "caption": captions})[COLUMNS]
     write_parquet(df, args.out)
     write_json(provenance(cfg, n=len(df)), args.out + ".meta.json")
+    if models.blip2 is not None:
+        chunks.remove()
 
 
 def main(argv=None) -> None:
@@ -65,6 +83,7 @@ def main(argv=None) -> None:
     p = cmd.action("captions", "caption every real training image", captions_main)
     p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
     p.add_argument("--out", required=True, help="captions.parquet to write")
+    p.add_argument("--chunk", type=int, default=CHUNK, help="images per resumable chunk")
     cmd.main(argv)
 
 

@@ -69,6 +69,13 @@ def setup(args) -> dict:
     return cfg
 
 
+def loader_workers(args, cfg: dict) -> int:
+    """DataLoader processes of a job: its threads when it has more than one (the main process
+    then only feeds the device), else none (decode in the main process, the mini world)."""
+    threads = args.threads or cfg.get("threads", 1)
+    return threads if threads > 1 else 0
+
+
 def seed_everything(seed: int) -> None:
     import torch
 

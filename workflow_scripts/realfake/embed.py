@@ -16,21 +16,21 @@ import torch
 from tqdm import tqdm
 
 from .atomic import write_json, write_torch
-from .cli import Command, provenance, run, seed_everything
-from .images import load_rgb
+from .chunks import Chunks, image_batches
+from .cli import Command, loader_workers, provenance, run, seed_everything
+from .config import config_hash
 from .models import create_open_clip, write_random_open_clip
 from .settings import ImageEncoder
 
 log = logging.getLogger(__name__)
+CHUNK = 50_000  # images per resumable chunk: a few minutes of ViT-L/14 on one GPU
 
 
 @torch.no_grad()
-def embed_paths(model, preprocess, paths, batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
-    out = []
-    for i in tqdm(range(0, len(paths), batch_size), desc="embed", mininterval=10):
-        x = torch.stack([preprocess(load_rgb(p)) for p in paths[i : i + batch_size]]).to(device)
-        out.append(model.encode_image(x).float().cpu())
-    return torch.cat(out)
+def embed_paths(model, preprocess, paths, batch_size: int = 64, device: str = "cpu", workers: int = 0) -> torch.Tensor:
+    """Image embeddings (float32, on the CPU) of image files decoded and preprocessed by ``workers``."""
+    out = [model.encode_image(x.to(device)).float().cpu() for x in image_batches(paths, batch_size, workers, preprocess)]
+    return torch.cat(out) if out else torch.empty(0)
 
 
 def class_means(emb: torch.Tensor, labels) -> dict[int, torch.Tensor]:
@@ -51,13 +51,30 @@ def embed_main(args, cfg: dict) -> None:
     model = model.to(device)
     index = pd.read_parquet(args.index)
     train = index[index.split == "train"].reset_index(drop=True)
-    emb = embed_paths(model, preprocess, list(train.path), device=device)
+    paths, workers = list(train.path), loader_workers(args, cfg)
+    chunks = Chunks(args.embeddings, len(paths), args.chunk, {"cfg": cfg, "checkpoint": str(args.checkpoint),
+                                                              "ids": config_hash(list(train.image_id))}, "embed")
+    bar = tqdm(total=len(chunks.missing()), desc="embed chunks", mininterval=10)
+
+    def chunk(lo, hi):
+        bar.update()
+        return embed_paths(model, preprocess, paths[lo:hi], device=device, workers=workers)
+
+    chunks.compute(chunk)
+    bar.close()
+    emb = None  # the output file holds every embedding (768 fp32 each: 3.9 GB at IN-1K), filled chunk by chunk
+    for k, part in enumerate(chunks):
+        if emb is None:
+            emb = torch.empty(len(paths), *part.shape[1:])
+        lo, hi = chunks.bounds(k)
+        emb[lo:hi] = part
     means = class_means(emb, train.label)
     log.info("embedded %d images, dim %d, %d classes", len(emb), emb.shape[1], len(means))
     write_torch({"image_id": list(train.image_id), "label": list(map(int, train.label)), "embedding": emb},
                 args.embeddings)
     write_torch({"means": means, "model_name": enc.model_name, "checkpoint": str(args.checkpoint)}, args.means)
     write_json(provenance(cfg, dim=int(emb.shape[1])), args.means + ".meta.json")
+    chunks.remove()
 
 
 def main(argv=None) -> None:
@@ -69,6 +86,7 @@ def main(argv=None) -> None:
     p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
     p.add_argument("--embeddings", required=True, help="embeddings.pt to write")
     p.add_argument("--means", required=True, help="class_means.pt to write")
+    p.add_argument("--chunk", type=int, default=CHUNK, help="images per resumable chunk")
     cmd.main(argv)
 
 

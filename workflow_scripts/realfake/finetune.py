@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .atomic import atomic_path, fault_hook, write_json
-from .cli import Command, provenance, run, seed_everything
+from .cli import Command, loader_workers, provenance, run, seed_everything
 from .config import config_hash
 from .images import load_rgb
 from .method import build_prompt, guidance_table, inject_guidance, realfake_loss
@@ -158,13 +158,6 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
             fault_hook("finetune", step + 1)
     unet.eval()
     return history
-
-
-def loader_workers(args, cfg: dict) -> int:
-    """DataLoader processes of a job: its threads when it has more than one (the main process
-    then only feeds the device), else none (decode in the main process, the mini world)."""
-    threads = args.threads or cfg.get("threads", 1)
-    return threads if threads > 1 else 0
 
 
 def train_main(args, cfg: dict) -> None:

@@ -97,7 +97,10 @@ def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> Guidan
     if mode == "none":
         return None
     if mode == "class_mean":
-        return Guidance(torch.load(means_file)["means"], [int(c) for c in labels])
+        means = torch.load(means_file)["means"]  # {class: mean embedding}
+        classes = sorted(means)
+        pos = {c: k for k, c in enumerate(classes)}
+        return Guidance(torch.stack([means[c] for c in classes]), [pos[int(c)] for c in labels])
     data = torch.load(emb_file)
     pos = {iid: i for i, iid in enumerate(data["image_id"])}
     return Guidance(data["embedding"], [pos[i] for i in image_ids])
