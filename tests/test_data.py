@@ -119,3 +119,43 @@ def test_class_count_mismatch_with_config_names_root_and_writes_nothing(tmp_path
         build_index(ds, root, tmp_path / "index.parquet", expected_classes=3)
     assert not (tmp_path / "index.parquet").exists()
     assert len(build_index(ds, root, tmp_path / "index.parquet", expected_classes=2)) == 12
+
+
+def test_frame_image_chunks_read_each_shard_once_in_any_row_order(tmp_path, monkeypatch):
+    """Rows of two shards and image files, shuffled: every row's image comes back once, at its
+    position, and each shard is scanned once whatever the chunk size."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    import realfake.data as data
+    from realfake.shards import ShardWriter
+
+    def png(v):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((4, 4, 3), v, np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    rows = []
+    for s in range(2):
+        keys = [f"s{s}_{i}" for i in range(5)]
+        w = ShardWriter(tmp_path / f"{s}.tar", [keys], "f")
+        w.write_batch((k, png(10 * s + i), 0) for i, k in enumerate(keys))
+        w.close()
+        rows += [{"shard": str(tmp_path / f"{s}.tar"), "member": f"{k}.png", "value": 10 * s + i}
+                 for i, k in enumerate(keys)]
+    for i in range(3):
+        Image.fromarray(np.full((4, 4, 3), 100 + i, np.uint8)).save(tmp_path / f"f{i}.png")
+        rows.append({"path": str(tmp_path / f"f{i}.png"), "value": 100 + i})
+    df = pd.DataFrame(rows).sample(frac=1, random_state=0).reset_index(drop=True)
+    scans = []
+    real_iter = data.iter_shard
+    monkeypatch.setattr(data, "iter_shard", lambda p: (scans.append(p), real_iter(p))[1])
+    seen = {}
+    for pos, images in data.frame_image_chunks(df, chunk=3):
+        assert len(pos) == len(images) <= 3
+        seen.update({int(p): int(np.asarray(im)[0, 0, 0]) for p, im in zip(pos, images)})
+    assert seen == dict(enumerate(df.value))
+    assert sorted(scans) == sorted({r["shard"] for r in rows if "shard" in r})

@@ -120,3 +120,16 @@ def test_clip_score_prefers_the_prompt_of_the_matching_class(tmp_path):
     a = ext.clip_score(images, ["cat"] * 4)
     b = ext.clip_score(images, ["dog"] * 4)
     assert a.shape == (4,) and np.all(np.abs(a) <= 1 + 1e-6) and not np.allclose(a, b)
+
+
+def test_precision_recall_in_small_blocks_equals_one_block(monkeypatch):
+    """The blocked pass (a few rows of distances at a time) gives exactly the full-matrix answer."""
+    import realfake.quality_metrics as qm
+
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(300, 8)), rng.normal(0.3, 1.2, size=(250, 8))
+    whole = qm.precision_recall(real, fake, 3)
+    monkeypatch.setattr(qm, "PAIRWISE_BYTES", 8 * 300 * 7)  # 7 rows per block
+    assert qm._rows_per_block(300) == 7
+    assert qm.precision_recall(real, fake, 3) == whole
+    assert 0.2 < whole[0] < 1.0 and 0.2 < whole[1] < 1.0

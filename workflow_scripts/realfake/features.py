@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .classifier import load_classifier, penultimate
-from .data import frame_images
+from .data import frame_image_chunks
 from .images import fit_rgb, to_tensor
 from .models import check_local, create_open_clip
 from .settings import Quality
@@ -163,11 +163,18 @@ def cap_per_class(frame: pd.DataFrame, max_per_class: int | None, seed: int) -> 
 
 
 def chunked(fn, frame: pd.DataFrame, chunk: int = 1024, desc: str = "features") -> np.ndarray:
-    """``fn(images, rows)`` over the frame's rows, decoding ``chunk`` images at a time (a 10x IN-1K
-    set never sits in memory)."""
-    out = [fn(frame_images(frame.iloc[i : i + chunk]), frame.iloc[i : i + chunk]) for i in
-           tqdm(range(0, len(frame), chunk), desc=desc, mininterval=10)]
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    """``fn(images, rows)`` over the frame's rows, decoding ``chunk`` images at a time and reading
+    every shard once (a 10x IN-1K set never sits in memory); results in the frame's row order."""
+    out = None
+    bar = tqdm(total=len(frame), desc=desc, mininterval=10)
+    for pos, images in frame_image_chunks(frame, chunk=chunk):
+        part = np.asarray(fn(images, frame.iloc[pos]))
+        if out is None:
+            out = np.empty((len(frame), *part.shape[1:]), part.dtype)
+        out[pos] = part
+        bar.update(len(pos))
+    bar.close()
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def features_of(ext: Extractor, frame: pd.DataFrame) -> np.ndarray:
