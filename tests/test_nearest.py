@@ -34,7 +34,7 @@ def test_sscd_path_loads_torchscript_and_normalises(tmp_path):
     torch.manual_seed(0)
     torch.jit.script(TinyDescriptor()).save(str(tmp_path / "sscd.pt"))
     model = load_sscd(str(tmp_path / "sscd.pt"))
-    ims = [img(1), img(2, size=40), img(1)]  # mixed sizes go one by one
+    ims = [img(1), img(2, size=40), img(1)]  # batched by preprocessed shape, returned in input order
     d = sscd_descriptors(model, ims)
     assert d.shape == (3, 8) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
     assert np.allclose(d[0], d[2], atol=1e-6)
@@ -46,3 +46,20 @@ def test_sscd_bad_paths_are_named(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="junk.pt is not a TorchScript model"):
         load_sscd(str(tmp_path / "junk.pt"))
+
+
+def test_running_top_k_over_blocks_equals_one_search():
+    """The real set in shuffled blocks (any order of rows) gives the same top-k, ties to the lower
+    index, as one search over the whole matrix with a stable sort."""
+    from realfake.nearest import TopK
+
+    rng = np.random.default_rng(0)
+    q, r = rng.normal(size=(6, 5)), rng.normal(size=(50, 5))
+    r[17] = r[3]  # a tie
+    sim = q @ r.T
+    want = np.argsort(-sim, axis=1, kind="stable")[:, :4]
+    rows = rng.permutation(50)
+    best = TopK(6, 4)
+    for block in np.array_split(rows, 7):
+        best.update(q @ r[block].T, block)
+    assert (best.idx == want).all() and np.allclose(best.sim, np.take_along_axis(sim, want, axis=1))

@@ -15,14 +15,16 @@ import logging
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from .cli import Command, run
-from .data import frame_images
+from .data import frame_image_chunks, frame_images
 from .models import check_local
 from .settings import Models, Nearest
 from .tables import save_fig, write_table
 
 log = logging.getLogger(__name__)
+CHUNK = 2048  # real images decoded and described at a time
 
 
 def pixels16(images) -> np.ndarray:
@@ -45,9 +47,11 @@ def load_sscd(path: str):
 
 @torch.no_grad()
 def sscd_descriptors(model, images, batch_size: int = 32) -> np.ndarray:
-    """SSCD preprocessing (resize 288 short side, ImageNet mean/std), L2-normalised descriptors."""
+    """SSCD preprocessing (resize 288 short side, ImageNet mean/std), L2-normalised descriptors.
+    Images of equal preprocessed shape are batched together (aspect ratios differ in real data)."""
     from PIL import Image
 
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
@@ -58,21 +62,44 @@ def sscd_descriptors(model, images, batch_size: int = 32) -> np.ndarray:
         x = torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (x - mean) / std
 
-    out = []
-    for i in range(0, len(images), batch_size):
-        batch = [prep(im) for im in images[i : i + batch_size]]
-        sizes = {tuple(x.shape) for x in batch}
-        xs = torch.stack(batch) if len(sizes) == 1 else None
-        feats = model(xs) if xs is not None else torch.cat([model(x[None]) for x in batch])
-        out.append(torch.nn.functional.normalize(feats.float(), dim=1))
-    return torch.cat(out).numpy()
+    xs = [prep(im) for im in images]
+    out = [None] * len(xs)
+    by_shape: dict = {}
+    for n, x in enumerate(xs):
+        by_shape.setdefault(tuple(x.shape), []).append(n)
+    for members in by_shape.values():
+        for i in range(0, len(members), batch_size):
+            part = members[i : i + batch_size]
+            feats = torch.nn.functional.normalize(model(torch.stack([xs[n] for n in part]).to(device)).float(), dim=1)
+            for n, f in zip(part, feats.cpu()):
+                out[n] = f
+    return torch.stack(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def top_matches(query: np.ndarray, real: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and similarities of the k most similar real descriptors for every query (descending)."""
-    sim = query @ real.T
-    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(sim, idx, axis=1)
+    """Indices and similarities of the k most similar real descriptors for every query (descending;
+    ties to the lower index)."""
+    best = TopK(len(query), k)
+    best.update(query @ real.T, np.arange(len(real)))
+    return best.idx, best.sim
+
+
+class TopK:
+    """Running top-k of every query over blocks of real descriptors: the real set is never held,
+    only k indices and similarities per query."""
+
+    def __init__(self, n_queries: int, k: int):
+        self.k = k
+        self.idx = np.zeros((n_queries, 0), np.int64)
+        self.sim = np.zeros((n_queries, 0))
+
+    def update(self, sim_block: np.ndarray, rows: np.ndarray) -> None:
+        """Merge a (queries, block) similarity block whose columns are the real rows ``rows``."""
+        cand_sim = np.concatenate([self.sim, sim_block], axis=1)
+        cand_idx = np.concatenate([self.idx, np.broadcast_to(np.asarray(rows, np.int64), sim_block.shape)], axis=1)
+        order = np.lexsort((cand_idx, -cand_sim), axis=1)[:, : self.k]  # by similarity, then index
+        self.idx = np.take_along_axis(cand_idx, order, axis=1)
+        self.sim = np.take_along_axis(cand_sim, order, axis=1)
 
 
 def figure(queries, real_images, idx, sim, outs, descriptor: str, show: int = 3) -> None:
@@ -106,16 +133,21 @@ def search_main(args, cfg: dict) -> None:
         raise ValueError(f"config key nearest.queries: {n.queries} queries but {args.manifest} has {len(man)} images")
     pick = np.sort(np.random.default_rng(n.seed).choice(len(man), n.queries, replace=False))
     queries = man.iloc[pick].reset_index(drop=True)
-    q_images, r_images = frame_images(queries), frame_images(real)
+    q_images = frame_images(queries)
     sscd = Models.of(cfg).sscd
     if sscd:
         model, name = load_sscd(sscd), "SSCD"
-        qd, rd = sscd_descriptors(model, q_images), sscd_descriptors(model, r_images)
+        model = model.to("cuda" if torch.cuda.is_available() else "cpu")
+        describe = lambda images: sscd_descriptors(model, images)  # noqa: E731
     else:
-        name = "pixels16 (substitute for SSCD)"
-        qd, rd = pixels16(q_images), pixels16(r_images)
+        name, describe = "pixels16 (substitute for SSCD)", pixels16
+    qd = describe(q_images)
     k = min(n.top_k, len(real))
-    idx, sim = top_matches(qd, rd, k)
+    best = TopK(len(queries), k)
+    for pos, images in tqdm(frame_image_chunks(real, chunk=CHUNK), total=-(-len(real) // CHUNK), desc="nearest",
+                            mininterval=10):
+        best.update(qd @ describe(images).T, pos)
+    idx, sim = best.idx, best.sim
     rows = []
     for q in range(len(queries)):
         for rank in range(k):
@@ -124,6 +156,8 @@ def search_main(args, cfg: dict) -> None:
                          "is_source": real.image_id[idx[q, rank]] == queries.source_image[q], "descriptor": name})
     table = pd.DataFrame(rows)
     write_table(table, args.out, cfg, [args.index, args.manifest], "%.4f", descriptor=name)
+    shown = sorted({int(i) for i in idx[:, : min(3, k)].ravel()})  # only the matched real images are loaded
+    r_images = dict(zip(shown, frame_images(real.iloc[shown])))
     figure(q_images, r_images, idx, sim, args.figure, name, show=min(3, k))
     top1 = table[table["rank"] == 1]
     log.info("top-1 similarity mean %.3f; top-1 match is the query's own source image for %d of %d queries",
