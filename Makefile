@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all report test test-quick lint dryrun bench slurm-test clean-results clean-partial
+.PHONY: venv demo demo-all report test test-quick lint dryrun bench rehearsal slurm-test clean-results clean-partial
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -69,6 +69,11 @@ slurm-test: venv
 
 bench: venv
 	$(PY) -m realfake.bench
+
+# Every stage's entry point at paper-like counts (100k tiny images, 12.8 M synthetic rows) under its
+# declared memory: results/rehearsal/{stages,shuffle,projection}.csv (about 20 minutes on 2 cores).
+rehearsal: venv
+	$(PY) -m realfake.rehearsal
 
 clean-results:
 	find results -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

@@ -66,7 +66,7 @@ def test_tiny_blip2_captions_through_the_caption_stage(tmp_path):
     from PIL import Image
 
     from conftest import run_cli
-    from tiny_models import build_tiny_blip2
+    from realfake.tiny_models import build_tiny_blip2
 
     from realfake.config import load_config
 

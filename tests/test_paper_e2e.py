@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake
-from tiny_models import build_tiny_blip2
+from realfake.tiny_models import build_tiny_blip2
 
 pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage code
 

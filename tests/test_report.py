@@ -148,3 +148,11 @@ def test_samples_read_dataset_and_variant_from_sidecars(tmp_path):
     (tmp_path / "manifest.parquet.meta.json").unlink()
     with pytest.raises(FileNotFoundError, match="manifest.parquet.meta.json not found"):
         main(args)
+
+
+def test_sample_figure_shows_at_most_twelve_evenly_spaced_classes():
+    from realfake.report import shown_classes
+
+    assert shown_classes(range(10)) == list(range(10))
+    picked = shown_classes(range(1000))
+    assert len(picked) == 12 and picked[0] == 0 and picked[-1] == 999 and picked == sorted(set(picked))

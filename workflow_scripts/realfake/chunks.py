@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from .atomic import fault_hook, write_torch
-from .images import load_rgb
+from .images import fit_rgb, load_rgb, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +94,13 @@ def image_batches(paths: list[str], batch_size: int, workers: int, transform: Ca
     collate = list if transform is None else None
     return torch.utils.data.DataLoader(ImageFiles(paths, transform), batch_size=batch_size, num_workers=workers,
                                        collate_fn=collate, shuffle=False)
+
+
+class ToTensor:
+    """Transform: RGB image -> float tensor in [-1, 1] at ``size`` px (as ``images.images_tensor``)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, im):
+        return to_tensor([fit_rgb(im, self.size)])[0]

@@ -22,7 +22,7 @@ from . import checkpoint
 from .atomic import fault_hook
 from .cli import seed_everything
 from .data import in_shards
-from .images import images_tensor
+from .chunks import ToTensor, image_batches
 from .models import check_local
 from .settings import Classify
 from .shards import ShardDataset
@@ -63,12 +63,12 @@ def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.M
     return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
-def load_classifier(path) -> nn.Module:
-    """A classifier written by this stage (model.pt), in eval mode on the CPU."""
+def load_classifier(path, device: str = "cpu") -> nn.Module:
+    """A classifier written by this stage (model.pt), in eval mode on ``device``."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(state["arch"], state["num_classes"])
     model.load_state_dict(state["state_dict"])
-    return model.eval()
+    return model.eval().to(device)
 
 
 def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -93,13 +93,15 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torc
 
 
 @torch.no_grad()
-def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256) -> torch.Tensor:
-    """Float logits on CPU for every row of an index frame, decoded ``batch_size`` images at a time
-    (50k ImageNet val images never sit in memory at once)."""
+def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256, workers: int = 0) -> torch.Tensor:
+    """Float logits on CPU for every row of an index frame, on the model's device; ``workers``
+    loader processes decode ``batch_size`` images at a time (50k ImageNet val images never sit in
+    memory at once)."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(images_tensor(list(frame.path[i : i + batch_size]), size).to(device)).float().cpu()
-                      for i in range(0, len(frame), batch_size)])
+    batches = image_batches(list(frame.path), batch_size, workers, ToTensor(size))
+    out = [model(x.to(device)).float().cpu() for x in batches]
+    return torch.cat(out) if out else torch.zeros(0, 0)
 
 
 def attribute_bits(labels: torch.Tensor, n_attributes: int) -> torch.Tensor:
@@ -108,10 +110,11 @@ def attribute_bits(labels: torch.Tensor, n_attributes: int) -> torch.Tensor:
     return ((labels.long()[:, None] >> torch.arange(n_attributes, device=labels.device)) & 1).float()
 
 
-def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attributes: list[str] | None = None) -> dict:
+def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attributes: list[str] | None = None,
+             workers: int = 0) -> dict:
     """Top-1 / top-5 on the real test rows; for an attribute dataset, accuracy per attribute
     (logit > 0 means present) and their mean instead."""
-    logits = predict_logits(model, test, size, batch_size)
+    logits = predict_logits(model, test, size, batch_size, workers)
     y = torch.as_tensor(test.label.to_numpy(), dtype=torch.long)
     if attributes:
         hit = ((logits > 0).float() == attribute_bits(y, len(attributes))).float().mean(0) * 100

@@ -15,7 +15,7 @@ import torch
 from . import checkpoint
 from .atomic import write_json, write_torch
 from .classifier import MemoryData, StreamData, evaluate, train_classifier, training_set
-from .cli import Command, provenance, run
+from .cli import Command, loader_workers, provenance, run
 from .data import frame_tensor
 from .settings import Classify, Dataset, Models
 
@@ -41,7 +41,10 @@ def train_main(args, cfg: dict) -> None:
     ckpt = args.model_out + ".ckpt"
     attributes = ds.attributes
     model = train_classifier(data, num_classes, c, args.seed, weights, ckpt, fingerprint, attributes)
-    metrics = evaluate(model, test.reset_index(drop=True), size, attributes=attributes)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # test on the job's GPU, then save from the CPU
+    metrics = evaluate(model.to(device), test.reset_index(drop=True), size, attributes=attributes,
+                       workers=loader_workers(args, cfg))
+    model = model.cpu()
     log.info("test %s", metrics)
     write_torch({"state_dict": model.state_dict(), "arch": c.arch,
                  "num_classes": len(attributes) if attributes else num_classes, "attributes": attributes,

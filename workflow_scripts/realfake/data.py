@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm import tqdm
 
 from .atomic import atomic_dir, write_parquet
 from .datasets import read_dataset
@@ -71,19 +72,35 @@ def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -
                            np.random.default_rng(seed))
 
 
-def check_images(index: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Drop unreadable images, returning the kept rows and the paths skipped (to be logged)."""
-    bad = []
-    for path in index.path:
-        try:
-            load_rgb(path)
-        except ValueError as exc:
-            log.warning("skipping %s", exc)
-            bad.append(path)
+def _unreadable(path: str) -> str | None:
+    """The error message of an image that does not decode, or None."""
+    try:
+        load_rgb(path)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_images(index: pd.DataFrame, workers: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """Drop unreadable images, returning the kept rows and the paths skipped (to be logged). With
+    ``workers`` the decodes run in that many processes (1.33 M decodes at IN-1K)."""
+    paths = list(index.path)
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            errors = list(pool.map(_unreadable, paths, chunksize=512))
+    else:
+        errors = [_unreadable(p) for p in tqdm(paths, desc="check images", mininterval=10)]
+    bad = [p for p, e in zip(paths, errors) if e is not None]
+    for e in errors:
+        if e is not None:
+            log.warning("skipping %s", e)
     return index[~index.path.isin(bad)].reset_index(drop=True), bad
 
 
-def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: int | None = None) -> pd.DataFrame:
+def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: int | None = None,
+                workers: int = 0) -> pd.DataFrame:
     """Read a dataset layout into the index table; ``expected_classes`` (from config) is checked."""
     kind = ds.get("kind", "imagefolder")
     kw = {"classnames": ds.get("classnames")}
@@ -94,7 +111,7 @@ def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: i
     if kind == "eurosat":
         kw.update(test_fraction=ds.get("test_fraction", 0.2), seed=ds.get("split_seed", 0))
     index = read_dataset("imagefolder" if kind == "digits" else kind, root, **kw)
-    index, bad = check_images(index)
+    index, bad = check_images(index, workers)
     log.info("indexed %d images under %s; %d corrupt images skipped", len(index), root, len(bad))
     index = subsample_per_class(index, ds["train_per_class"], ds["split_seed"])
     if ds.get("member_half") is not None:

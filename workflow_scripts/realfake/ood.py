@@ -102,7 +102,7 @@ def eval_main(args, cfg: dict) -> None:
     if not root:
         raise ConfigError(f"config key ood.sets.{args.ood_set}: no root given for {SETS[args.ood_set]}")
     trained = json.loads(Path(args.classifier_metrics).read_text())  # what the classifier was trained on
-    model = load_classifier(args.model)
+    model = load_classifier(args.model, "cuda" if torch.cuda.is_available() else "cpu")
     size = Classify.of(cfg, args.dataset).input_size(ds)
     res = evaluate_set(model, args.ood_set, root, classifier_classes(ds), size, o.batch_size)
     log.info("%s on %s: top-1 %.2f top-5 %.2f over %d images", args.model, SETS[args.ood_set], res["top1"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .atomic import write_json
-from .cli import Command, provenance, run
+from .cli import Command, loader_workers, provenance, run
 from .config import class_count, get_dataset
 from .data import build_index, write_digits_imagefolder
 
@@ -16,7 +16,8 @@ def digits_main(args, cfg: dict) -> None:
 def index_main(args, cfg: dict) -> None:
     ds = get_dataset(cfg, args.dataset)
     root = args.data_dir or ds["root"]
-    index = build_index(ds, root, args.out, expected_classes=class_count(cfg, args.dataset))
+    index = build_index(ds, root, args.out, expected_classes=class_count(cfg, args.dataset),
+                        workers=loader_workers(args, cfg))
     write_json(provenance(cfg, dataset=args.dataset, root=str(root), n_images=len(index)), args.out + ".meta.json")
 
 

@@ -18,6 +18,7 @@ from .tables import load_metrics, mean_std, save_fig, summarize, write_table
 
 log = logging.getLogger(__name__)
 PAPER = yaml.safe_load(Path(__file__).with_name("paper_numbers.yaml").read_text())
+SAMPLE_CLASSES = 12  # rows of a dataset in the sample figure
 
 
 def _select(df, dataset, setting, variant="", scale=0):
@@ -234,8 +235,18 @@ def ablation_figure(table: pd.DataFrame, outs) -> None:
     plt.close(fig)
 
 
+def shown_classes(labels, at_most: int = SAMPLE_CLASSES) -> list[int]:
+    """The classes a sample figure shows: all of them, or ``at_most`` evenly spaced ones (IN-1K
+    would otherwise be 1000 rows of subplots)."""
+    labels = sorted(int(c) for c in labels)
+    if len(labels) <= at_most:
+        return labels
+    return [labels[round(k * (len(labels) - 1) / (at_most - 1))] for k in range(at_most)]
+
+
 def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4) -> None:
-    """Rows = classes; columns = real images, then each variant's synthetic images."""
+    """Rows = classes (at most ``SAMPLE_CLASSES`` per dataset); columns = real images, then each
+    variant's synthetic images. Only the shown classes' manifest rows are read."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,8 +256,11 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
     for ds, index_file in index_files.items():
         index = pd.read_parquet(index_file)
         train = index[index.split == "train"]
-        groups = [("real", train)] + [(v, pd.read_parquet(m)) for v, m in manifests[ds].items()]
-        panels.append((ds, sorted(train.label.unique()), groups))
+        labels = shown_classes(train.label.unique())
+        groups = [("real", train)] + [(v, pd.read_parquet(m, columns=["label", "shard", "member"],
+                                                          filters=[("label", "in", labels)]))
+                                      for v, m in manifests[ds].items()]
+        panels.append((ds, labels, groups))
     n_rows = sum(len(p[1]) for p in panels)
     n_cols = per_class * (1 + max(len(p[2]) - 1 for p in panels))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * 0.55, n_rows * 0.6 + 0.6), squeeze=False)

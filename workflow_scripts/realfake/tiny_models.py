@@ -14,7 +14,7 @@ def build_tiny_blip2(out: Path, seed: int = 0, num_query_tokens: int = 4) -> Pat
     from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig,
                               Blip2VisionConfig, BlipImageProcessor, OPTConfig)
 
-    from realfake.tiny_sd import build_tokenizer
+    from .tiny_sd import build_tokenizer
 
     tok = build_tokenizer(out.parent / f"{out.name}_tok")
     tok.add_tokens(["<image>"], special_tokens=True)
