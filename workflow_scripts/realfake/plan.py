@@ -69,7 +69,7 @@ PAPER_COSTS = {
     "embed": Cost(16000, 3.5, 10, 0.004, True),      # CLIP ViT-L/14; keeps 768 fp32 per image
     "finetune": Cost(32000, 0.5, 20, 0.08, True),    # SD 1.5 LoRA step per image, 512 px, with the MMD loss
     "generate": Cost(24000, 1.0, 10, 0.35, True),    # 30-step UniPC img2img at strength 0.75, fp16, 512 px
-    "merge": Cost(2000, 0.1, 5, 0.00002, False),     # streaming: one shard's rows + 8-byte hashes (sorted copy)
+    "merge": Cost(4000, 0.1, 5, 0.00002, False),     # streaming: one shard's rows + 8-byte hashes (sorted copy)
     "classify": Cost(64000, 0.3, 20, 0.0012, True),  # ResNet-50 step per image incl. JPEG decode (8 workers)
     "quality": Cost(16000, 1.0, 15, 0.004, True),    # feature extraction; chunked precision/recall
     "ood": Cost(16000, 0.2, 10, 0.002, True),        # ResNet-50 inference

@@ -236,7 +236,7 @@ def base_config(work: Path, blip: Path) -> dict:
 
 
 def run_all(out: Path, work: Path, small: int, large: int, rows_small: int, rows_large: int,
-            say=print) -> pd.DataFrame:
+            parts=("images", "rows"), say=print) -> pd.DataFrame:
     py = [sys.executable, "-m"]
     work.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -259,7 +259,7 @@ def run_all(out: Path, work: Path, small: int, large: int, rows_small: int, rows
         say(f"  {stage:9s} n={n:>9,d}  peak {peak:8.1f} MB  (declared {limit} MB)  {wall:7.1f} s")
 
     classes = 100
-    for n in (small, large):
+    for n in (small, large) if "images" in parts else ():
         per_class = n // classes
         d = work / f"n{n}"
         say(f"IN-100-shaped folder: {classes} classes x {per_class} training images (8 px)")
@@ -301,7 +301,7 @@ def run_all(out: Path, work: Path, small: int, large: int, rows_small: int, rows
         shutil.rmtree(d / "data")
         shutil.rmtree(d / "syn")
 
-    for total in (rows_small, rows_large):
+    for total in (rows_small, rows_large) if "rows" in parts else ():
         d = work / f"rows{total}"
         classes, scale = 1000, 10
         n_train = total // scale
@@ -363,16 +363,26 @@ def main(argv=None) -> None:
     p.add_argument("--rows-small", type=int, default=3_200_000, help="synthetic rows of the smaller table run")
     p.add_argument("--rows-large", type=int, default=12_800_000, help="synthetic rows of the larger table run")
     p.add_argument("--shuffle-batches", type=int, default=800)
+    p.add_argument("--parts", nargs="+", default=["shuffle", "images", "rows"],
+                   choices=["shuffle", "images", "rows"],
+                   help="what to run; the stages of parts not run are kept from an existing stages.csv")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else out / "work"
     shutil.rmtree(work, ignore_errors=True)
     t0 = time.perf_counter()
-    shuffle = pd.DataFrame(shuffle_rows(max_batches=args.shuffle_batches))
-    shuffle.to_csv(out / "shuffle.csv", index=False)
-    print(shuffle.to_string(index=False))
-    stages = run_all(out, work, args.small, args.large, args.rows_small, args.rows_large)
+    if "shuffle" in args.parts:
+        shuffle = pd.DataFrame(shuffle_rows(max_batches=args.shuffle_batches))
+        shuffle.to_csv(out / "shuffle.csv", index=False)
+        print(shuffle.to_string(index=False))
+    stages = run_all(out, work, args.small, args.large, args.rows_small, args.rows_large, args.parts)
+    row_stages = {"generate", "manifest"}
+    if set(args.parts) != {"shuffle", "images", "rows"} and (out / "stages.csv").is_file():
+        old = pd.read_csv(out / "stages.csv")
+        rerun = row_stages if "rows" in args.parts else set()
+        rerun |= set(old.stage) - row_stages if "images" in args.parts else set()
+        stages = pd.concat([old[~old.stage.isin(rerun)], stages], ignore_index=True)
     stages.to_csv(out / "stages.csv", index=False)
     proj = projection(stages)
     proj.to_csv(out / "projection.csv", index=False)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from .tiny_sd import build_tokenizer
+
 
 def build_tiny_blip2(out: Path, seed: int = 0, num_query_tokens: int = 4) -> Path:
     """A Blip2ForConditionalGeneration (ViT + Q-Former + OPT, as blip2-opt-2.7b) and its Blip2Processor
@@ -13,8 +15,6 @@ def build_tiny_blip2(out: Path, seed: int = 0, num_query_tokens: int = 4) -> Pat
     (built offline) plus the ``<image>`` token that BLIP-2 checkpoints of transformers >= 4.47 carry."""
     from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig,
                               Blip2VisionConfig, BlipImageProcessor, OPTConfig)
-
-    from .tiny_sd import build_tokenizer
 
     tok = build_tokenizer(out.parent / f"{out.name}_tok")
     tok.add_tokens(["<image>"], special_tokens=True)
