@@ -270,10 +270,11 @@ def bench_dryrun(work: Path, quick: bool) -> pd.DataFrame:
     scales = [1, 10]
     for name, classes in sets:
         for scale in scales:
-            extra = {"scales": [scale], "tables": {"scale": scale}}
+            extra = {"scales": [scale], "tables": {"scale": scale}, "nearest": {"scale": scale}}
             jobs, secs = _dry_run(work, [REPO / "config" / f"{name}.yaml"], extra)
             rows.append({"config": name, "classes": classes, "scale": scale, "jobs": jobs, "seconds": secs})
-    jobs, secs = _dry_run(work, [REPO / "config" / "paper.yaml"], {"scales": [10], "tables": {"scale": 10}})
+    jobs, secs = _dry_run(work, [REPO / "config" / "paper.yaml"],
+                          {"scales": [10], "tables": {"scale": 10}, "nearest": {"scale": 10}})
     rows.append({"config": "paper (7 datasets)", "classes": 1778, "scale": 10, "jobs": jobs, "seconds": secs})
     return pd.DataFrame(rows)
 

@@ -345,7 +345,8 @@ def projection(stages: pd.DataFrame) -> pd.DataFrame:
         g = g.sort_values("n_images")
         (n0, m0, t0), (n1, m1, t1) = g[["n_images", "peak_rss_mb", "wall_s"]].to_numpy()[[0, -1]]
         target = PAPER_SCALE.get(stage, PAPER_SCALE.get(stage.split("_")[0]))
-        slope_m, slope_t = (m1 - m0) / (n1 - n0), (t1 - t0) / (n1 - n0)
+        # a flat stage's small negative slope is sampling noise: it projects as flat, not shrinking
+        slope_m, slope_t = max(0.0, (m1 - m0) / (n1 - n0)), max(0.0, (t1 - t0) / (n1 - n0))
         out.append({"stage": stage, "n_small": int(n0), "n_large": int(n1), "growth_peak": round(m1 / m0, 3),
                     "mb_per_1k_images": round(1000 * slope_m, 3), "n_paper": target,
                     "projected_peak_mb": round(m1 + slope_m * (target - n1), 0),
