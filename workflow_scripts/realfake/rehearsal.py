@@ -56,7 +56,20 @@ PAPER_SCALE = {"index": 1_331_167, "caption": 1_281_167, "embed": 1_281_167, "fi
                "nearest": 1_281_167}  # each stage's count at IN-1K 10x (quality: 50 per class, the FID size)
 DECLARED_AS = {"index": "index", "caption": "caption", "embed": "embed", "finetune": "finetune",
                "generate": "generate", "manifest": "merge", "classify": "classify", "quality": "quality",
-               "nearest": "nearest"}
+               "nearest": "nearest", "loader": "classify"}
+PAPER_SCALE["loader"] = 12_811_670 + 1_281_167  # real + synthetic rows of a real+syn 10x classifier
+# The classifier's set-up over a 10x manifest: its training table and the stream loader's shard plan
+# (no pixels: the rehearsal's shards are empty files beside full rows files).
+LOADER_SETUP = """
+import sys, pandas as pd
+from realfake.classifier import StreamData, training_set
+index = pd.read_parquet(sys.argv[1])
+train = training_set(index, True, [sys.argv[2]])
+settings = type("Settings", (), {"shuffle_buffer": 4096, "num_workers": 8})()
+data = StreamData(train, 224, 0, settings)
+assert len(data) == len(train) and not data.dataset.keep, "a whole manifest must stream without key sets"
+print(len(data), "rows,", len(data.dataset.shards), "shards")
+"""
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -333,6 +346,8 @@ def run_all(out: Path, work: Path, small: int, large: int, rows_small: int, rows
         record("manifest", total, py + ["realfake.generate", "merge", "--cfg", json.dumps(c), "--dataset", "rh",
                                         "--variant", "lp_vg", "--seed", "0", "--scale", str(scale),
                                         "--rows", *map(str, parts), "--manifest", str(d / "manifest.parquet")])
+        record("loader", total + n_train, [sys.executable, "-c", LOADER_SETUP, str(d / "real_index.parquet"),
+                                           str(d / "manifest.parquet")])
         shutil.rmtree(d)
     return pd.DataFrame(rows)
 
@@ -378,7 +393,7 @@ def main(argv=None) -> None:
         shuffle.to_csv(out / "shuffle.csv", index=False)
         print(shuffle.to_string(index=False))
     stages = run_all(out, work, args.small, args.large, args.rows_small, args.rows_large, args.parts)
-    row_stages = {"generate", "manifest"}
+    row_stages = {"generate", "manifest", "loader"}
     if set(args.parts) != {"shuffle", "images", "rows"} and (out / "stages.csv").is_file():
         old = pd.read_csv(out / "stages.csv")
         rerun = row_stages if "rows" in args.parts else set()
