@@ -10,7 +10,6 @@ import logging
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from .atomic import write_json, write_parquet
 from .chunks import Chunks, image_batches
@@ -60,15 +59,8 @@ def captions_main(args, cfg: dict) -> None:
         chunks = Chunks(args.out, len(paths), args.chunk, {"cfg": cfg, "ids": config_hash(list(train.image_id))},
                         "caption")
         workers = loader_workers(args, cfg)
-        bar = tqdm(total=len(chunks.missing()), desc="caption chunks", mininterval=10)
-
-        def chunk(lo, hi):
-            bar.update()
-            return caption_paths(processor, model, paths[lo:hi], settings.batch_size, settings.max_new_tokens,
-                                 workers)
-
-        chunks.compute(chunk)
-        bar.close()
+        chunks.compute(lambda lo, hi: caption_paths(processor, model, paths[lo:hi], settings.batch_size,
+                                                    settings.max_new_tokens, workers))
         captions = [c for part in chunks for c in part]
     df = pd.DataFrame({"image_id": train.image_id, "label": train.label, "class_name": train.class_name,
                        "caption": captions})[COLUMNS]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+from tqdm import tqdm
 
 from .atomic import fault_hook, write_torch
 from .images import fit_rgb, load_rgb, to_tensor
@@ -60,7 +61,7 @@ class Chunks:
         todo = self.missing()
         if len(todo) < self.count:
             log.info("resuming %s: %d of %d chunks already done", self.dir, self.count - len(todo), self.count)
-        for done, k in enumerate(todo, start=1):
+        for done, k in enumerate(tqdm(todo, desc=f"{self.stage} chunks", mininterval=10), start=1):
             write_torch(fn(*self.bounds(k)), self.path(k))
             fault_hook(self.stage, done)
 

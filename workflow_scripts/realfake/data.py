@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .atomic import atomic_dir, write_parquet
 from .datasets import read_dataset
 from .images import decode_rgb, load_rgb, to_tensor
-from .shards import iter_shard, read_images
+from .shards import iter_shard
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +133,11 @@ def in_shards(df: pd.DataFrame) -> pd.Series:
 
 def frame_images(df: pd.DataFrame, size: int | None = None) -> list[Image.Image]:
     """RGB images for index rows (``path``) and manifest rows (``shard`` + ``member``), in row order.
-    Each shard is read once, sequentially."""
+    Each shard is read once, sequentially (``frame_image_chunks``)."""
     out: list = [None] * len(df)
-    pos = {i: n for n, i in enumerate(df.index)}
-    has_shard = in_shards(df)
-    for i in df.index[~has_shard]:
-        out[pos[i]] = load_rgb(df.at[i, "path"], size)
-    if not has_shard.any():
-        return out
-    for shard, rows in df[has_shard].groupby("shard", sort=False):
-        keys = [m.rsplit(".", 1)[0] for m in rows.member]
-        images = read_images(shard, keys, size)
-        for i, k in zip(rows.index, keys):
-            out[pos[i]] = images[k]
+    for pos, images in frame_image_chunks(df, size):
+        for p, im in zip(pos, images):
+            out[p] = im
     return out
 
 
@@ -166,19 +158,17 @@ def frame_image_chunks(df: pd.DataFrame, size: int | None = None, chunk: int = 1
     for shard in pd.unique(shard_col[has_shard]):
         rows = np.flatnonzero(has_shard & (shard_col == shard))
         want = {member_col[p].rsplit(".", 1)[0]: p for p in rows}
-        found = 0
         for key, data, _ in iter_shard(shard):
-            p = want.get(key)
+            p = want.pop(key, None)
             if p is None:
                 continue
             pos_buf.append(p)
             im_buf.append(decode_rgb(data, size))
-            found += 1
             if len(im_buf) == chunk:
                 yield np.array(pos_buf), im_buf
                 pos_buf, im_buf = [], []
-        if found < len(want):
-            raise ValueError(f"shard {shard} lacks {len(want) - found} image(s) the manifest lists")
+        if want:
+            raise ValueError(f"shard {shard} lacks {len(want)} image(s) the manifest lists, e.g. {sorted(want)[0]}")
     if im_buf:
         yield np.array(pos_buf), im_buf
 

@@ -13,7 +13,6 @@ import logging
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from .atomic import write_json, write_torch
 from .chunks import Chunks, image_batches
@@ -54,14 +53,7 @@ def embed_main(args, cfg: dict) -> None:
     paths, workers = list(train.path), loader_workers(args, cfg)
     chunks = Chunks(args.embeddings, len(paths), args.chunk, {"cfg": cfg, "checkpoint": str(args.checkpoint),
                                                               "ids": config_hash(list(train.image_id))}, "embed")
-    bar = tqdm(total=len(chunks.missing()), desc="embed chunks", mininterval=10)
-
-    def chunk(lo, hi):
-        bar.update()
-        return embed_paths(model, preprocess, paths[lo:hi], device=device, workers=workers)
-
-    chunks.compute(chunk)
-    bar.close()
+    chunks.compute(lambda lo, hi: embed_paths(model, preprocess, paths[lo:hi], device=device, workers=workers))
     emb = None  # the output file holds every embedding (768 fp32 each: 3.9 GB at IN-1K), filled chunk by chunk
     for k, part in enumerate(chunks):
         if emb is None:
