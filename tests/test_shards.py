@@ -122,8 +122,42 @@ def test_stream_data_keeps_keys_only_for_filtered_shards(tmp_path):
         pd.DataFrame({"image_id": list("abcde")}).to_parquet(tmp_path / f"{name}.parquet")  # its 5 rows
     whole = [(str(tmp_path / "0.tar"), f"{k}.png", 0) for k in ("a0", "a1", "b0", "b1", "c0")]
     part = [(str(tmp_path / "1.tar"), "a0.png", 0), (str(tmp_path / "1.tar"), "c0.png", 0)]
-    train = pd.DataFrame(whole + part, columns=["shard", "member", "label"])
+    cols = ["shard", "member", "label"]
+    pd.DataFrame(whole, columns=cols).to_parquet(tmp_path / "whole.parquet")
+    pd.DataFrame(part, columns=cols).to_parquet(tmp_path / "part.parquet")
     settings = type("Settings", (), {"shuffle_buffer": 0, "num_workers": 0})()  # the two fields it reads
-    data = StreamData(train, 8, 0, settings)
-    assert set(data.dataset.keep) == {str(tmp_path / "1.tar")}  # shard 0 is streamed whole
-    assert len(list(data.dataset)) == 7
+    data = StreamData(None, [str(tmp_path / "whole.parquet"), str(tmp_path / "part.parquet")], 8, 0, settings)
+    assert data.dataset.keep == {str(tmp_path / "1.tar"): {"a0", "c0"}}  # shard 0 is streamed whole
+    assert data.dataset.shards == [str(tmp_path / "0.tar"), str(tmp_path / "1.tar")]
+    assert len(data) == 7 and len(list(data.dataset)) == 7
+    real = pd.DataFrame({"path": ["x.png"], "label": [1]})
+    assert len(StreamData(real, [str(tmp_path / "part.parquet")], 8, 0, settings)) == 3
+
+
+def test_manifest_shard_counts_reads_batches_in_first_appearance_order(tmp_path, monkeypatch):
+    import pandas as pd
+    import pytest
+
+    from realfake import classifier
+    shards = ["s2", "s0", "s2", "s1", "s0", "s0", "s3"]
+    pd.DataFrame({"shard": shards, "member": [f"{i}.png" for i in range(7)]}).to_parquet(tmp_path / "m.parquet")
+    monkeypatch.setattr(classifier, "MANIFEST_BATCH", 3)  # several record batches, dictionaries per batch
+    assert list(classifier.manifest_shard_counts(str(tmp_path / "m.parquet")).items()) == [
+        ("s2", 2), ("s0", 3), ("s1", 1), ("s3", 1)]
+    assert classifier.manifest_members([str(tmp_path / "m.parquet")], {"s0", "s3"}) == {
+        "s0": {"1", "4", "5"}, "s3": {"6"}}
+    pd.DataFrame({"member": ["a.png"]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match=r"bad.parquet has no column\(s\) \['shard'\]"):
+        classifier.manifest_shard_counts(str(tmp_path / "bad.parquet"))
+
+
+def test_file_list_streams_like_a_list_of_pairs():
+    """Real files held as Arrow strings stream in the same seeded order as a plain list of pairs."""
+    from realfake.shards import FileList
+    pairs = [(f"img{k}.png", k % 3) for k in range(50)]
+    arrow = FileList([p for p, _ in pairs], [lab for _, lab in pairs])
+    assert len(arrow) == 50 and arrow[7] == ("img7.png", 1) and list(arrow[1::4]) == pairs[1::4]
+    shards = [[("s", c)] * 5 for c in range(3)]
+    a = list(stream_order(pairs[2::3], shards, 15, random.Random(4), 8, lambda s: s))
+    b = list(stream_order(arrow[2::3], shards, 15, random.Random(4), 8, lambda s: s))
+    assert a == b and len(a) == len(pairs[2::3]) + 15

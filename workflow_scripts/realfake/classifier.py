@@ -19,13 +19,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import checkpoint
-from .atomic import fault_hook
+from .atomic import fault_hook, read_torch
 from .cli import seed_everything
-from .data import in_shards
 from .chunks import ToTensor, image_batches
 from .models import check_local
 from .settings import Classify
-from .shards import ShardDataset
+from .shards import FileList, ShardDataset
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.M
 
 def load_classifier(path, device: str = "cpu") -> nn.Module:
     """A classifier written by this stage (model.pt), in eval mode on ``device``."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_torch(path, "classifier")
     model = build_model(state["arch"], state["num_classes"])
     model.load_state_dict(state["state_dict"])
     return model.eval().to(device)
@@ -149,7 +148,7 @@ def make_schedule(opt, c: Classify, steps_per_epoch: int):
         warm = min(c.warmup_epochs * steps_per_epoch, total - 1)
         return torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: (step + 1) / warm if step < warm
-            else 0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm))))
+            else float(0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm)))))
     if c.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total)
@@ -229,23 +228,25 @@ class MemoryData:
 
 
 class StreamData:
-    """Worker processes stream tar shards (and real files) through a seeded shuffle buffer. A shard
-    whose every row the training manifests list is streamed whole; only a filtered manifest's
-    shards carry a key set (so no set of 12.8 M keys is built for a whole 10x set)."""
+    """Worker processes stream tar shards (and real files) through a seeded shuffle buffer. The
+    manifests are read in record batches for their shard column only (dictionary-encoded: a count
+    per shard, never a string per row); a shard whose every row the manifests list is streamed
+    whole, and only a filtered manifest's shards carry a key set, read for those shards' rows alone.
+    So setting up a 12.8 M-row 10x set holds its shard names and counts, not its member names."""
 
-    def __init__(self, train: pd.DataFrame, size: int, seed: int, c: Classify):
-        has_shard = in_shards(train)
-        real = train[~has_shard]
-        syn = train[has_shard]
-        keep: dict[str, set[str]] = {}
-        shards = list(dict.fromkeys(syn.get("shard", [])))
-        for shard, rows in syn.groupby("shard", sort=False, observed=True) if len(syn) else []:
-            if len(rows) < shard_rows(shard):  # a filtered manifest decides which members
-                keep[shard] = {m.rsplit(".", 1)[0] for m in rows.member}
-        self.n = len(train)
-        self.dataset = ShardDataset(shards, size, seed, c.shuffle_buffer,
-                                    files=list(zip(real.get("path", []), real.label.astype(int))),
-                                    shard_images=len(syn), keep=keep)
+    def __init__(self, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int, c):
+        counts: dict[str, int] = {}
+        for m in manifests:
+            for shard, n in manifest_shard_counts(m).items():
+                counts[shard] = counts.get(shard, 0) + n
+        filtered = {s for s, n in counts.items() if n < shard_rows(s)}  # a filtered manifest decides which members
+        keep = manifest_members(manifests, filtered) if filtered else {}
+        files = FileList([] if real is None else real.path, [] if real is None else real.label)
+        if not files and not counts:
+            raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
+        self.n = len(files) + sum(counts.values())
+        self.dataset = ShardDataset(list(counts), size, seed, c.shuffle_buffer, files=files,
+                                    shard_images=sum(counts.values()), keep=keep)
         self.workers = c.num_workers
 
     def __len__(self):
@@ -316,6 +317,57 @@ def shard_rows(shard: str) -> float:
     by the same job); infinity when that file is not there (then the manifest's keys are used)."""
     rows = Path(shard).with_suffix(".parquet")
     return pq.ParquetFile(rows).metadata.num_rows if rows.is_file() else float("inf")
+
+
+MANIFEST_BATCH = 1 << 20  # manifest rows per record batch read while setting up a stream loader
+
+
+def open_manifest(path: str, columns: list[str]) -> pq.ParquetFile:
+    """A manifest opened for record batches with its shard column dictionary-encoded; a missing
+    file or column is an error naming both."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"synthetic manifest {path} does not exist")
+    names = pq.read_schema(path).names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ValueError(f"synthetic manifest {path} has no column(s) {missing} (it has {names})")
+    return pq.ParquetFile(path, read_dictionary=["shard"])
+
+
+def manifest_shard_counts(path: str) -> dict[str, int]:
+    """Rows per shard of a manifest, in order of first appearance, reading the shard column as a
+    dictionary (codes, not strings) one record batch at a time."""
+    counts: dict[str, int] = {}
+    pf = open_manifest(path, ["shard"])
+    for batch in pf.iter_batches(batch_size=MANIFEST_BATCH, columns=["shard"]):
+        col = batch.column(0)
+        if col.null_count:
+            raise ValueError(f"{path}: {col.null_count} rows have no shard")
+        codes = col.indices.to_numpy(zero_copy_only=False)
+        n = np.bincount(codes, minlength=len(col.dictionary))
+        first = np.unique(codes, return_index=True)
+        names = col.dictionary.to_pylist()
+        for code in first[0][np.argsort(first[1])]:
+            counts[names[code]] = counts.get(names[code], 0) + int(n[code])
+    return counts
+
+
+def manifest_members(manifests: list[str], shards: set[str]) -> dict[str, set[str]]:
+    """{shard: member keys (file name without extension)} for the rows of ``shards`` only."""
+    keep: dict[str, set[str]] = {s: set() for s in shards}
+    for m in manifests:
+        pf = open_manifest(m, ["shard", "member"])
+        for batch in pf.iter_batches(batch_size=MANIFEST_BATCH, columns=["shard", "member"]):
+            col = batch.column(0)
+            names = np.array(col.dictionary.to_pylist(), dtype=object)
+            wanted = np.isin(names, list(shards))
+            rows = np.flatnonzero(wanted[col.indices.to_numpy(zero_copy_only=False)])
+            if not len(rows):
+                continue
+            members = batch.column(1).take(rows).to_pylist()
+            for shard, member in zip(names[col.indices.to_numpy(zero_copy_only=False)[rows]], members):
+                keep[shard].add(member.rsplit(".", 1)[0])
+    return keep
 
 
 def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> pd.DataFrame:

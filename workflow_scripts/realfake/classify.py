@@ -26,18 +26,18 @@ def train_main(args, cfg: dict) -> None:
     ds, c, models = Dataset.of(cfg, args.dataset), Classify.of(cfg, args.dataset), Models.of(cfg)
     index = pd.read_parquet(args.index)
     num_classes = int(index.label.max()) + 1
-    train = training_set(index, args.use_real, args.synthetic)
     test = index[index.split == "test"]
     size = c.input_size(ds)
-    if c.loader == "stream":
-        data = StreamData(train, size, args.seed, c)
+    if c.loader == "stream":  # manifests read for shard counts only: no row per synthetic image in memory
+        data = StreamData(index[index.split == "train"] if args.use_real else None, args.synthetic, size, args.seed, c)
     else:
+        train = training_set(index, args.use_real, args.synthetic)
         data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
     log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", c.arch, len(data),
              "with" if args.use_real else "no", len(args.synthetic), c.loader)
     weights = models.resnet50_pretrained if c.pretrained else None
     fingerprint = {"cfg": cfg, "seed": args.seed, "use_real": args.use_real, "synthetic": args.synthetic,
-                   "n_train": len(train)}
+                   "n_train": len(data)}
     ckpt = args.model_out + ".ckpt"
     attributes = ds.attributes
     model = train_classifier(data, num_classes, c, args.seed, weights, ckpt, fingerprint, attributes)

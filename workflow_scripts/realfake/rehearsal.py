@@ -62,12 +62,11 @@ PAPER_SCALE["loader"] = 12_811_670 + 1_281_167  # real + synthetic rows of a rea
 # (no pixels: the rehearsal's shards are empty files beside full rows files).
 LOADER_SETUP = """
 import sys, pandas as pd
-from realfake.classifier import StreamData, training_set
+from realfake.classifier import StreamData
 index = pd.read_parquet(sys.argv[1])
-train = training_set(index, True, [sys.argv[2]])
 settings = type("Settings", (), {"shuffle_buffer": 4096, "num_workers": 8})()
-data = StreamData(train, 224, 0, settings)
-assert len(data) == len(train) and not data.dataset.keep, "a whole manifest must stream without key sets"
+data = StreamData(index[index.split == "train"], [sys.argv[2]], 224, 0, settings)
+assert not data.dataset.keep, "a whole manifest must stream without key sets"
 print(len(data), "rows,", len(data.dataset.shards), "shards")
 """
 
