@@ -22,6 +22,8 @@ if not config:
     # no --configfile given: the mini world (make demo) is the default
     config.update(read_yaml(Path(workflow.basedir) / "config" / "mini.yaml"))
 try:
+    for _file in workflow.configfiles:  # Snakemake's own YAML reading keeps the last of a repeated key
+        read_yaml(_file)
     _resolved = validate(config)
     config.clear()
     config.update(_resolved)

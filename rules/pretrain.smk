@@ -10,7 +10,7 @@ rule pretrain_base:
         "results/benchmarks/pretrain_base.tsv"
     conda:
         "../envs/diffusion.yaml"
-    threads: 2
+    threads: threads_for("pretrain")
     resources:
         mem_mb=3000,
         runtime=60,

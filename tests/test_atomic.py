@@ -79,3 +79,58 @@ def test_stale_temporary_of_a_killed_writer_is_removed_on_the_next_write(tmp_pat
         tmp.write_text("a,b\n")
     assert not stale.exists() and other.exists()
     assert (tmp_path / "table.csv").read_text() == "a,b\n"
+
+
+def test_artifacts_get_the_umask_mode_not_mkstemps(tmp_path):
+    import os
+
+    from realfake.atomic import atomic_dir
+    old = os.umask(0o027)
+    try:
+        write_json({"a": 1}, tmp_path / "x.json")
+        with atomic_dir(tmp_path / "shards") as d:
+            (d / "0.tar").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o640  # mkstemp alone gives 0600
+    assert (tmp_path / "shards").stat().st_mode & 0o777 == 0o750  # mkdtemp alone gives 0700
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_crafted_pickle_is_refused_with_the_file_named(tmp_path):
+    from realfake.atomic import read_torch
+    from realfake.classifier import load_classifier
+    bad = tmp_path / "model.pt"
+    torch.save({"state_dict": {}, "arch": "smallcnn", "num_classes": 2, "x": _Boom()}, bad)
+    with pytest.raises(ValueError, match=r"refusing to load classifier .*model\.pt"):
+        load_classifier(bad)
+    with pytest.raises(FileNotFoundError, match="class means .*missing.pt"):
+        read_torch(tmp_path / "missing.pt", "class means")
+
+
+def test_checkpoints_and_models_load_without_pickled_code(tmp_path):
+    """What the stages save (optimiser and warm-up cosine schedule state, generator state, the
+    config) loads under weights_only: the schedule's learning rates are plain floats."""
+    from realfake.atomic import read_torch
+    from realfake.classifier import make_optimizer, make_schedule
+    from realfake.settings import Classify
+    from realfake.config import load_config
+    from pathlib import Path
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "imagenet1k.yaml")
+    c = Classify.of(cfg, "imagenet1k")
+    model = torch.nn.Linear(3, 2)
+    opt = make_optimizer(model, c)
+    sched = make_schedule(opt, c, 10)
+    for _ in range(c.warmup_epochs * 10 + 3):
+        opt.step()
+        sched.step()
+    write_torch({"opt": opt.state_dict(), "sched": sched.state_dict(), "cfg": cfg,
+                 "gen": torch.Generator().get_state()}, tmp_path / "c.pt")
+    back = read_torch(tmp_path / "c.pt")
+    assert back["sched"]["last_epoch"] == c.warmup_epochs * 10 + 3
+    assert type(back["opt"]["param_groups"][0]["lr"]) is float

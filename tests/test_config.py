@@ -49,6 +49,19 @@ def test_defaults_are_filled():
     ({"datasets": {"mini": {"attributes": ["Smiling"]}}}, "datasets.mini.attributes: only for kind 'celeba'"),
     ({"datasets": {"face": {"kind": "celeba", "root": "/x", "attributes": ["Smiling"]}}, "privacy": {"pool": "face"}},
      "privacy.pool: 'face' is an attribute (multi-label) dataset"),
+    ({"datasets": {"mini": {"classify_overrides": {"epochs": "ten"}}}}, "datasets.mini.classify_overrides.epochs: 'ten'"),
+    ({"datasets": {"mini": {"classify_overrides": {"lr": -1}}}}, "datasets.mini.classify_overrides.lr: -1"),
+    ({"seeds": [0, 0]}, "config key seeds: [0, 0] has non-unique elements"),
+    ({"seeds": [2**32]}, "config key seeds.0: 4294967296 is greater than the maximum"),
+    ({"pretrain": {"seed": 2**40}}, "config key pretrain.seed"),
+    ({"datasets": {"my set": {"kind": "digits"}}}, "datasets.my set: dataset name 'my set' must start with a letter"),
+    ({"datasets": {"../out": {"kind": "digits"}}}, "dataset name '../out' must start with a letter"),
+    ({"datasets": {"a;rm": {"kind": "digits"}}}, "dataset name 'a;rm'"),
+    ({"datasets": {"synthetic": {"kind": "digits"}}}, "dataset name 'synthetic' is reserved"),
+    ({"datasets": {"mini": {"prompt_template": "photo of {class}"}}}, "datasets.mini.prompt_template: unknown placeholder {class}"),
+    ({"datasets": {"mini": {"prompt_template": "photo of {classname"}}}, "datasets.mini.prompt_template: "),
+    ({"tables": {"table2_variants": []}}, "config key tables.table2_variants: [] should be non-empty"),
+    ({"variants": {"a b": {"lora": None}}}, "variants.a b: name 'a b'"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as exc:
@@ -94,3 +107,16 @@ def test_multistep_schedule_decays_at_milestones():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.02, 0.02, 0.004, 0.004])
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("seeds: [0]\nclassify:\n  epochs: 3\nthreads: 1\nclassify:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml .*key 'classify' is given twice \(lines 2 and 5\)"):
+        load_config(twice)
+
+
+def test_table2_rows_default_to_every_variant_in_order():
+    cfg = validate({"datasets": {"d": {"kind": "digits"}}, "variants": {"base": {}, "lp": {}, "ours": {}},
+                    "tables": {"table1_baseline": "base", "table1_method": "ours"}})
+    assert cfg["tables"]["table2_variants"] == ["base", "lp", "ours"]

@@ -1,5 +1,7 @@
 """Dataset readers: the ImageFolder layout, bad layouts, corrupt and odd-mode images."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,6 +69,34 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path, caplog):
         idx = build_index(ds, root, tmp_path / "index.parquet")
     assert len(idx) == 12 and not idx.path.str.contains("broken").any()
     assert "1 corrupt images skipped" in caplog.text and "broken.jpg" in caplog.text
+
+
+def test_bombs_and_symlink_loops_are_skipped_and_counted(tmp_path, caplog, monkeypatch):
+    import os
+
+    root = make_folder(tmp_path / "ds", size=16)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "train" / "cat" / "bomb.png")
+    os.symlink("loop.png", root / "train" / "dog" / "loop.png")  # a link to itself
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is over twice this: Pillow's bomb error
+    ds = {"train_per_class": None, "split_seed": 0, "classnames": None}
+    with caplog.at_level("INFO"):
+        idx = build_index(ds, root, tmp_path / "index.parquet")
+    names = {Path(p).name for p in idx.path}
+    assert len(idx) == 12 and not names & {"bomb.png", "loop.png"}
+    assert "2 corrupt images skipped" in caplog.text and "decompression bomb" in caplog.text
+    assert "loop.png (a symbolic link that leads nowhere or in a loop)" in caplog.text
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(256, dtype=np.uint32).reshape(16, 16) * 257).astype(np.uint16)  # 0..65535
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    rgb = np.asarray(load_rgb(tmp_path / "g16.png"))
+    assert (rgb[..., 0] == np.arange(256).reshape(16, 16)).all()  # Pillow's convert: 255 from value 255 on
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+    Image.fromarray(np.zeros((4, 4), np.float32), "F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match="f.tif .*floating-point"):
+        load_rgb(tmp_path / "f.tif")
 
 
 def test_grayscale_and_cmyk_are_converted(tmp_path):

@@ -176,6 +176,23 @@ def test_shard_key_is_short_and_unique():
     long = "train/" + "x" * 200
     assert len(shard_key(long)) <= 90 and shard_key(long) != shard_key(long + "y")
     assert shard_key("train/n01/n01_1.JPEG_r0") == "train_n01_n01_1_JPEG_r0"
+    wide = "train/" + "é" * 60  # 66 characters, 126 bytes
+    assert len(shard_key(wide).encode()) <= 90 and shard_key(wide) != shard_key(wide + "é")
+
+
+def test_non_finite_pixels_are_an_error_naming_the_images():
+    import numpy as np
+
+    from realfake.synthesis import finite_images
+    batch = pd.DataFrame({"image_id": ["a_r0", "b_r0"]})
+    writer = type("W", (), {"final": "shards/00000.tar"})()
+    ok = finite_images(np.full((2, 4, 4, 3), 0.5, np.float32), batch, 1, writer)
+    assert [im.getpixel((0, 0)) for im in ok] == [(128, 128, 128)] * 2  # (0.5 * 255).round(), as diffusers
+    bad = np.full((2, 4, 4, 3), 0.5, np.float32)
+    bad[1, 2, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite pixels in 1 of 2 images of batch 3 of shards/00000.tar "
+                                         r"\(first: b_r0\)"):
+        finite_images(bad, batch, 3, writer)
 
 
 
@@ -192,4 +209,20 @@ def test_lora_from_another_base_is_named(real_inputs, smoke_cfg, tmp_path):
     proc = _generate(inputs, smoke_cfg, tmp_path / "out", check=False)
     assert proc.returncode == 2
     assert f"LoRA file {bad} does not fit the base model" in proc.stderr and "is 32 wide in the base, 35" in proc.stderr
+    assert not list((tmp_path / "out").glob("*.tar"))
+
+
+def test_a_lora_with_a_nan_weight_is_refused(real_inputs, smoke_cfg, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(real_inputs["lora"])
+    key = next(k for k in sd if k.endswith("lora.up.weight"))
+    sd[key] = sd[key].clone()
+    sd[key][0, 0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_file(sd, bad)
+    proc = _generate({**real_inputs, "lora": bad}, smoke_cfg, tmp_path / "out", check=False)
+    assert proc.returncode == 2
+    assert f"LoRA file {bad}: tensor {key!r} holds NaN or infinite values" in proc.stderr
     assert not list((tmp_path / "out").glob("*.tar"))

@@ -119,8 +119,25 @@ def test_resources_grow_with_the_data(stage, wildcards):
 
 
 def test_config_threads_reach_the_stages():
-    cfg = load_config(MINI, overrides={"threads": 6})
+    cfg = load_config(MINI, overrides={"threads": 6, "pretrain": {"threads": 3}})
     assert Plan(cfg).threads("classify") == 6 and Plan(cfg).threads("merge") == 1
+    assert Plan(cfg).threads("pretrain") == 3
+
+
+def test_torch_threads_come_from_config_not_from_the_granted_cpus():
+    """Snakemake scales {threads} down to --cores; torch must still run the config's thread count
+    (CPU floats depend on it), so --cores 1 and --cores 2 give the same files."""
+    import torch
+
+    from realfake.cli import Command
+    before, seen = torch.get_num_threads(), {}
+    cmd = Command("t")
+    cmd.action("go", "h", lambda args, cfg: seen.update(n=torch.get_num_threads(), granted=args.threads))
+    try:
+        cmd.main(["go", "--cfg", json.dumps({"threads": 3}), "--threads", "1"])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"n": 3, "granted": 1}
 
 
 def test_rule_params_are_narrowed_to_the_wildcards(mini):

@@ -45,6 +45,18 @@ def _fault_before_rename(final: Path) -> None:
     fault_hook("write", final.name)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path, directory: bool = False) -> None:
+    """Give a finished temporary the mode a plain ``open``/``mkdir`` would have given it under the
+    process umask (mkstemp/mkdtemp create 0600/0700: unreadable to the group on a shared cluster)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` on success only."""
@@ -56,6 +68,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        publish_mode(tmp)
         _fault_before_rename(final)
         os.replace(tmp, final)
     finally:
@@ -72,6 +85,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
+        publish_mode(tmp, directory=True)
         _fault_before_rename(final)
         if final.exists():
             shutil.rmtree(final)
@@ -100,3 +114,23 @@ def write_torch(obj, final: str | os.PathLike) -> None:
     torch.save(obj, buf)
     with atomic_path(final) as tmp:
         tmp.write_bytes(buf.getvalue())
+
+
+def read_torch(path: str | os.PathLike, what: str = "file"):
+    """``torch.load`` of a file this workflow wrote, with ``weights_only=True``: tensors, numbers,
+    strings and plain containers only, so a crafted file cannot run code. A file holding anything
+    else is refused with an error naming it."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"refusing to load {what} {path}: it holds Python objects beyond tensors and plain "
+                         f"containers, which realfake never writes and which could run code on loading "
+                         f"({first}); delete it and rerun the rule that makes it") from None

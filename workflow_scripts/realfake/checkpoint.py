@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_torch
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def load(path: str | os.PathLike, fingerprint: dict) -> dict | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = read_torch(path, "checkpoint")
     except Exception as exc:  # a torn file cannot happen (atomic writes), but a foreign one can
         raise ValueError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
     theirs = json.loads(state["fingerprint"])

@@ -27,7 +27,9 @@ def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--cfg", required=True, help="resolved workflow config as JSON (the rule passes it)")
     p.add_argument("--log", default=None, help="log file (default: stderr only)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: config key threads)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPUs granted to the job (Snakemake's {threads}): decode and loader processes. torch's "
+                        "own thread count is config key threads, so the numbers do not depend on --cores")
     return p
 
 
@@ -53,7 +55,9 @@ class Command:
 
 
 def setup(args) -> dict:
-    """Configure logging and torch threads; return the config dict."""
+    """Configure logging and torch threads; return the config dict. torch runs config ``threads``
+    threads, not the job's granted CPUs: Snakemake scales ``{threads}`` down to ``--cores``, and
+    CPU reductions (matmul, convolutions) give different floats on different thread counts."""
     handlers = [logging.StreamHandler(sys.stderr)]
     if args.log:  # rules also append stderr (progress bars, warnings) to the same file
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +69,7 @@ def setup(args) -> dict:
         import torch
     except ImportError:  # the reporting env has no torch, and needs none
         return cfg
-    torch.set_num_threads(args.threads or cfg.get("threads", 1))
+    torch.set_num_threads(int(cfg.get("threads", 1)))
     return cfg
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
+import string
 from pathlib import Path
 
 import jsonschema
@@ -19,11 +21,36 @@ from .classlists import read_classlist
 from .errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+# A dataset name becomes a folder under results/ and a wildcard value: letters, digits, _ and -,
+# starting with a letter, and none of the folders results/ holds for other things.
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+RESERVED_NAMES = {"synthetic", "tables", "figures", "logs", "benchmarks", "bench", "rehearsal", "plan",
+                  "base_model", "image_encoder", "models"}
+PROMPT_FIELDS = {"classname", "caption"}
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     with open(path) as fh:
         return yaml.safe_load(fh)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one, so a
+    second ``classify:`` section would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}): the second would silently replace the first",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -32,7 +59,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         with open(path) as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:
@@ -80,16 +107,59 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     config = _fill_defaults(copy.deepcopy(config), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    errors += _override_errors(config, schema)
     if errors:
         raise ConfigError("; ".join(_format_error(e) for e in errors))
+    _check_names(config)
     _cross_check(config)
     _check_privacy(config)
     _check_ood(config)
     return config
 
 
+def _override_errors(config: dict, schema: dict) -> list:
+    """``datasets.<name>.classify_overrides`` checked against the classify section's own schema
+    (same types and ranges), errors pathed to the override key."""
+    classify = schema["properties"]["classify"]
+    sub = {"type": "object", "properties": classify["properties"], "additionalProperties": False}
+    errors = []
+    for name, ds in (config.get("datasets") or {}).items():
+        overrides = ds.get("classify_overrides") if isinstance(ds, dict) else None
+        if not isinstance(overrides, dict):
+            continue
+        for err in jsonschema.Draft202012Validator(sub).iter_errors(overrides):
+            err.path.extendleft(reversed(["datasets", name, "classify_overrides"]))
+            errors.append(err)
+    return errors
+
+
+def _check_names(config: dict) -> None:
+    """Names that become folders and wildcards, and prompt templates' placeholders."""
+    for name, ds in config["datasets"].items():
+        if not NAME_PATTERN.fullmatch(str(name)) or name in RESERVED_NAMES:
+            why = (f"is reserved (results/{name} holds other things)" if name in RESERVED_NAMES else
+                   "must start with a letter and hold only letters, digits, _ and - (at most 64): it names "
+                   "folders under results/ and appears in shell commands")
+            raise ConfigError(f"config key datasets.{name}: dataset name {name!r} {why}")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(ds["prompt_template"]) if f is not None}
+        except ValueError as exc:
+            raise ConfigError(f"config key datasets.{name}.prompt_template: {exc}") from None
+        unknown = sorted(fields - PROMPT_FIELDS)
+        if unknown:
+            raise ConfigError(f"config key datasets.{name}.prompt_template: unknown placeholder "
+                              f"{{{unknown[0]}}} (known: {{classname}}, {{caption}})")
+    for section in ("variants", "loras"):
+        for name in config[section]:
+            if not NAME_PATTERN.fullmatch(str(name)):
+                raise ConfigError(f"config key {section}.{name}: name {name!r} must start with a letter and hold "
+                                  "only letters, digits, _ and - (it names folders under results/)")
+
+
 def _cross_check(config: dict) -> None:
     loras, variants = config["loras"], config["variants"]
+    if config["tables"]["table2_variants"] is None:
+        config["tables"]["table2_variants"] = list(variants)
     for name, var in variants.items():
         if var["lora"] is not None and var["lora"] not in loras:
             raise ConfigError(f"config key variants.{name}.lora: unknown LoRA {var['lora']!r} (defined: {sorted(loras)})")

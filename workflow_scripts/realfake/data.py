@@ -73,10 +73,11 @@ def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -
 
 
 def _unreadable(path: str) -> str | None:
-    """The error message of an image that does not decode, or None."""
+    """The error message of an image that does not decode (corrupt, a decompression bomb, a link
+    that leads nowhere or in a loop), or None."""
     try:
         load_rgb(path)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         return str(exc)
     return None
 

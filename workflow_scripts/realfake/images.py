@@ -15,9 +15,28 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
+WIDE_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def as_rgb(im: Image.Image) -> Image.Image:
+    """RGB from any mode. 16-bit grayscale (PNG/TIFF ``I;16``, and ``I`` holding values above 255) is
+    scaled to 8 bits (x255/65535); Pillow's own conversion clips it, so an ordinary 16-bit image
+    would come out almost all white. Float images have no agreed range and are refused."""
+    if im.mode in WIDE_MODES:
+        arr = np.asarray(im).astype(np.float64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"{im.mode} image with values outside 0..65535")
+        if im.mode != "I" or (arr.size and arr.max() > 255):
+            arr = arr * (255.0 / 65535.0)
+        im = Image.fromarray(np.rint(arr).astype(np.uint8), "L")
+    elif im.mode == "F":
+        raise ValueError("floating-point image (mode F) has no defined pixel range: save it as 8- or 16-bit")
+    return im.convert("RGB")
+
+
 def fit_rgb(im: Image.Image, size: int | None) -> Image.Image:
     """RGB, resized (bicubic) to size x size when it is not already."""
-    rgb = im.convert("RGB")
+    rgb = as_rgb(im)
     if size is not None and rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.BICUBIC)
     return rgb
@@ -34,12 +53,14 @@ def to_tensor(images):
 def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
     """Open an image as RGB (grayscale/CMYK/palette converted); a clear error names a corrupt file."""
     if not Path(path).is_file():
+        if Path(path).is_symlink():
+            raise FileNotFoundError(f"image not found: {path} (a symbolic link that leads nowhere or in a loop)")
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            rgb = as_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"corrupt or unreadable image: {path} ({exc})") from exc
     return fit_rgb(rgb, size)
 

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import read_torch
+
 
 def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at each timestep."""
@@ -97,10 +99,10 @@ def guidance_table(mode: str, labels, image_ids, means_file, emb_file) -> Guidan
     if mode == "none":
         return None
     if mode == "class_mean":
-        means = torch.load(means_file)["means"]  # {class: mean embedding}
+        means = read_torch(means_file, "class means")["means"]  # {class: mean embedding}
         classes = sorted(means)
         pos = {c: k for k, c in enumerate(classes)}
         return Guidance(torch.stack([means[c] for c in classes]), [pos[int(c)] for c in labels])
-    data = torch.load(emb_file)
+    data = read_torch(emb_file, "embeddings")
     pos = {iid: i for i, iid in enumerate(data["image_id"])}
     return Guidance(data["embedding"], [pos[i] for i in image_ids])

@@ -389,6 +389,8 @@ class Plan:
     def threads(self, stage: str) -> int:
         """CPU threads of a stage's jobs: config ``threads`` (torch threads, decode and loader
         workers), declared so Slurm grants them; 1 for the stages that do not parallelise."""
+        if stage == "pretrain":
+            return int(self.config["pretrain"]["threads"])
         return 1 if stage in ("merge", "report") else int(self.config["threads"])
 
     def cfg_json(self, sections: tuple[str, ...], wildcards: dict) -> str:

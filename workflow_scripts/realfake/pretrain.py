@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from .atomic import write_json
 from .cli import Command, provenance, run
 from .settings import Pretrain
@@ -9,7 +11,9 @@ from .tiny_sd import pretrain_base
 
 
 def base_main(args, cfg: dict) -> None:
-    pretrain_base(args.out, Pretrain.of(cfg), args.image_size)
+    p = Pretrain.of(cfg)
+    torch.set_num_threads(p.threads)  # the base model's floats depend on it; --cores must not change them
+    pretrain_base(args.out, p, args.image_size)
     write_json(provenance(cfg), args.out + ".meta.json")
 
 

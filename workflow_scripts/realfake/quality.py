@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import write_json, write_parquet, write_torch
+from .atomic import read_torch, write_json, write_parquet, write_torch
 from .cli import Command, provenance, run
 from .features import ClassifierFeatures, ClipFeatures, cap_per_class, chunked, extractor, features_of, real_train
 from .quality_metrics import compare
@@ -174,7 +174,7 @@ def set_main(args, cfg: dict) -> None:
     q = Quality.of(cfg)
     ext = _extractor(args, cfg, q)
     manifest = pd.read_parquet(args.manifest)
-    real = torch.load(args.real_features, map_location="cpu", weights_only=False)
+    real = read_torch(args.real_features, "real features")
     syn = cap_per_class(manifest.sort_values("image_id").reset_index(drop=True), q.max_per_class, q.seed)
     if ext.name != real["extractor"]:
         raise ValueError(f"{args.real_features} holds features of {real['extractor']!r}, not of {ext.name!r}: "

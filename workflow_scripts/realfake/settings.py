@@ -258,6 +258,7 @@ class Pretrain(Section):
     unet_steps: int
     batch_size: int
     lr: float
+    threads: int
 
 
 SECTIONS: dict[str, Any] = {"classify": Classify, **{c.KEY: c for c in Section.__subclasses__()}}

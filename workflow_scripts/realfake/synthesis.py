@@ -70,6 +70,10 @@ def check_lora_fits(unet, lora: str | Path, base: str) -> None:
         raise ValueError(f"LoRA file {lora} is not a readable safetensors file: {exc}") from exc
     modules = dict(unet.named_modules())
     for key, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"LoRA file {lora}: tensor {key!r} holds NaN or infinite values (the fine-tuning "
+                             "diverged or the file is damaged); it would generate black images. Rerun the "
+                             "fine-tuning (e.g. with a lower finetune.lr)")
         name = key.removeprefix("unet.")
         for tail, dim in ((".lora_A.weight", "in_features"), (".lora_B.weight", "out_features"),
                           (".lora.down.weight", "in_features"), (".lora.up.weight", "out_features")):
@@ -161,7 +165,8 @@ def generate(pipes, batches: list[pd.DataFrame], prompts: dict, guidance, g: Gen
         return torch.stack([cache[p] for p in prompts])
 
     neg = encode_text(tok, te, [negative], device)
-    kwargs = {"num_inference_steps": g.steps, "guidance_scale": g.cfg, "output_type": "pil"}
+    # float output, checked, then made 8-bit exactly as diffusers' "pil" output does
+    kwargs = {"num_inference_steps": g.steps, "guidance_scale": g.cfg, "output_type": "np"}
     if lora_used:
         kwargs["cross_attention_kwargs"] = {"scale": g.lora_scale}
     done = writer.done_batches
@@ -175,17 +180,32 @@ def generate(pipes, batches: list[pd.DataFrame], prompts: dict, guidance, g: Gen
                       generator=gens, **kwargs)
         if latent_prior:
             init = [load_rgb(p, size) for p in batch.source_path]
-            images = img2img(image=init, strength=g.strength, **common).images
+            pixels = img2img(image=init, strength=g.strength, **common).images
         else:
-            images = text2img(height=size, width=size, **common).images
+            pixels = text2img(height=size, width=size, **common).images
+        images = finite_images(pixels, batch, step, writer)
         writer.write_batch((k, encode_image(im, g.image_format, g.jpeg_quality), lab)
                            for k, im, lab in zip(batch.key, images, batch.label))
         fault_hook("generate", step)
 
 
+def finite_images(pixels: np.ndarray, batch: pd.DataFrame, step: int, writer) -> list:
+    """8-bit images of a batch's float output; NaN or infinite pixels (a diverged LoRA, fp16
+    overflow) are an error naming the images, instead of black images written as valid ones."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    bad = ~np.isfinite(pixels).reshape(len(pixels), -1).all(axis=1)
+    if bad.any():
+        raise ValueError(f"generation produced NaN or infinite pixels in {int(bad.sum())} of {len(pixels)} images "
+                         f"of batch {step} of {writer.final} (first: {batch.image_id.iloc[int(np.argmax(bad))]}): "
+                         "check the LoRA and the base model (fp16 on CUDA can overflow where float32 does not)")
+    return VaeImageProcessor.numpy_to_pil(pixels)
+
+
 def shard_key(image_id: str) -> str:
     """Tar member stem of a synthetic image: the image id with '/' and '.' made safe."""
     key = image_id.replace("/", "_").replace(".", "_")
-    if len(key) > 90:
-        key = key[:70] + "_" + hashlib.sha256(image_id.encode()).hexdigest()[:16]
+    if len(key.encode()) > 90:  # tar's 100-byte name field counts UTF-8 bytes, not characters
+        head = key.encode()[:70].decode(errors="ignore")
+        key = head + "_" + hashlib.sha256(image_id.encode()).hexdigest()[:16]
     return key
