@@ -18,5 +18,5 @@ rule caption:
     params:
         cfg=cfg_for("caption", "models"),
     shell:
-        "python -m realfake.caption captions --cfg {params.cfg:q} --index {input.index} --out {output.captions}"
-        " --threads {threads} --log {log} 2>> {log}"
+        "python -m realfake.caption captions --cfg {params.cfg:q} --index {input.index:q} --out {output.captions:q}"
+        " --threads {threads} --log {log:q} 2>> {log:q}"

@@ -20,8 +20,8 @@ rule classify_real:
         cfg=cfg_for("datasets", "classify", "models"),
     shell:
         "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
-        " --index {input.index} --use-real --setting real --model-out {output.model} --metrics {output.metrics}"
-        " --threads {threads} --log {log} 2>> {log}"
+        " --index {input.index:q} --use-real --setting real --model-out {output.model:q} --metrics {output.metrics:q}"
+        " --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule classify_synthetic:
@@ -46,6 +46,6 @@ rule classify_synthetic:
         real=use_real_flag,
     shell:
         "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
-        " --index {input.index} {params.real} --synthetic {input.manifest}"
+        " --index {input.index:q} {params.real} --synthetic {input.manifest:q}"
         " --setting {wildcards.mix} --variant {wildcards.variant} --scale {wildcards.scale}"
-        " --model-out {output.model} --metrics {output.metrics} --threads {threads} --log {log} 2>> {log}"
+        " --model-out {output.model:q} --metrics {output.metrics:q} --threads {threads} --log {log:q} 2>> {log:q}"

@@ -1,6 +1,7 @@
 # Wiring only: config validation, wildcard constraints and one-line wrappers around realfake.plan,
 # where every path, target list and resource request is defined (and unit-tested).
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def dataset_sample_manifests(w):
 # ---------------------------------------------------------------- params functions
 def lora_arg(w):
     return " ".join(
-        f"--lora {f}" for f in PLAN.variant_lora(w.dataset, w.variant, w.seed)
+        f"--lora {shlex.quote(f)}" for f in PLAN.variant_lora(w.dataset, w.variant, w.seed)
     )
 
 

@@ -14,7 +14,7 @@ rule image_encoder_init:
     params:
         cfg=cfg_for("image_encoder"),
     shell:
-        "python -m realfake.embed init --cfg {params.cfg:q} --checkpoint {output.ckpt} --log {log} 2>> {log}"
+        "python -m realfake.embed init --cfg {params.cfg:q} --checkpoint {output.ckpt:q} --log {log:q} 2>> {log:q}"
 
 
 rule embed:
@@ -37,5 +37,5 @@ rule embed:
         cfg=cfg_for("image_encoder"),
         checkpoint=PLAN.encoder_checkpoint(),
     shell:
-        "python -m realfake.embed embed --cfg {params.cfg:q} --checkpoint {params.checkpoint} --index {input.index}"
-        " --embeddings {output.embeddings} --means {output.means} --threads {threads} --log {log} 2>> {log}"
+        "python -m realfake.embed embed --cfg {params.cfg:q} --checkpoint {params.checkpoint:q} --index {input.index:q}"
+        " --embeddings {output.embeddings:q} --means {output.means:q} --threads {threads} --log {log:q} 2>> {log:q}"

@@ -24,5 +24,5 @@ rule finetune:
         base=PLAN.base_model_path(),
     shell:
         "python -m realfake.finetune train --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
-        " --seed {wildcards.seed} --base {params.base} --index {input.index} --captions {input.captions}"
-        " --means {input.means} --embeddings {input.embeddings} --out {output.lora} --threads {threads} --log {log} 2>> {log}"
+        " --seed {wildcards.seed} --base {params.base:q} --index {input.index:q} --captions {input.captions:q}"
+        " --means {input.means:q} --embeddings {input.embeddings:q} --out {output.lora:q} --threads {threads} --log {log:q} 2>> {log:q}"

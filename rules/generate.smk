@@ -34,10 +34,10 @@ rule generate_shard:
         shards=lambda w: len(shard_tars(w)),
     shell:
         "python -m realfake.generate shard --cfg {params.cfg:q} --dataset {wildcards.dataset} --variant {wildcards.variant}"
-        " --seed {wildcards.seed} --scale {wildcards.scale} --shard {wildcards.shard} --shards {params.shards} --base {params.base} {params.lora}"
-        " --index {input.index} --captions {input.captions} --means {input.means}"
-        " --embeddings {input.embeddings} --shard-out {output.shard} --rows-out {output.rows}"
-        " --threads {threads} --log {log} 2>> {log}"
+        " --seed {wildcards.seed} --scale {wildcards.scale} --shard {wildcards.shard} --shards {params.shards} --base {params.base:q} {params.lora}"
+        " --index {input.index:q} --captions {input.captions:q} --means {input.means:q}"
+        " --embeddings {input.embeddings:q} --shard-out {output.shard:q} --rows-out {output.rows:q}"
+        " --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule merge_manifest:
@@ -60,4 +60,4 @@ rule merge_manifest:
     shell:
         "python -m realfake.generate merge --cfg {params.cfg:q} --dataset {wildcards.dataset}"
         " --variant {wildcards.variant} --seed {wildcards.seed} --scale {wildcards.scale}"
-        " --rows {input.rows} --manifest {output.manifest} --threads {threads} --log {log} 2>> {log}"
+        " --rows {input.rows:q} --manifest {output.manifest:q} --threads {threads} --log {log:q} 2>> {log:q}"

@@ -30,5 +30,5 @@ rule nearest:
     params:
         cfg=cfg_for("nearest", "models"),
     shell:
-        "python -m realfake.nearest search --cfg {params.cfg:q} --index {input.index} --manifest {input.manifest}"
-        " --out {output.table} --figure {output.png} {output.pdf} --threads {threads} --log {log} 2>> {log}"
+        "python -m realfake.nearest search --cfg {params.cfg:q} --index {input.index:q} --manifest {input.manifest:q}"
+        " --out {output.table:q} --figure {output.png:q} {output.pdf:q} --threads {threads} --log {log:q} 2>> {log:q}"

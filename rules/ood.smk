@@ -22,7 +22,7 @@ rule ood_eval:
         cfg=cfg_for("datasets", "classify", "ood"),
     shell:
         "python -m realfake.ood eval --cfg {params.cfg:q} --dataset {wildcards.dataset} --ood-set {wildcards.oodset}"
-        " --model {input.model} --classifier-metrics {input.classifier_metrics} --out {output.metrics} --threads {threads} --log {log} 2>> {log}"
+        " --model {input.model:q} --classifier-metrics {input.classifier_metrics:q} --out {output.metrics:q} --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule table4:
@@ -42,5 +42,5 @@ rule table4:
     params:
         cfg=cfg_for("seeds", "tables", "ood"),
     shell:
-        "python -m realfake.ood table --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
-        " --log {log} 2>> {log}"
+        "python -m realfake.ood table --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --log {log:q} 2>> {log:q}"

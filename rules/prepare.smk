@@ -14,7 +14,7 @@ rule prepare_digits:
         cfg=cfg_for("datasets"),
     shell:
         "python -m realfake.prepare digits --cfg {params.cfg:q} --dataset {wildcards.dataset}"
-        " --data-dir {output.data} --log {log} 2>> {log}"
+        " --data-dir {output.data:q} --log {log:q} 2>> {log:q}"
 
 
 rule index_real:
@@ -35,4 +35,4 @@ rule index_real:
         cfg=cfg_for("datasets"),
     shell:
         "python -m realfake.prepare index --cfg {params.cfg:q} --dataset {wildcards.dataset}"
-        " --data-dir '{input.data}' --out {output.index} --threads {threads} --log {log} 2>> {log}"
+        " --data-dir '{input.data:q}' --out {output.index:q} --threads {threads} --log {log:q} 2>> {log:q}"

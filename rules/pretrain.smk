@@ -17,5 +17,5 @@ rule pretrain_base:
     params:
         cfg=cfg_for("pretrain"),
     shell:
-        "python -m realfake.pretrain base --cfg {params.cfg:q} --threads {threads} --out {output.model}"
-        " --log {log} 2>> {log}"
+        "python -m realfake.pretrain base --cfg {params.cfg:q} --threads {threads} --out {output.model:q}"
+        " --log {log:q} 2>> {log:q}"

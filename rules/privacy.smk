@@ -19,8 +19,8 @@ rule shadow_classifier:
     params:
         cfg=cfg_for("datasets", "classify", "privacy", "models"),
     shell:
-        "python -m realfake.privacy shadow --cfg {params.cfg:q} --index {input.index} --k {wildcards.k}"
-        " --out {output.scores} --threads {threads} --log {log} 2>> {log}"
+        "python -m realfake.privacy shadow --cfg {params.cfg:q} --index {input.index:q} --k {wildcards.k}"
+        " --out {output.scores:q} --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule lira:
@@ -48,7 +48,7 @@ rule lira:
     params:
         cfg=cfg_for("datasets", "classify", "privacy", "models"),
     shell:
-        "python -m realfake.privacy attack --cfg {params.cfg:q} --index {input.index}"
-        " --members-index {input.members_index} --shadows {input.shadows}"
-        " --real-target {input.real_target} --synthetic-target {input.synthetic_target}"
-        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+        "python -m realfake.privacy attack --cfg {params.cfg:q} --index {input.index:q}"
+        " --members-index {input.members_index:q} --shadows {input.shadows:q}"
+        " --real-target {input.real_target:q} --synthetic-target {input.synthetic_target:q}"
+        " --out {output.table:q} --figure {output.png:q} {output.pdf:q} --log {log:q} 2>> {log:q}"

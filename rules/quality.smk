@@ -21,8 +21,8 @@ rule quality_real_features:
         cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
         models=quality_model_args,
     shell:
-        "python -m realfake.quality real --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
-        " {params.models} --out {output.features} --threads {threads} --log {log} 2>> {log}"
+        "python -m realfake.quality real --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index:q}"
+        " {params.models} --out {output.features:q} --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule quality_set:
@@ -47,10 +47,10 @@ rule quality_set:
         cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
         models=quality_model_args,
     shell:
-        "python -m realfake.quality set --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
-        " --manifest {input.manifest} --real-features {input.real} {params.models}"
+        "python -m realfake.quality set --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index:q}"
+        " --manifest {input.manifest:q} --real-features {input.real:q} {params.models}"
         " --variant {wildcards.variant} --seed {wildcards.seed} --scale {wildcards.scale} --which {wildcards.which}"
-        " --out {output.table} --threads {threads} --log {log} 2>> {log}"
+        " --out {output.table:q} --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule filter_synthetic:
@@ -74,8 +74,8 @@ rule filter_synthetic:
         cfg=cfg_for("datasets", "classify", "quality", "image_encoder"),
         models=filter_model_args,
     shell:
-        "python -m realfake.quality filter --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index}"
-        " --manifest {input.manifest} {params.models} --out {output.manifest} --threads {threads} --log {log} 2>> {log}"
+        "python -m realfake.quality filter --cfg {params.cfg:q} --dataset {wildcards.dataset} --index {input.index:q}"
+        " --manifest {input.manifest:q} {params.models} --out {output.manifest:q} --threads {threads} --log {log:q} 2>> {log:q}"
 
 
 rule quality_table:
@@ -110,5 +110,5 @@ rule quality_table:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "quality"),
     shell:
-        "python -m realfake.quality table --cfg {params.cfg:q} --sets {input.sets} --metrics {input.metrics}"
-        " --out {output.table} --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+        "python -m realfake.quality table --cfg {params.cfg:q} --sets {input.sets:q} --metrics {input.metrics:q}"
+        " --out {output.table:q} --figure {output.png:q} {output.pdf:q} --log {log:q} 2>> {log:q}"

@@ -18,8 +18,8 @@ rule table1:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
-        "python -m realfake.report table1 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
-        " --log {log} 2>> {log}"
+        "python -m realfake.report table1 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --log {log:q} 2>> {log:q}"
 
 
 rule table2:
@@ -47,8 +47,8 @@ rule table2:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
-        "python -m realfake.report table2 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
-        " --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+        "python -m realfake.report table2 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --figure {output.png:q} {output.pdf:q} --log {log:q} 2>> {log:q}"
 
 
 rule table3:
@@ -76,8 +76,8 @@ rule table3:
     params:
         cfg=cfg_for("seeds", "tables", "scales"),
     shell:
-        "python -m realfake.report table3 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
-        " --figure {output.png} {output.pdf} --log {log} 2>> {log}"
+        "python -m realfake.report table3 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --figure {output.png:q} {output.pdf:q} --log {log:q} 2>> {log:q}"
 
 
 rule table9:
@@ -97,8 +97,8 @@ rule table9:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
-        "python -m realfake.report table9 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
-        " --log {log} 2>> {log}"
+        "python -m realfake.report table9 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --log {log:q} 2>> {log:q}"
 
 
 rule table10:
@@ -120,8 +120,8 @@ rule table10:
     params:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
-        "python -m realfake.report table10 --cfg {params.cfg:q} --metrics {input.metrics} --out {output.table}"
-        " --log {log} 2>> {log}"
+        "python -m realfake.report table10 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --log {log:q} 2>> {log:q}"
 
 
 rule samples_figure:
@@ -144,8 +144,8 @@ rule samples_figure:
     params:
         cfg=cfg_for("tables"),
     shell:
-        "python -m realfake.report samples --cfg {params.cfg:q} --index {input.index} --manifest {input.manifests}"
-        " --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
+        "python -m realfake.report samples --cfg {params.cfg:q} --index {input.index:q} --manifest {input.manifests:q}"
+        " --out {output.png:q} --figure {output.pdf:q} --log {log:q} 2>> {log:q}"
 
 
 rule samples_dataset:
@@ -168,8 +168,8 @@ rule samples_dataset:
     params:
         cfg=cfg_for("tables"),
     shell:
-        "python -m realfake.report samples --cfg {params.cfg:q} --index {input.index}"
-        " --manifest {input.manifests} --out {output.png} --figure {output.pdf} --log {log} 2>> {log}"
+        "python -m realfake.report samples --cfg {params.cfg:q} --index {input.index:q}"
+        " --manifest {input.manifests:q} --out {output.png:q} --figure {output.pdf:q} --log {log:q} 2>> {log:q}"
 
 
 rule claims:
@@ -189,5 +189,5 @@ rule claims:
     params:
         cfg=cfg_for("seeds", "tables"),
     shell:
-        "python -m realfake.report claims --cfg {params.cfg:q} --table1 {input.table1} --table2 {input.table2}"
-        " --out {output.table} --log {log} 2>> {log}"
+        "python -m realfake.report claims --cfg {params.cfg:q} --table1 {input.table1:q} --table2 {input.table2:q}"
+        " --out {output.table:q} --log {log:q} 2>> {log:q}"

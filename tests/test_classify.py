@@ -115,3 +115,12 @@ def test_multilabel_classifier_learns_both_attributes_under_the_in1k_recipe():
         pred = (model(xt) > 0).float()
     acc = (pred == attribute_bits(yt, 2)).float().mean(0)
     assert pred.shape == (128, 2) and (acc > 0.9).all(), acc
+
+
+def test_a_classifier_that_takes_no_step_is_an_error_not_metrics():
+    x, y = torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.long)  # one image: every batch is under 2
+    with pytest.raises(ValueError, match="took no optimiser step in 2 epochs: 1 training images"):
+        train_classifier(MemoryData(x, y), 2, CCFG, seed=0)
+    model = train_classifier(MemoryData(torch.zeros(3, 3, 8, 8), torch.tensor([0, 1, 0])), 2,
+                             CCFG.replace(batch_size=2), seed=0)  # batches of 2 and 1: the 2 trains
+    assert isinstance(model, SmallCNN)

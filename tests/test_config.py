@@ -62,6 +62,7 @@ def test_defaults_are_filled():
     ({"datasets": {"mini": {"prompt_template": "photo of {classname"}}}, "datasets.mini.prompt_template: "),
     ({"tables": {"table2_variants": []}}, "config key tables.table2_variants: [] should be non-empty"),
     ({"variants": {"a b": {"lora": None}}}, "variants.a b: name 'a b'"),
+    ({"classify": {"batch_size": 1}}, "config key classify.batch_size: 1 is less than the minimum of 2"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as exc:

@@ -189,3 +189,17 @@ def test_frame_image_chunks_read_each_shard_once_in_any_row_order(tmp_path, monk
         seen.update({int(p): int(np.asarray(im)[0, 0, 0]) for p, im in zip(pos, images)})
     assert seen == dict(enumerate(df.value))
     assert sorted(scans) == sorted({r["shard"] for r in rows if "shard" in r})
+
+
+def test_tables_missing_a_column_name_the_file_and_column(tmp_path):
+    import pandas as pd
+
+    from realfake.data import read_table
+    pd.DataFrame({"image_id": ["a"], "split": ["train"], "label": [0], "path": ["a.png"]}).to_parquet(tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=r"index table .*i.parquet has no column\(s\) \['class_name'\]"):
+        read_table(tmp_path / "i.parquet", "index")
+    (tmp_path / "c.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match=r"captions table .*c.parquet is not a readable parquet file"):
+        read_table(tmp_path / "c.parquet", "captions")
+    with pytest.raises(FileNotFoundError, match="manifest table .*none.parquet does not exist"):
+        read_table(tmp_path / "none.parquet", "manifest")

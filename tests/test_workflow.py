@@ -212,3 +212,17 @@ def test_rules_whose_work_grows_declare_threads_and_resources(tmp_path):
         for declared in jobs[name]:
             threads = "threads:" not in declared if name == "merge_manifest" else "threads: 8" in declared  # 1 thread
             assert threads and "mem_mb=" in declared and "runtime=" in declared, (name, declared)
+
+
+def test_paths_with_spaces_reach_the_commands_quoted(tmp_path):
+    """Model paths are user input: one with a space (or a shell character) must arrive as one argument."""
+    cfg = tmp_path / "spaced.yaml"
+    cfg.write_text((REPO / "config" / "imagenet10.yaml").read_text()
+                   .replace("/models/stable-diffusion-v1-5", "/my models/sd 1.5")
+                   .replace("/models/open_clip/ViT-L-14-openai.bin", "/my models/clip;v1.bin"))
+    proc = run_snakemake(tmp_path, "-n", "--printshellcmds", "results/imagenet10/lora/full/s0/lora.safetensors",
+                         "results/imagenet10/class_means.pt", "--configfile", str(cfg))
+    out = proc.stdout
+    assert "--base '/my models/sd 1.5'" in out
+    assert "--checkpoint '/my models/clip;v1.bin'" in out
+    assert "--base /my models" not in out

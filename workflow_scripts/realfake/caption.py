@@ -15,6 +15,7 @@ from .atomic import write_json, write_parquet
 from .chunks import Chunks, image_batches
 from .cli import Command, loader_workers, provenance, run
 from .config import config_hash
+from .data import read_table
 from .models import check_local
 from .settings import Caption, Models
 
@@ -46,7 +47,7 @@ def caption_paths(processor, model, paths, batch_size: int, max_new_tokens: int,
 def captions_main(args, cfg: dict) -> None:
     """Captions in chunks of ``--chunk`` images (resumable after a kill), then one parquet file."""
     settings, models = Caption.of(cfg), Models.of(cfg)
-    index = pd.read_parquet(args.index)
+    index = read_table(args.index, "index")
     train = index[index.split == "train"].reset_index(drop=True)
     paths = list(train.path)
     if models.blip2 is None:

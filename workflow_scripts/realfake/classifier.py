@@ -284,6 +284,7 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
         start = state["epoch"] + 1
     amp = c.amp and device.type == "cuda"
     every, total_steps = c.checkpoint_every, steps_per_epoch * c.epochs
+    taken = sched.last_epoch if state is not None else 0  # optimiser steps so far (the schedule counts them)
     for epoch in tqdm(range(start, c.epochs), desc="classify", mininterval=10, initial=start,
                       total=c.epochs):
         model.train()
@@ -299,6 +300,7 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
             opt.zero_grad()
             loss.backward()
             opt.step()
+            taken += 1
             if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
                 sched.step()
             total += float(loss.detach()) * len(yb)
@@ -309,6 +311,10 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
                             model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                             gen=gen.get_state(), rng=torch.get_rng_state())
             fault_hook("classify", epoch + 1)
+    if taken == 0:
+        raise ValueError(f"the classifier took no optimiser step in {c.epochs} epochs: {len(data)} training images "
+                         f"give no batch of at least 2 (classify.batch_size {c.batch_size}); its metrics would be "
+                         "those of its random initial weights")
     return model.cpu()
 
 

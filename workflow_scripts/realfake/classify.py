@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 
-import pandas as pd
 import torch
 
 from . import checkpoint
 from .atomic import write_json, write_torch
 from .classifier import MemoryData, StreamData, evaluate, train_classifier, training_set
 from .cli import Command, loader_workers, provenance, run
-from .data import frame_tensor
+from .data import frame_tensor, read_table
 from .settings import Classify, Dataset, Models
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def train_main(args, cfg: dict) -> None:
     ds, c, models = Dataset.of(cfg, args.dataset), Classify.of(cfg, args.dataset), Models.of(cfg)
-    index = pd.read_parquet(args.index)
+    index = read_table(args.index, "index")
     num_classes = int(index.label.max()) + 1
     test = index[index.split == "test"]
     size = c.input_size(ds)

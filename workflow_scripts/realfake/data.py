@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .atomic import atomic_dir, write_parquet
-from .datasets import read_dataset
+from .datasets import INDEX_COLUMNS, read_dataset
 from .images import decode_rgb, load_rgb, to_tensor
 from .shards import iter_shard
 
@@ -56,6 +56,29 @@ def _keep_per_class(index: pd.DataFrame, train: pd.DataFrame, size_of, rng) -> p
     keep = [g.iloc[np.sort(rng.choice(len(g), size=size_of(len(g)), replace=False))]
             for _, g in train.groupby("label", sort=True)]
     return pd.concat(keep + [index[index.split == "test"]], ignore_index=True)
+
+
+TABLE_COLUMNS = {"index": INDEX_COLUMNS, "captions": ["image_id", "caption"],
+                 "manifest": ["image_id", "label", "shard", "member"], "shadow": ["image_id"]}
+
+
+def read_table(path, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A table this workflow wrote (``kind``: index, captions, manifest), with its columns checked
+    first: a missing file or column is an error naming both, not a KeyError deep in a stage."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} table {path} does not exist")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as exc:  # pyarrow's own error types for a file that is not parquet
+        raise ValueError(f"{kind} table {path} is not a readable parquet file ({exc})") from None
+    missing = [c for c in dict.fromkeys(TABLE_COLUMNS[kind] + list(columns or [])) if c not in names]
+    if missing:
+        raise ValueError(f"{kind} table {path} has no column(s) {missing} (it has {names}); rerun the rule "
+                         "that writes it")
+    return pd.read_parquet(path, columns=columns)
 
 
 def member_half(index: pd.DataFrame, seed: int) -> pd.DataFrame:

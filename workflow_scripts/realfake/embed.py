@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 
-import pandas as pd
 import torch
 
 from .atomic import write_json, write_torch
 from .chunks import Chunks, image_batches
 from .cli import Command, loader_workers, provenance, run, seed_everything
 from .config import config_hash
+from .data import read_table
 from .models import create_open_clip, write_random_open_clip
 from .settings import ImageEncoder
 
@@ -48,7 +48,7 @@ def embed_main(args, cfg: dict) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, preprocess = create_open_clip(enc.model_name, args.checkpoint)
     model = model.to(device)
-    index = pd.read_parquet(args.index)
+    index = read_table(args.index, "index")
     train = index[index.split == "train"].reset_index(drop=True)
     paths, workers = list(train.path), loader_workers(args, cfg)
     chunks = Chunks(args.embeddings, len(paths), args.chunk, {"cfg": cfg, "checkpoint": str(args.checkpoint),

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .classifier import load_classifier, penultimate
-from .data import frame_image_chunks
+from .data import frame_image_chunks, read_table
 from .images import fit_rgb, to_tensor
 from .models import check_local, create_open_clip
 from .settings import Quality
@@ -147,7 +147,7 @@ def extractor(q: Quality, encoder_name: str, classifier_size: int, classifier: s
 
 # ----------------------------------------------------------------------------- frames
 def real_train(index_file: str, max_per_class: int | None, seed: int) -> pd.DataFrame:
-    index = pd.read_parquet(index_file)
+    index = read_table(index_file, "index")
     train = index[index.split == "train"].sort_values("image_id").reset_index(drop=True)
     return cap_per_class(train, max_per_class, seed)
 

@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -18,6 +17,7 @@ from . import checkpoint
 from .atomic import atomic_path, fault_hook, write_json
 from .cli import Command, loader_workers, provenance, run, seed_everything
 from .config import config_hash
+from .data import read_table
 from .images import load_rgb
 from .method import build_prompt, guidance_table, inject_guidance, realfake_loss
 from .models import load_pipeline
@@ -164,9 +164,9 @@ def train_main(args, cfg: dict) -> None:
     ds, lora, f = Dataset.of(cfg, args.dataset), Lora.of(cfg, args.lora), Finetune.of(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(args.base, device=device)
-    index = pd.read_parquet(args.index)
+    index = read_table(args.index, "index")
     train = index[index.split == "train"].reset_index(drop=True)
-    caps = pd.read_parquet(args.captions).set_index("image_id").caption
+    caps = read_table(args.captions, "captions").set_index("image_id").caption
     prompts = [build_prompt(ds.prompt_template, c, caps.get(i, "") if ds.use_captions else "")
                for i, c in zip(train.image_id, train.class_name)]
     images = TrainImages(list(train.path), ds.image_size)

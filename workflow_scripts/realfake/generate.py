@@ -19,6 +19,7 @@ import torch
 
 from .atomic import atomic_path, write_json, write_parquet
 from .cli import Command, provenance, run
+from .data import read_table
 from .method import build_prompt, guidance_table
 from .settings import Dataset, Generate, ImageEncoder, Variant
 from .shards import ShardWriter, member_names
@@ -36,9 +37,9 @@ def shard_main(args, cfg: dict) -> None:
     n_shards = args.shards
     if not 0 <= args.shard < n_shards:
         raise ValueError(f"shard {args.shard} out of range: dataset {args.dataset} has {n_shards} shards")
-    index = pd.read_parquet(args.index)
+    index = read_table(args.index, "index")
     train = index[index.split == "train"].reset_index(drop=True)
-    caps = pd.read_parquet(args.captions).set_index("image_id").caption
+    caps = read_table(args.captions, "captions").set_index("image_id").caption
     jobs = plan(args.dataset, train, args.scale, g.seed * 1000003 + args.seed, args.shard, n_shards)
     jobs["key"] = [shard_key(i) for i in jobs.image_id]
     use_captions = ds.use_captions if variant.captions is None else variant.captions

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .cli import Command, run
-from .data import frame_image_chunks, frame_images
+from .data import frame_image_chunks, frame_images, read_table
 from .models import check_local
 from .settings import Models, Nearest
 from .tables import save_fig, write_table
@@ -126,9 +126,9 @@ def figure(queries, real_images, idx, sim, outs, descriptor: str, show: int = 3)
 
 def search_main(args, cfg: dict) -> None:
     n = Nearest.of(cfg)
-    index = pd.read_parquet(args.index)
+    index = read_table(args.index, "index")
     real = index[index.split == "train"].reset_index(drop=True)
-    man = pd.read_parquet(args.manifest)
+    man = read_table(args.manifest, "manifest")
     if n.queries > len(man):
         raise ValueError(f"config key nearest.queries: {n.queries} queries but {args.manifest} has {len(man)} images")
     pick = np.sort(np.random.default_rng(n.seed).choice(len(man), n.queries, replace=False))

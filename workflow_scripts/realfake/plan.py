@@ -9,6 +9,7 @@ reads beyond class lists), so it is unit-tested directly (``tests/test_plan.py``
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 
 from .config import class_count, classify_settings, get_dataset, get_variant, shard_count
@@ -202,10 +203,10 @@ class Plan:
         return self.encoder_input()
 
     def scorer_args(self, inputs: dict, encoder: bool) -> str:
-        """CLI arguments of the model a quality/filter job scores with."""
+        """CLI arguments of the model a quality/filter job scores with (paths shell-quoted)."""
         if "classifier" in inputs:
-            return f"--classifier {inputs['classifier']}"
-        return f"--encoder {self.encoder_checkpoint()}" if encoder else ""
+            return f"--classifier {shlex.quote(str(inputs['classifier']))}"
+        return f"--encoder {shlex.quote(str(self.encoder_checkpoint()))}" if encoder else ""
 
     def nearest_manifest(self, dataset: str) -> str:
         get_dataset(self.config, dataset)

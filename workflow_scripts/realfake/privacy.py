@@ -26,7 +26,7 @@ import torch
 from .atomic import write_parquet
 from .classifier import MemoryData, load_classifier, predict_logits, train_classifier
 from .cli import Command, run
-from .data import frame_tensor
+from .data import frame_tensor, read_table
 from .settings import Classify, Dataset, Privacy
 from .tables import save_fig, write_table
 
@@ -121,7 +121,7 @@ def shadow_half(pool: pd.DataFrame, k: int, seed: int) -> np.ndarray:
 
 
 def pool_of(index_file: str) -> pd.DataFrame:
-    index = pd.read_parquet(index_file)
+    index = read_table(index_file, "index")
     return index[index.split == "train"].sort_values("image_id").reset_index(drop=True)
 
 

@@ -24,6 +24,7 @@ import torch
 
 from .atomic import read_torch, write_json, write_parquet, write_torch
 from .cli import Command, provenance, run
+from .data import read_table
 from .features import ClassifierFeatures, ClipFeatures, cap_per_class, chunked, extractor, features_of, real_train
 from .quality_metrics import compare
 from .settings import Classify, Dataset, ImageEncoder, Quality
@@ -173,7 +174,7 @@ def real_main(args, cfg: dict) -> None:
 def set_main(args, cfg: dict) -> None:
     q = Quality.of(cfg)
     ext = _extractor(args, cfg, q)
-    manifest = pd.read_parquet(args.manifest)
+    manifest = read_table(args.manifest, "manifest")
     real = read_torch(args.real_features, "real features")
     syn = cap_per_class(manifest.sort_values("image_id").reset_index(drop=True), q.max_per_class, q.seed)
     if ext.name != real["extractor"]:
@@ -194,7 +195,7 @@ def filter_main(args, cfg: dict) -> None:
     if q.filter == "none":
         raise ValueError("quality.filter is none: no filtered manifest is planned (set classifier_confidence "
                          "or clip_score)")
-    manifest = pd.read_parquet(args.manifest)
+    manifest = read_table(args.manifest, "manifest")
     if q.filter == "classifier_confidence":
         scorer = ClassifierFeatures(args.classifier, _classifier_size(cfg, args.dataset), q.batch_size)
         scores = chunked(lambda images, rows: scorer.confidence(images, rows.label), manifest, desc="filter")

@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from .cli import Command, run
-from .data import frame_images
+from .data import frame_images, read_table
 from .plan import table1_spec
 from .tables import load_metrics, mean_std, save_fig, summarize, write_table
 
@@ -254,7 +254,7 @@ def samples_figure(index_files: dict, manifests: dict, outs, per_class: int = 4)
 
     panels = []
     for ds, index_file in index_files.items():
-        index = pd.read_parquet(index_file)
+        index = read_table(index_file, "index")
         train = index[index.split == "train"]
         labels = shown_classes(train.label.unique())
         groups = [("real", train)] + [(v, pd.read_parquet(m, columns=["label", "shard", "member"],
