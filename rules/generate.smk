@@ -51,7 +51,7 @@ rule merge_manifest:
     benchmark:
         "results/benchmarks/{dataset}/generate/{variant}_s{seed}_{scale}x_manifest.tsv"
     conda:
-        "../envs/reporting.yaml"
+        "../envs/diffusion.yaml"
     threads: threads_for("merge")
     resources:
         **res("merge"),

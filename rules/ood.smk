@@ -38,7 +38,7 @@ rule table4:
     benchmark:
         "results/benchmarks/report/table4.tsv"
     conda:
-        "../envs/reporting.yaml"
+        "../envs/classify.yaml"
     params:
         cfg=cfg_for("seeds", "tables", "ood"),
     shell:

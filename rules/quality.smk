@@ -106,7 +106,7 @@ rule quality_table:
     benchmark:
         "results/benchmarks/report/quality.tsv"
     conda:
-        "../envs/reporting.yaml"
+        "../envs/classify.yaml"
     params:
         cfg=cfg_for("seeds", "tables", "variants", "quality"),
     shell:

@@ -1,7 +1,10 @@
-"""Conda env files are valid, every rule names one, and their pins agree with requirements.lock."""
+"""Conda env files are valid, every rule names one, their pins agree with requirements.lock, and
+every rule's command loads in a Python holding only its env's dependency closure (tests/env_closure.py)."""
 
+import os
 import re
 
+import pytest
 import yaml
 
 from conftest import REPO
@@ -76,3 +79,47 @@ def test_profiles_name_only_existing_rules_and_groups():
     gpu_rules = {r for r in rules if re.search(rf"rule {r}:(?:(?!\nrule ).)*\*\*res\(",
                                                "\n".join(f.read_text() for f in (REPO / "rules").glob("*.smk")), re.S)}
     assert gpu_rules and all(test_prof["set-resources"][r]["gpu"] == 0 for r in gpu_rules)
+
+
+@pytest.fixture(scope="module")
+def closures(tmp_path_factory):
+    import env_closure
+    root = tmp_path_factory.mktemp("closures")
+    return {env.name: env_closure.build(env, root / env.stem) for env in sorted((REPO / "envs").glob("*.yaml"))}
+
+
+def _closure_run(bin_dir, *args):
+    import subprocess
+
+    import env_closure
+    env = env_closure.env_without_site()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    return subprocess.run(["python", *args], env=env, capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_each_env_closure_imports_only_its_own_packages(closures):
+    """The closure Python is what the env would install, and nothing else: torch is not importable
+    from the reporting env, and every env finds its own pins."""
+    import env_closure
+    proc = _closure_run(closures["reporting.yaml"], "-c", "import pandas, matplotlib, pyarrow, tqdm; import torch")
+    assert proc.returncode != 0 and "No module named 'torch'" in proc.stderr
+    for name, bin_dir in closures.items():
+        mods = {"open-clip-torch": "open_clip", "pillow": "PIL", "pyyaml": "yaml", "scikit-learn": "sklearn"}
+        pins = [mods.get(r.name.lower(), r.name.replace("-", "_")) for r in env_closure.env_requirements(REPO / "envs" / name)]
+        proc = _closure_run(bin_dir, "-c", "import " + ", ".join(pins))
+        assert proc.returncode == 0, (name, proc.stderr[-500:])
+
+
+@pytest.mark.slow
+def test_every_rule_command_imports_in_its_envs_closure(closures):
+    """Each rule's `python -m realfake.<stage> <action>` loads (all its module-level imports, in the
+    Python of the rule's env closure): a stage that imports torch cannot run in an env without it."""
+    import env_closure
+    failed = []
+    for rule, env, module, action in sorted(set(env_closure.rule_commands()), key=lambda r: r[1:]):
+        proc = _closure_run(closures[env], "-m", f"realfake.{module}", action, "--help")
+        if proc.returncode != 0:
+            failed.append(f"rule {rule} ({env}): {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    assert not failed, failed
+    assert len(env_closure.rule_commands()) >= 25
