@@ -15,6 +15,11 @@ _INHERITED = dict(os.environ).get(
 os.environ.update(
     {"PYTHONPATH": os.pathsep.join(p for p in (_SCRIPTS, _INHERITED) if p)}
 )
+# In a conda env Snakemake removes PYTHONPATH from the job's environment (it would mix the env's
+# packages with others), so every command also sets it itself, after the env is activated.
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={shlex.quote(_SCRIPTS)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "  # braces doubled: the prefix is formatted too
+)
 
 from realfake.config import ConfigError, read_yaml, validate  # noqa: E402
 from realfake.plan import Plan, placeholders  # noqa: E402
@@ -23,7 +28,11 @@ if not config:
     # no --configfile given: the mini world (make demo) is the default
     config.update(read_yaml(Path(workflow.basedir) / "config" / "mini.yaml"))
 try:
-    for _file in workflow.configfiles:  # Snakemake's own YAML reading keeps the last of a repeated key
+    for (
+        _file
+    ) in (
+        workflow.configfiles
+    ):  # Snakemake's own YAML reading keeps the last of a repeated key
         read_yaml(_file)
     _resolved = validate(config)
     config.clear()
@@ -125,7 +134,8 @@ def dataset_sample_manifests(w):
 # ---------------------------------------------------------------- params functions
 def lora_arg(w):
     return " ".join(
-        f"--lora {shlex.quote(f)}" for f in PLAN.variant_lora(w.dataset, w.variant, w.seed)
+        f"--lora {shlex.quote(f)}"
+        for f in PLAN.variant_lora(w.dataset, w.variant, w.seed)
     )
 
 

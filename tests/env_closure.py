@@ -66,7 +66,12 @@ def _site_packages() -> Path:
 def build(env_file: Path, root: Path) -> Path:
     """Build the closure site folder and python wrapper of ``env_file`` under ``root``; return the
     wrapper's bin folder (put it first on PATH and ``python`` is the env's)."""
-    dists = closure(env_requirements(env_file))
+    reqs = env_requirements(env_file)
+    for req in reqs:  # the pins must be what is installed, or the closure proves nothing
+        have = metadata.version(req.name)
+        if req.specifier and not req.specifier.contains(have, prereleases=True):
+            raise RuntimeError(f"{env_file}: {req} but {req.name} {have} is installed")
+    dists = closure(reqs)
     sp = _site_packages()
     lib, bin_dir = root / "site", root / "bin"
     lib.mkdir(parents=True, exist_ok=True)

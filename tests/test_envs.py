@@ -123,3 +123,22 @@ def test_every_rule_command_imports_in_its_envs_closure(closures):
             failed.append(f"rule {rule} ({env}): {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     assert not failed, failed
     assert len(env_closure.rule_commands()) >= 25
+
+
+@pytest.mark.slow
+def test_rules_run_in_their_conda_envs(tmp_path):
+    """Snakemake's own conda deployment, driven by the stand-in conda of the Slurm test (each env
+    file built as its closure): Snakemake drops PYTHONPATH inside conda envs, and the rules must
+    still find realfake, with the env's Python."""
+    import subprocess
+
+    fake = REPO / "tests" / "slurm" / "fake_conda" / "bin"
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+           "REALFAKE_ACTIVATIONS": str(tmp_path / "activations.txt")}
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                           "results/smoke/real_index.parquet", "--configfile", str(REPO / "config" / "smoke.yaml"),
+                           "--sdm", "conda", "--cores", "1"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    used = (tmp_path / "activations.txt").read_text().split()
+    assert len(used) == 2 and len(set(used)) == 1  # prepare_digits and index_real, both in envs/classify.yaml
+    assert (tmp_path / used[0] / "site").is_dir() and not (tmp_path / used[0] / "site" / "diffusers").exists()

@@ -5,8 +5,12 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 SMK="$REPO/.venv/bin/snakemake"
-export PATH="$REPO/.venv/bin:$PATH"
+# rules run in their conda envs: a stand-in `conda` builds each env file's pip dependency closure
+# (tests/env_closure.py) and activation puts that env's python first, so a rule whose env lacks an
+# import fails here as it would on a cluster
+export PATH="$REPO/tests/slurm/fake_conda/bin:$REPO/.venv/bin:$PATH"
 WORK=$(mktemp -d /tmp/realfake-slurm.XXXXXX)
+export REALFAKE_ACTIVATIONS="$WORK/activations.txt"
 HOST=$(hostname -s)
 STARTED=()
 
@@ -86,6 +90,11 @@ grep -q "JobState=FAILED" /var/log/slurm/jobcomp.log && { log "FAIL: a Slurm job
 groups=$(grep -c "submitted with SLURM jobid .*slurm_logs/group_generate_generate_shard/" "$WORK/slurm.log" || true)
 log "generate_shard jobs were submitted as $groups group jobs"
 [ "$groups" -eq 3 ] || { log "FAIL: expected 3 grouped submissions of generate_shard"; exit 1; }
+
+envs=$(sort -u "$REALFAKE_ACTIVATIONS" | wc -l)
+acts=$(wc -l < "$REALFAKE_ACTIVATIONS")
+log "rule commands ran in $envs distinct env closures ($acts activations)"
+[ "$envs" -eq "$(ls "$REPO"/envs/*.yaml | wc -l)" ] || { log "FAIL: expected every env file to be used"; exit 1; }
 
 status=0
 for f in results/tables/table1.csv results/tables/table2.csv results/tables/quality.csv \
