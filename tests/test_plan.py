@@ -165,3 +165,19 @@ def test_settings_fields_are_the_schema_keys(section):
 def test_named_entry_settings_are_the_schema_keys(section, cls):
     props = load_schema()["properties"][section]["additionalProperties"]["properties"]
     assert {f.name for f in dataclasses.fields(cls)} - {"name"} == set(props)
+
+
+@pytest.mark.slow
+def test_pretraining_gives_the_same_bytes_whatever_cpus_are_granted(smoke_cfg, tmp_path):
+    """`--cores 1` scales the rule's {threads} to 1: the base model (and with it every LoRA and shard)
+    must not change."""
+    from conftest import run_cli
+    outs = []
+    for granted in ("1", "2"):
+        out = tmp_path / f"base{granted}"
+        run_cli("pretrain", "base", "--cfg", json.dumps(smoke_cfg), "--threads", granted, "--out", str(out))
+        outs.append(out)
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert any(f.suffix == ".safetensors" for f in files)
+    for f in files:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
