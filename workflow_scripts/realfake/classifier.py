@@ -22,6 +22,7 @@ from . import checkpoint
 from .atomic import fault_hook, read_torch
 from .cli import seed_everything
 from .chunks import ToTensor, image_batches
+from .data import check_table, read_table
 from .models import check_local
 from .settings import Classify
 from .shards import FileList, ShardDataset
@@ -329,14 +330,9 @@ MANIFEST_BATCH = 1 << 20  # manifest rows per record batch read while setting up
 
 
 def open_manifest(path: str, columns: list[str]) -> pq.ParquetFile:
-    """A manifest opened for record batches with its shard column dictionary-encoded; a missing
-    file or column is an error naming both."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"synthetic manifest {path} does not exist")
-    names = pq.read_schema(path).names
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise ValueError(f"synthetic manifest {path} has no column(s) {missing} (it has {names})")
+    """A manifest opened for record batches of ``columns``, its shard column dictionary-encoded
+    (``data.check_table`` names a missing file or column)."""
+    check_table(path, "manifest", columns)
     return pq.ParquetFile(path, read_dictionary=["shard"])
 
 
@@ -366,12 +362,12 @@ def manifest_members(manifests: list[str], shards: set[str]) -> dict[str, set[st
         for batch in pf.iter_batches(batch_size=MANIFEST_BATCH, columns=["shard", "member"]):
             col = batch.column(0)
             names = np.array(col.dictionary.to_pylist(), dtype=object)
-            wanted = np.isin(names, list(shards))
-            rows = np.flatnonzero(wanted[col.indices.to_numpy(zero_copy_only=False)])
+            codes = col.indices.to_numpy(zero_copy_only=False)
+            rows = np.flatnonzero(np.isin(names, list(shards))[codes])
             if not len(rows):
                 continue
             members = batch.column(1).take(rows).to_pylist()
-            for shard, member in zip(names[col.indices.to_numpy(zero_copy_only=False)[rows]], members):
+            for shard, member in zip(names[codes[rows]], members):
                 keep[shard].add(member.rsplit(".", 1)[0])
     return keep
 
@@ -381,7 +377,7 @@ def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> p
     if use_real:
         parts.append(index[index.split == "train"][["path", "label"]])
     for m in manifests:  # manifest or filtered manifest; only the columns the loaders need
-        parts.append(pd.read_parquet(m, columns=["shard", "member", "label"]))
+        parts.append(read_table(m, "manifest", columns=["shard", "member", "label"]))
     if not parts:
         raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
     return pd.concat(parts, ignore_index=True)

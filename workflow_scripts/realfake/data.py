@@ -59,12 +59,12 @@ def _keep_per_class(index: pd.DataFrame, train: pd.DataFrame, size_of, rng) -> p
 
 
 TABLE_COLUMNS = {"index": INDEX_COLUMNS, "captions": ["image_id", "caption"],
-                 "manifest": ["image_id", "label", "shard", "member"], "shadow": ["image_id"]}
+                 "manifest": ["image_id", "label", "shard", "member"]}
 
 
-def read_table(path, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """A table this workflow wrote (``kind``: index, captions, manifest), with its columns checked
-    first: a missing file or column is an error naming both, not a KeyError deep in a stage."""
+def check_table(path, kind: str, required: list[str]) -> None:
+    """A missing file, a file that is not parquet, or a missing ``required`` column is an error
+    naming the file (and the columns), not a KeyError deep in a stage."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -74,10 +74,15 @@ def read_table(path, kind: str, columns: list[str] | None = None) -> pd.DataFram
         names = pq.read_schema(path).names
     except Exception as exc:  # pyarrow's own error types for a file that is not parquet
         raise ValueError(f"{kind} table {path} is not a readable parquet file ({exc})") from None
-    missing = [c for c in dict.fromkeys(TABLE_COLUMNS[kind] + list(columns or [])) if c not in names]
+    missing = [c for c in dict.fromkeys(required) if c not in names]
     if missing:
         raise ValueError(f"{kind} table {path} has no column(s) {missing} (it has {names}); rerun the rule "
                          "that writes it")
+
+
+def read_table(path, kind: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """A table this workflow wrote (``kind``: index, captions, manifest), its columns checked first."""
+    check_table(path, kind, TABLE_COLUMNS[kind] + list(columns or []))
     return pd.read_parquet(path, columns=columns)
 
 
