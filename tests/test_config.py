@@ -43,7 +43,7 @@ def test_defaults_are_filled():
     ({"generate": {"image_format": "webp"}}, "config key generate.image_format"),
     ({"classify": {"loader": "lazy"}}, "config key classify.loader"),
     ({"classify": {"optimizer": "adam"}}, "config key classify.optimizer"),
-    ({"classify": {"warmup_epochs": 5}}, "classify.warmup_epochs (dataset mini): warm-up needs schedule cosine"),
+    ({"classify": {"warmup_epochs": 5}}, "classify.warmup_epochs (dataset mini): one-cycle has its own warm-up"),
     ({"classify": {"mixup": -0.1}}, "config key classify.mixup"),
     ({"datasets": {"face": {"kind": "celeba", "root": "/x"}}}, "datasets.face.attributes: required for kind 'celeba'"),
     ({"datasets": {"mini": {"attributes": ["Smiling"]}}}, "datasets.mini.attributes: only for kind 'celeba'"),
@@ -63,6 +63,19 @@ def test_defaults_are_filled():
     ({"tables": {"table2_variants": []}}, "config key tables.table2_variants: [] should be non-empty"),
     ({"variants": {"a b": {"lora": None}}}, "variants.a b: name 'a b'"),
     ({"classify": {"batch_size": 1}}, "config key classify.batch_size: 1 is less than the minimum of 2"),
+    ({"classify": {"transform": "timm"}}, "classify.transform (dataset mini): timm transforms augment each image"),
+    ({"classify": {"transform": "timm", "loader": "stream", "randaugment_ops": 2}},
+     "classify.randaugment_ops (dataset mini): torchvision RandAugment is for transform simple"),
+    ({"classify": {"auto_augment": "rand-m7"}}, "classify.auto_augment (dataset mini): needs classify.transform timm"),
+    ({"classify": {"transform": "timm", "loader": "stream", "auto_augment": "rand-m7-mstd"}},
+     "classify.auto_augment (dataset mini): 'rand-m7-mstd' is not a timm RandAugment policy"),
+    ({"classify": {"transform": "timm", "loader": "stream", "auto_augment": "augmix-m5"}}, "is not a timm RandAugment"),
+    ({"classify": {"drop_path_rate": 0.05}}, "classify.drop_path_rate (dataset mini): smallcnn has no residual"),
+    ({"classify": {"nesterov": True}}, "classify.nesterov (dataset mini): Nesterov momentum is for optimizer sgd"),
+    ({"classify": {"scale": [1.0, 0.08]}}, "classify.scale / classify.ratio (dataset mini): each range is [low, high]"),
+    ({"classify": {"scale": [0.08]}}, "config key classify.scale"),
+    ({"classify": {"label_smoothing": 1.0}}, "config key classify.label_smoothing"),
+    ({"datasets": {"mini": {"classify_overrides": {"transform": "timm"}}}}, "classify.transform (dataset mini)"),
 ])
 def test_bad_values_name_the_key(override, needle):
     with pytest.raises(ConfigError) as exc:

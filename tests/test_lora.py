@@ -89,3 +89,64 @@ def test_train_images_stream_uint8_and_steps_resume_alike(tmp_path):
     loader = torch.utils.data.DataLoader(ds, batch_sampler=StepSampler(5, 4, 2, seed=3), num_workers=2)
     batches = list(loader)
     assert [b.shape for b in batches] == [(4, 3, 8, 8)] * 2 and batches[0].dtype == torch.uint8
+
+
+def test_random_crop_keeps_aspect_and_is_seeded(tmp_path):
+    """finetune.crop random: the short side is resized to the size and a seeded crop taken (the
+    official Resize + RandomCrop), never a squash; the same (index, seed) key gives the same pixels
+    and the sampler's indices are those of the squash sampler."""
+    from PIL import Image
+
+    from realfake.finetune import StepSampler, TrainImages, random_crop
+
+    wide = np.zeros((10, 40, 3), np.uint8)
+    wide[:, :, 0] = np.arange(40, dtype=np.uint8)[None, :] * 6  # a horizontal ramp
+    im = Image.fromarray(wide)
+    crops = [np.asarray(random_crop(im, 8, seed)) for seed in range(20)]
+    assert all(c.shape == (8, 8, 3) for c in crops)
+    # 10 x 40 -> 8 x 32: the crop spans a quarter of the width, so the ramp inside it is short
+    assert all(int(c[0, -1, 0]) - int(c[0, 0, 0]) < 60 for c in crops)
+    assert len({int(c[0, 0, 0]) for c in crops}) > 3  # the offset varies with the seed
+    assert np.array_equal(np.asarray(random_crop(im, 8, 5)), crops[5])
+    path = tmp_path / "wide.png"
+    im.save(path)
+    ds = TrainImages([str(path)], 8, crop="random")
+    assert torch.equal(ds[(0, 5)], torch.from_numpy(crops[5].copy()).permute(2, 0, 1))
+    keyed = list(StepSampler(5, 4, 3, seed=3, crop_seeds=True))
+    assert [[i for i, _ in b] for b in keyed] == list(StepSampler(5, 4, 3, seed=3))
+    assert len({s for b in keyed for _, s in b}) == 12  # one crop seed per (step, position)
+
+
+def test_gradient_clipping_bounds_the_update(tiny_base):
+    """finetune.max_grad_norm clips the LoRA gradients' global norm before every step (checked on
+    the gradients the optimiser then sees); without it nothing is clipped. The first loss is the
+    same (same batch, same initial weights), the later ones differ."""
+    cfg = load_config(REPO / "config" / "smoke.yaml", overrides={"finetune": {"steps": 4, "lr": 0.05, "batch_size": 4}})
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    prompts = [f"a photo of the digit {i % 3}" for i in range(6)]
+    runs = {}
+    for clip in (None, 1e-6):
+        f = Finetune.of(cfg)
+        f = type(f)(**{**f.__dict__, "max_grad_norm": clip})
+        norms = []
+        pipe = load_pipeline(tiny_base)
+        orig = torch.nn.utils.clip_grad_norm_
+
+        def spy(params, max_norm, *a, **k):
+            params = list(params)
+            out = orig(params, max_norm, *a, **k)
+            norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))))
+            return out
+
+        torch.nn.utils.clip_grad_norm_ = spy
+        try:
+            runs[clip] = train_lora(pipe, images, prompts, None, f, dm_weight=0.0, seed=0, rescale=True)
+        finally:
+            torch.nn.utils.clip_grad_norm_ = orig
+        if clip is None:
+            assert norms == []
+        else:
+            assert len(norms) == 4 and max(norms) <= 1e-6 * 1.01
+    assert runs[None][0] == runs[1e-6][0]  # same first batch and weights: the clip acts on the update
+    assert runs[None][1:] != runs[1e-6][1:]
+    assert all(np.isfinite(h).all() for r in runs.values() for h in r)

@@ -45,11 +45,20 @@ IN1K_RECIPE = {"optimizer": "lamb", "schedule": "cosine", "warmup_epochs": 1, "l
                "cutmix": 1.0, "randaugment_ops": 2, "randaugment_magnitude": 7}
 
 
-@pytest.mark.parametrize("loader, recipe", [("memory", {}), ("stream", {}), ("memory", IN1K_RECIPE)],
-                         ids=["memory", "stream", "in1k-recipe"])
+# the paper's timm recipe on the smoke model: per-image timm transforms (RandomResizedCrop, flip,
+# RandAugment) in 2 loader workers, label smoothing, mixup/CutMix, Nesterov SGD, warm-up + multistep
+TIMM_RECIPE = {"transform": "timm", "optimizer": "sgd", "nesterov": True, "lr": 0.05, "schedule": "multistep",
+               "milestones": [3], "warmup_epochs": 1, "label_smoothing": 0.1, "auto_augment": "rand-m7-mstd0.5",
+               "mixup": 0.2, "cutmix": 1.0}
+
+
+@pytest.mark.parametrize("loader, recipe", [("memory", {}), ("stream", {}), ("memory", IN1K_RECIPE),
+                                            ("stream", TIMM_RECIPE)],
+                         ids=["memory", "stream", "in1k-recipe", "timm-recipe"])
 def test_classifier_resumes_from_checkpoint_identically(real_inputs, smoke_cfg, tmp_path, loader, recipe):
     """The IN-1K recipe draws mixup/CutMix from the seeded generator and RandAugment from torch's
-    global one: both are checkpointed, so a resumed run still gives the same bytes."""
+    global one: both are checkpointed, so a resumed run still gives the same bytes. The timm
+    recipe's per-image augmentation is seeded by (seed, epoch, worker): the same holds."""
     cfg = _cfg(smoke_cfg, loader=loader, num_workers=2, shuffle_buffer=16, **recipe)
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -76,8 +85,11 @@ def test_checkpoint_from_another_config_is_an_error(real_inputs, smoke_cfg, tmp_
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "metrics.json").exists()
 
 
-def test_finetune_resumes_from_checkpoint_identically(real_inputs, smoke_cfg, tmp_path):
+@pytest.mark.parametrize("official", [False, True], ids=["squash", "official-crop-and-clip"])
+def test_finetune_resumes_from_checkpoint_identically(real_inputs, smoke_cfg, tmp_path, official):
     cfg = _cfg(smoke_cfg)
+    if official:  # the official script's Resize + RandomCrop (seeded per step and image) and gradient clipping
+        cfg["finetune"].update({"crop": "random", "max_grad_norm": 1.0})
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     _finetune(real_inputs, cfg, a)

@@ -18,11 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, recipes
 from .atomic import fault_hook, read_torch
 from .cli import seed_everything
 from .chunks import ToTensor, image_batches
-from .data import check_table, read_table
+from .data import check_table, frame_tensor, read_table
 from .models import check_local
 from .settings import Classify
 from .shards import FileList, ShardDataset
@@ -48,19 +48,23 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean((2, 3)))
 
 
-def build_model(arch: str, num_classes: int, weights: str | None = None) -> nn.Module:
-    """smallcnn, or a timm model, optionally from a local ImageNet weights file (head re-initialised)."""
+def build_model(arch: str, num_classes: int, weights: str | None = None, drop_path_rate: float = 0.0) -> nn.Module:
+    """smallcnn, or a timm model (with stochastic depth ``drop_path_rate``), optionally from a
+    local ImageNet weights file (head re-initialised)."""
     if arch == "smallcnn":
         if weights:
             raise ValueError("classify.pretrained needs a timm architecture, not smallcnn")
+        if drop_path_rate:
+            raise ValueError("classify.drop_path_rate needs a timm architecture, not smallcnn")
         return SmallCNN(num_classes)
     import timm
 
+    extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
     if weights:
         check_local(weights, "pretrained classifier weights", "models.resnet50_pretrained")
         return timm.create_model(arch, pretrained=True, num_classes=num_classes,
-                                 pretrained_cfg_overlay={"file": str(weights)})
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
+                                 pretrained_cfg_overlay={"file": str(weights)}, **extra)
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes, **extra)
 
 
 def load_classifier(path, device: str = "cpu") -> nn.Module:
@@ -93,13 +97,15 @@ def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torc
 
 
 @torch.no_grad()
-def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256, workers: int = 0) -> torch.Tensor:
+def predict_logits(model, frame: pd.DataFrame, size: int, batch_size: int = 256, workers: int = 0,
+                   transform=None) -> torch.Tensor:
     """Float logits on CPU for every row of an index frame, on the model's device; ``workers``
     loader processes decode ``batch_size`` images at a time (50k ImageNet val images never sit in
-    memory at once)."""
+    memory at once). ``transform`` (PIL -> tensor) defaults to the squash-resize to ``size``; pass
+    ``recipes.eval_transform`` for the classifier's own test transform."""
     model.eval()
     device = next(model.parameters()).device
-    batches = image_batches(list(frame.path), batch_size, workers, ToTensor(size))
+    batches = image_batches(list(frame.path), batch_size, workers, transform or ToTensor(size))
     out = [model(x.to(device)).float().cpu() for x in batches]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
@@ -111,10 +117,10 @@ def attribute_bits(labels: torch.Tensor, n_attributes: int) -> torch.Tensor:
 
 
 def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attributes: list[str] | None = None,
-             workers: int = 0) -> dict:
+             workers: int = 0, transform=None) -> dict:
     """Top-1 / top-5 on the real test rows; for an attribute dataset, accuracy per attribute
     (logit > 0 means present) and their mean instead."""
-    logits = predict_logits(model, test, size, batch_size, workers)
+    logits = predict_logits(model, test, size, batch_size, workers, transform)
     y = torch.as_tensor(test.label.to_numpy(), dtype=torch.long)
     if attributes:
         hit = ((logits > 0).float() == attribute_bits(y, len(attributes))).float().mean(0) * 100
@@ -128,9 +134,11 @@ def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attrib
 
 
 def make_optimizer(model: nn.Module, c: Classify):
-    """SGD (momentum 0.9), AdamW, or LAMB (timm; no weight decay on norms and biases, as in timm's recipes)."""
+    """SGD (momentum 0.9, Nesterov with classify.nesterov as timm's ``sgd``), AdamW, or LAMB (timm;
+    no weight decay on norms and biases, as in timm's recipes)."""
     if c.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=0.9, weight_decay=c.weight_decay,
+                               nesterov=c.nesterov)
     if c.optimizer == "lamb":
         from timm.optim import create_optimizer_v2
 
@@ -140,8 +148,13 @@ def make_optimizer(model: nn.Module, c: Classify):
 
 def make_schedule(opt, c: Classify, steps_per_epoch: int):
     """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine
-    (after ``warmup_epochs`` of linear warm-up: the IN-1K recipe)."""
+    (IN-1K), multistep and cosine after ``warmup_epochs`` of linear warm-up (timm's default 5)."""
     total = c.epochs * steps_per_epoch
+    if c.schedule == "multistep" and c.warmup_epochs:
+        warm = min(c.warmup_epochs * steps_per_epoch, total - 1)
+        bounds = np.array([m * steps_per_epoch for m in c.milestones])
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: (step + 1) / warm if step < warm else float(0.2 ** int((bounds <= step).sum())))
     if c.schedule == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(
             opt, milestones=[m * steps_per_epoch for m in c.milestones], gamma=0.2)
@@ -190,26 +203,30 @@ def mix_batch(x: torch.Tensor, t: torch.Tensor, gen: torch.Generator, mixup: flo
 
 class Objective:
     """What the classifier is trained on: classes (cross-entropy, or BCE on one-hot targets as in
-    the IN-1K recipe) or attributes (multi-label BCE on the label's attribute bits)."""
+    the IN-1K recipe) or attributes (multi-label BCE on the label's attribute bits). Label smoothing
+    and mixup/CutMix act on the targets as in timm's train.py: smoothed one-hot targets are mixed
+    and scored with timm's soft-target losses; without mixing, hard labels go to (label-smoothing)
+    cross-entropy."""
 
     def __init__(self, num_classes: int, c: Classify, attributes: list[str] | None = None):
         self.attributes = attributes
         self.outputs = len(attributes) if attributes else num_classes
         self.bce = bool(attributes) or c.loss == "bce"
-        self.mixup, self.cutmix = c.mixup, c.cutmix
+        self.mixup, self.cutmix, self.smoothing = c.mixup, c.cutmix, c.label_smoothing
+        self.hard = recipes.hard_label_loss(self.smoothing)
+        self.soft = None if not (self.bce or self.mixup > 0 or self.cutmix > 0) else recipes.soft_target_loss(self.bce)
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
-        return attribute_bits(y, self.outputs) if self.attributes else F.one_hot(y, self.outputs).float()
+        if self.attributes:
+            return attribute_bits(y, self.outputs)
+        return recipes.smooth(F.one_hot(y, self.outputs).float(), self.smoothing)
 
     def loss(self, model, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """x, y on the model's device; mixing draws from ``gen``."""
-        if not (self.bce or self.mixup > 0 or self.cutmix > 0):  # the plain case: hard-label cross-entropy
-            return F.cross_entropy(model(x), y)
+        if self.soft is None:  # hard labels: cross-entropy, with label smoothing when configured
+            return self.hard(model(x), y)
         x, t = mix_batch(x, self.targets(y), gen, self.mixup, self.cutmix)
-        logits = model(x).float()
-        if self.bce:
-            return F.binary_cross_entropy_with_logits(logits, t)
-        return -(t * F.log_softmax(logits, 1)).sum(1).mean()
+        return self.soft(model(x).float(), t)
 
 
 class MemoryData:
@@ -235,7 +252,7 @@ class StreamData:
     whole, and only a filtered manifest's shards carry a key set, read for those shards' rows alone.
     So setting up a 12.8 M-row 10x set holds its shard names and counts, not its member names."""
 
-    def __init__(self, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int, c):
+    def __init__(self, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int, c, transform=None):
         counts: dict[str, int] = {}
         for m in manifests:
             for shard, n in manifest_shard_counts(m).items():
@@ -247,7 +264,7 @@ class StreamData:
             raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
         self.n = len(files) + sum(counts.values())
         self.dataset = ShardDataset(list(counts), size, seed, c.shuffle_buffer, files=files,
-                                    shard_images=sum(counts.values()), keep=keep)
+                                    shard_images=sum(counts.values()), keep=keep, transform=transform)
         self.workers = c.num_workers
 
     def __len__(self):
@@ -270,7 +287,7 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
     gen = torch.Generator().manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     objective = Objective(num_classes, c, attributes)
-    model = build_model(c.arch, objective.outputs, weights).to(device)
+    model = build_model(c.arch, objective.outputs, weights, c.drop_path_rate).to(device)
     opt = make_optimizer(model, c)
     steps_per_epoch = max(1, int(np.ceil(len(data) / c.batch_size)))
     sched = make_schedule(opt, c, steps_per_epoch)
@@ -293,7 +310,9 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
         for xb, yb in data.batches(epoch, c.batch_size, gen):
             if len(yb) < 2:
                 continue
-            xb = augment(xb, gen, c.pad_crop, c.random_flip).to(device, non_blocking=True)
+            if c.transform == "simple":  # timm transforms augmented each image in the loader already
+                xb = augment(xb, gen, c.pad_crop, c.random_flip)
+            xb = xb.to(device, non_blocking=True)
             if c.randaugment_ops:
                 xb = rand_augment(xb, c.randaugment_ops, c.randaugment_magnitude)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -372,12 +391,24 @@ def manifest_members(manifests: list[str], shards: set[str]) -> dict[str, set[st
     return keep
 
 
-def training_set(index: pd.DataFrame, use_real: bool, manifests: list[str]) -> pd.DataFrame:
-    parts = []
-    if use_real:
-        parts.append(index[index.split == "train"][["path", "label"]])
+def training_set(real: pd.DataFrame | None, manifests: list[str]) -> pd.DataFrame:
+    """Rows (path, or shard and member; label) of the real training rows and the manifests."""
+    parts = [] if real is None else [real[["path", "label"]]]
     for m in manifests:  # manifest or filtered manifest; only the columns the loaders need
         parts.append(read_table(m, "manifest", columns=["shard", "member", "label"]))
     if not parts:
         raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
     return pd.concat(parts, ignore_index=True)
+
+
+def training_data(c: Classify, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int):
+    """The classifier's training data as ``classify.loader`` and ``classify.transform`` ask:
+    worker processes streaming shards and files through the recipe's per-image transform, or
+    (mini world) the whole set decoded once at ``size``."""
+    if c.loader == "stream":  # manifests read for shard counts only: no row per synthetic image in memory
+        return StreamData(real, manifests, size, seed, c, recipes.train_transform(c, size))
+    if c.transform != "simple":
+        raise ValueError(f"classify.transform {c.transform} augments each image in the loader: it needs "
+                         "classify.loader stream")
+    train = training_set(real, manifests)
+    return MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))

@@ -13,9 +13,10 @@ import torch
 
 from . import checkpoint
 from .atomic import write_json, write_torch
-from .classifier import MemoryData, StreamData, evaluate, train_classifier, training_set
+from .classifier import evaluate, train_classifier, training_data
 from .cli import Command, loader_workers, provenance, run
-from .data import frame_tensor, read_table
+from .data import read_table
+from .recipes import eval_transform
 from .settings import Classify, Dataset, Models
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,7 @@ def train_main(args, cfg: dict) -> None:
     num_classes = int(index.label.max()) + 1
     test = index[index.split == "test"]
     size = c.input_size(ds)
-    if c.loader == "stream":  # manifests read for shard counts only: no row per synthetic image in memory
-        data = StreamData(index[index.split == "train"] if args.use_real else None, args.synthetic, size, args.seed, c)
-    else:
-        train = training_set(index, args.use_real, args.synthetic)
-        data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
+    data = training_data(c, index[index.split == "train"] if args.use_real else None, args.synthetic, size, args.seed)
     log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", c.arch, len(data),
              "with" if args.use_real else "no", len(args.synthetic), c.loader)
     weights = models.resnet50_pretrained if c.pretrained else None
@@ -42,7 +39,7 @@ def train_main(args, cfg: dict) -> None:
     model = train_classifier(data, num_classes, c, args.seed, weights, ckpt, fingerprint, attributes)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # test on the job's GPU, then save from the CPU
     metrics = evaluate(model.to(device), test.reset_index(drop=True), size, attributes=attributes,
-                       workers=loader_workers(args, cfg))
+                       workers=loader_workers(args, cfg), transform=eval_transform(c, size))
     model = model.cpu()
     log.info("test %s", metrics)
     write_torch({"state_dict": model.state_dict(), "arch": c.arch,

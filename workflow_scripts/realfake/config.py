@@ -141,14 +141,17 @@ def _check_names(config: dict) -> None:
                    "must start with a letter and hold only letters, digits, _ and - (at most 64): it names "
                    "folders under results/ and appears in shell commands")
             raise ConfigError(f"config key datasets.{name}: dataset name {name!r} {why}")
-        try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(ds["prompt_template"]) if f is not None}
-        except ValueError as exc:
-            raise ConfigError(f"config key datasets.{name}.prompt_template: {exc}") from None
-        unknown = sorted(fields - PROMPT_FIELDS)
-        if unknown:
-            raise ConfigError(f"config key datasets.{name}.prompt_template: unknown placeholder "
-                              f"{{{unknown[0]}}} (known: {{classname}}, {{caption}})")
+        for key in ("prompt_template", "finetune_prompt_template"):
+            if ds.get(key) is None:
+                continue
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(ds[key]) if f is not None}
+            except ValueError as exc:
+                raise ConfigError(f"config key datasets.{name}.{key}: {exc}") from None
+            unknown = sorted(fields - PROMPT_FIELDS)
+            if unknown:
+                raise ConfigError(f"config key datasets.{name}.{key}: unknown placeholder "
+                                  f"{{{unknown[0]}}} (known: {{classname}}, {{caption}})")
     for section in ("variants", "loras"):
         for name in config[section]:
             if not NAME_PATTERN.fullmatch(str(name)):
@@ -167,9 +170,9 @@ def _cross_check(config: dict) -> None:
     for key in ("table1_baseline", "table1_method"):
         if variants and tables[key] not in variants:
             raise ConfigError(f"config key tables.{key}: unknown variant {tables[key]!r} (defined: {sorted(variants)})")
-    if tables["table1_caption_baseline"] is not None and tables["table1_caption_baseline"] not in variants:
-        raise ConfigError(f"config key tables.table1_caption_baseline: unknown variant "
-                          f"{tables['table1_caption_baseline']!r} (defined: {sorted(variants)})")
+    for key in ("table1_caption_baseline", "table1_official"):
+        if tables[key] is not None and tables[key] not in variants:
+            raise ConfigError(f"config key tables.{key}: unknown variant {tables[key]!r} (defined: {sorted(variants)})")
     for name in tables["table2_variants"]:
         if name not in variants:
             raise ConfigError(f"config key tables.table2_variants: unknown variant {name!r} (defined: {sorted(variants)})")
@@ -189,9 +192,38 @@ def _cross_check(config: dict) -> None:
                 "required for kind 'celeba' (e.g. [Smiling, Attractive, Heavy_Makeup])" if ds["kind"] == "celeba"
                 else f"only for kind 'celeba', not {ds['kind']!r}"))
         ccfg = {**config["classify"], **ds["classify_overrides"]}
-        if ccfg["warmup_epochs"] and ccfg["schedule"] != "cosine":
-            raise ConfigError(f"config key classify.warmup_epochs (dataset {name}): warm-up needs schedule "
-                              f"cosine, not {ccfg['schedule']!r}")
+        _check_recipe(ccfg, name)
+
+
+RAND_AUGMENT = re.compile(r"rand(-(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+(\.\d+)?|inc[01]|p\d+(\.\d+)?|w\d+))*")
+
+
+def _check_recipe(c: dict, dataset: str) -> None:
+    """Combinations of classify keys (after the dataset's overrides) that cannot be trained."""
+    where = f"(dataset {dataset})"
+    if c["warmup_epochs"] and c["schedule"] == "onecycle":
+        raise ConfigError(f"config key classify.warmup_epochs {where}: one-cycle has its own warm-up; warm-up needs "
+                          "schedule multistep or cosine")
+    if c["transform"] == "timm" and c["loader"] != "stream":
+        raise ConfigError(f"config key classify.transform {where}: timm transforms augment each image in the loader's "
+                          "workers and need classify.loader stream")
+    if c["transform"] == "timm" and c["randaugment_ops"]:
+        raise ConfigError(f"config key classify.randaugment_ops {where}: torchvision RandAugment is for transform "
+                          "simple; with transform timm set classify.auto_augment (e.g. rand-m7-mstd0.5)")
+    if c["transform"] == "simple" and c["auto_augment"]:
+        raise ConfigError(f"config key classify.auto_augment {where}: needs classify.transform timm")
+    if c["arch"] == "smallcnn" and c["drop_path_rate"]:
+        raise ConfigError(f"config key classify.drop_path_rate {where}: smallcnn has no residual blocks to drop; "
+                          "use a timm architecture")
+    if c["nesterov"] and c["optimizer"] != "sgd":
+        raise ConfigError(f"config key classify.nesterov {where}: Nesterov momentum is for optimizer sgd, "
+                          f"not {c['optimizer']!r}")
+    if c["scale"][0] > c["scale"][1] or c["ratio"][0] > c["ratio"][1]:
+        raise ConfigError(f"config key classify.scale / classify.ratio {where}: each range is [low, high]")
+    if c["auto_augment"] and not RAND_AUGMENT.fullmatch(c["auto_augment"]):
+        raise ConfigError(f"config key classify.auto_augment {where}: {c['auto_augment']!r} is not a timm RandAugment "
+                          "policy: 'rand' then '-'-separated m<magnitude>, n<ops>, mstd<std>, mmax<max>, inc<0|1>, "
+                          "p<prob>, w<weights index> (e.g. rand-m7-mstd0.5)")
 
 
 def _check_ood(config: dict) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from . import checkpoint
@@ -51,27 +52,48 @@ def save_lora(unet, out: str | Path) -> None:
         shutil.move(str(Path(tmpdir) / "pytorch_lora_weights.safetensors"), tmp)
 
 
+def random_crop(im: Image.Image, size: int, seed: int) -> Image.Image:
+    """The short side resized to ``size`` (bilinear), then a ``size`` x ``size`` crop at an offset
+    drawn from ``seed`` (torchvision's Resize(size) + RandomCrop(size), seeded)."""
+    w, h = im.size
+    scale = size / min(w, h)
+    rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((rw, rh), Image.BILINEAR)
+    rng = np.random.default_rng(seed)
+    x, y = int(rng.integers(rw - size + 1)), int(rng.integers(rh - size + 1))
+    return im.crop((x, y, x + size, y + size))
+
+
 class TrainImages(torch.utils.data.Dataset):
     """The real training images as uint8 tensors (3, size, size), decoded on demand (in DataLoader
-    workers): memory is a few batches, not the dataset (3 MiB per image as float at 512 px)."""
+    workers): memory is a few batches, not the dataset (3 MiB per image as float at 512 px).
+    ``crop`` squash resizes each image to size x size; random (keys are (index, crop seed) pairs)
+    resizes its short side and crops at a seeded offset."""
 
-    def __init__(self, paths: list[str], size: int):
-        self.paths, self.size = list(paths), size
+    def __init__(self, paths: list[str], size: int, crop: str = "squash"):
+        self.paths, self.size, self.crop = list(paths), size, crop
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(load_rgb(self.paths[i], self.size)).copy()).permute(2, 0, 1)
+    def __getitem__(self, key) -> torch.Tensor:
+        if self.crop == "random":
+            i, seed = key
+            im = random_crop(load_rgb(self.paths[i]), self.size, seed)
+        else:
+            im = load_rgb(self.paths[key], self.size)
+        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
 
 
 class StepSampler:
     """The batch of every step, drawn with replacement from a generator seeded by (seed, step): a
     resumed run reads the same batches from its first step on, and no index list is held (IN-1K at
-    100 epochs would be 128 M indices)."""
+    100 epochs would be 128 M indices). With ``crop_seeds`` each key is (index, crop seed), the
+    seed a function of (seed, step, position) alone."""
 
-    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0):
+    def __init__(self, n: int, batch_size: int, steps: int, seed: int, start: int = 0, crop_seeds: bool = False):
         self.n, self.batch_size, self.steps, self.seed, self.start = n, batch_size, steps, seed, start
+        self.crop_seeds = crop_seeds
 
     def __len__(self) -> int:
         return self.steps - self.start
@@ -79,7 +101,11 @@ class StepSampler:
     def __iter__(self):
         for step in range(self.start, self.steps):
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-            yield torch.randint(self.n, (self.batch_size,), generator=g).tolist()
+            idx = torch.randint(self.n, (self.batch_size,), generator=g).tolist()
+            if self.crop_seeds:
+                base = (self.seed * 1_000_003 + step) * 65_537
+                idx = [(i, base + j) for j, i in enumerate(idx)]
+            yield idx
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -118,14 +144,15 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         history, start = state["history"], state["step"] + 1
-    sampler = StepSampler(len(images), f.batch_size, steps, seed, start)
+    sampler = StepSampler(len(images), f.batch_size, steps, seed, start,
+                          crop_seeds=getattr(images, "crop", "squash") == "random")
     loader = torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     amp = f.amp and device.type == "cuda"
     every = f.checkpoint_every
     bar = tqdm(range(start, steps), desc="finetune", mininterval=10, initial=start, total=steps)
-    for step, (idx, x) in zip(bar, zip(sampler, loader)):
-        idx = torch.as_tensor(idx)
+    for step, (keys, x) in zip(bar, zip(sampler, loader)):
+        idx = torch.as_tensor([k[0] if isinstance(k, tuple) else k for k in keys])
         x = _as_float(x.to(device, non_blocking=True))
         if f.random_flip:
             flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
@@ -147,6 +174,8 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
             raise ValueError(f"fine-tuning loss became {float(loss)} at step {step} (lr {f.lr}): stopping")
         opt.zero_grad()
         loss.backward()
+        if f.max_grad_norm is not None:  # the official script clips at 1.0
+            torch.nn.utils.clip_grad_norm_(params, f.max_grad_norm)
         opt.step()
         history.append((loss.item(), base.item(), dm.item()))
         if step % 50 == 0:
@@ -167,9 +196,10 @@ def train_main(args, cfg: dict) -> None:
     index = read_table(args.index, "index")
     train = index[index.split == "train"].reset_index(drop=True)
     caps = read_table(args.captions, "captions").set_index("image_id").caption
-    prompts = [build_prompt(ds.prompt_template, c, caps.get(i, "") if ds.use_captions else "")
+    template = ds.finetune_prompt_template or ds.prompt_template
+    prompts = [build_prompt(template, c, caps.get(i, "") if ds.use_captions else "")
                for i, c in zip(train.image_id, train.class_name)]
-    images = TrainImages(list(train.path), ds.image_size)
+    images = TrainImages(list(train.path), ds.image_size, f.crop)
     guidance = guidance_table(lora.guidance, train.label, train.image_id, args.means, args.embeddings)
     seed = args.seed  # same seed for every LoRA kind: the ablation compares like with like
     ckpt = args.out + ".ckpt"

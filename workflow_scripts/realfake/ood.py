@@ -22,6 +22,7 @@ from .classlists import imagenet_1k_wnids, read_classlist
 from .cli import Command, provenance, run
 from .datasets import ood
 from .errors import ConfigError
+from .recipes import eval_transform
 from .settings import Classify, Dataset, Ood
 from .tables import summarize, write_table
 
@@ -59,11 +60,11 @@ def masked_topk(logits: torch.Tensor, labels: torch.Tensor, mask: list[int] | No
             "top5": float((top == labels[:, None]).any(1).float().mean() * 100), "k": k}
 
 
-def evaluate_set(model, kind: str, root, classes: list[str], size: int, batch_size: int) -> dict:
+def evaluate_set(model, kind: str, root, classes: list[str], size: int, batch_size: int, transform=None) -> dict:
     index, mask = ood_index(kind, root, classes)
     if index.empty:
         raise ValueError(f"{SETS[kind]} at {root} has no images of the classifier's {len(classes)} classes")
-    logits = predict_logits(model, index, size, batch_size)
+    logits = predict_logits(model, index, size, batch_size, transform=transform)
     if logits.shape[1] != len(classes):
         raise ValueError(f"the classifier has {logits.shape[1]} outputs but its dataset has {len(classes)} classes")
     out = masked_topk(logits, torch.tensor(index.label.to_numpy()), mask)
@@ -102,8 +103,9 @@ def eval_main(args, cfg: dict) -> None:
         raise ConfigError(f"config key ood.sets.{args.ood_set}: no root given for {SETS[args.ood_set]}")
     trained = json.loads(Path(args.classifier_metrics).read_text())  # what the classifier was trained on
     model = load_classifier(args.model, "cuda" if torch.cuda.is_available() else "cpu")
-    size = Classify.of(cfg, args.dataset).input_size(ds)
-    res = evaluate_set(model, args.ood_set, root, classifier_classes(ds), size, o.batch_size)
+    c = Classify.of(cfg, args.dataset)
+    size = c.input_size(ds)  # tested with the classifier's own test transform
+    res = evaluate_set(model, args.ood_set, root, classifier_classes(ds), size, o.batch_size, eval_transform(c, size))
     log.info("%s on %s: top-1 %.2f top-5 %.2f over %d images", args.model, SETS[args.ood_set], res["top1"],
              res["top5"], res["n_images"])
     write_json({**res, "dataset": args.dataset, "ood_set": args.ood_set, "model": args.model,

@@ -21,12 +21,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .atomic import write_parquet
-from .classifier import MemoryData, load_classifier, predict_logits, train_classifier
+from .classifier import load_classifier, predict_logits, train_classifier, training_data
 from .cli import Command, run
-from .data import frame_tensor, read_table
+from .data import read_table
+from .recipes import eval_transform
 from .settings import Classify, Dataset, Privacy
 from .tables import save_fig, write_table
 
@@ -133,9 +133,9 @@ def shadow_main(args, cfg: dict) -> None:
     mask = shadow_half(pool, args.k, p.seed)
     train = pool[mask]
     size = c.input_size(ds)
-    data = MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))
+    data = training_data(c, train, [], size, p.seed * 1000 + args.k)
     model = train_classifier(data, int(pool.label.max()) + 1, c, p.seed * 1000 + args.k)
-    logits = predict_logits(model, pool, size).numpy()
+    logits = predict_logits(model, pool, size, transform=eval_transform(c, size)).numpy()
     log.info("shadow %d trained on %d of %d pool images", args.k, int(mask.sum()), len(pool))
     write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
                                 "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
@@ -146,7 +146,8 @@ TARGETS = {"real_target": "real members", "synthetic_target": "synthetic from me
 
 def attack_main(args, cfg: dict) -> None:
     p = Privacy.of(cfg)
-    size = Classify.of(cfg, p.pool).input_size(Dataset.of(cfg, p.pool))
+    c = Classify.of(cfg, p.pool)
+    size = c.input_size(Dataset.of(cfg, p.pool))
     pool = pool_of(args.index)
     members = set(pool_of(args.members_index).image_id)
     if not members <= set(pool.image_id):
@@ -161,7 +162,7 @@ def attack_main(args, cfg: dict) -> None:
     rows, curves = [], {}
     targets = {name: getattr(args, key) for key, name in TARGETS.items()}
     for name, model_file in targets.items():
-        logits = predict_logits(load_classifier(model_file), pool, size).numpy()
+        logits = predict_logits(load_classifier(model_file), pool, size, transform=eval_transform(c, size)).numpy()
         target = logit_confidence(logits, pool.label.to_numpy())
         for attack in ATTACKS:
             scores = lira_scores(target, conf, shadow_in, attack)

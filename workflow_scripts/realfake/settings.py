@@ -53,6 +53,7 @@ class Dataset:
     image_size: int
     use_captions: bool
     prompt_template: str
+    finetune_prompt_template: str | None
     negative_prompt: str
     classify_overrides: dict
     classnames: dict | None
@@ -75,6 +76,16 @@ class Classify:
     optimizer: str
     schedule: str
     warmup_epochs: int
+    nesterov: bool
+    label_smoothing: float
+    drop_path_rate: float
+    transform: str
+    scale: list
+    ratio: list
+    color_jitter: float
+    auto_augment: str | None
+    train_interpolation: str
+    crop_pct: float | None
     loss: str
     mixup: float
     cutmix: float
@@ -116,6 +127,8 @@ class Finetune(Section):
     random_flip: bool
     checkpoint_every: int
     amp: bool
+    max_grad_norm: float | None
+    crop: str
 
 
 @dataclass(frozen=True)
@@ -244,6 +257,7 @@ class Tables(Section):
     table1_baseline: str
     table1_method: str
     table1_caption_baseline: str | None
+    table1_official: str | None
     table2_variants: list
     scale: int
 

@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .images import decode_rgb, load_rgb, to_tensor
+from .recipes import Seeded
 
 log = logging.getLogger(__name__)
 BLOCK = 512
@@ -282,22 +283,30 @@ class ShardDataset(IterableDataset):
     workers, read interleaved (several open at once) and shuffled per epoch with a seeded buffer.
     No per-image file opens for synthetic data; ``files`` (path, label) pairs, e.g. the real
     training images, are streamed alongside. ``keep`` ({shard: set of keys}) streams only those
-    images of the shards it names (a filtered manifest); other shards are read whole."""
+    images of the shards it names (a filtered manifest); other shards are read whole.
+    ``transform`` (a per-image training transform, e.g. timm's) is applied to each decoded image
+    at its own size, under a seed drawn from (seed, epoch, worker): the same images get the same
+    augmentation on every run with the same worker count, resumed or not."""
 
     def __init__(self, shards: list[str], size: int, seed: int = 0, shuffle_buffer: int = 0,
                  files: list[tuple[str, int]] | None = None, shard_images: int = 0,
-                 keep: dict[str, set[str]] | None = None):
+                 keep: dict[str, set[str]] | None = None, transform=None):
         self.shards, self.size, self.seed, self.buffer = list(shards), size, seed, shuffle_buffer
         self.files = files if isinstance(files, FileList) else list(files or [])
         self.shard_images, self.keep = shard_images, keep or {}
+        self.transform = None if transform is None else Seeded(transform)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _decode(self, data):
-        """Shard member bytes or a real image's path -> tensor in [-1, 1], shape (3, size, size)."""
-        im = decode_rgb(data, self.size) if isinstance(data, bytes) else load_rgb(data, self.size)
+    def _decode(self, data, aug: random.Random):
+        """Shard member bytes or a real image's path -> tensor in [-1, 1], shape (3, size, size),
+        or the transform's output for the image at its own size."""
+        size = self.size if self.transform is None else None
+        im = decode_rgb(data, size) if isinstance(data, bytes) else load_rgb(data, size)
+        if self.transform is not None:
+            return self.transform(im, aug.getrandbits(63))
         return to_tensor([im])[0]
 
     def _read(self, shard):
@@ -310,9 +319,10 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
         rng = random.Random(f"{self.seed}|{self.epoch}|{wid}")
+        aug = random.Random(f"{self.seed}|{self.epoch}|{wid}|augment")
         mine = self.shards[wid::nw]
         files = self.files[wid::nw]
         n_shard = self.shard_images * len(mine) // max(1, len(self.shards))
         for data, label in stream_order(files, [_lazy(self._read, s) for s in mine], n_shard, rng, self.buffer,
                                         lambda s: s):
-            yield self._decode(data), label
+            yield self._decode(data, aug), label
