@@ -41,7 +41,7 @@ demo-all: venv
 	$(SMK) all_ablation --configfile config/mini.yaml --cores $(CORES) --printshellcmds
 	@echo; echo "results/tables/table2.csv (synthetic only, top-1 %):"
 	@$(PY) -c "import pandas as p; print(p.read_csv('results/tables/table2.csv')[['variant','label','top1_mean','top1_std']].to_string(index=False))"
-	@echo; $(PY) -c "import pandas as p; print(p.read_csv('results/tables/claims.csv')[['claim','delta_top1','pairs','pairs_positive','holds']].to_string(index=False))"
+	@echo; $(PY) -c "import pandas as p; print(p.read_csv('results/tables/claims.csv')[['claim','delta_top1','seeds','seeds_positive','p_value','holds']].to_string(index=False))"
 
 # One HTML file with every table and figure of make demo-all, their provenance and the job graph.
 report: venv

@@ -124,3 +124,19 @@ def test_a_classifier_that_takes_no_step_is_an_error_not_metrics():
     model = train_classifier(MemoryData(torch.zeros(3, 3, 8, 8), torch.tensor([0, 1, 0])), 2,
                              CCFG.replace(batch_size=2), seed=0)  # batches of 2 and 1: the 2 trains
     assert isinstance(model, SmallCNN)
+
+
+def test_replicas_report_the_mean_and_each_run():
+    """classify.replicas: replica 0 keeps the seed, the others get seed * 1000 + k; metrics.json
+    holds the mean of every accuracy and each replica's top-1."""
+    from realfake.classify import mean_metrics, replica_seed
+
+    assert [replica_seed(7, k) for k in range(3)] == [7, 7001, 7002]
+    one = {"top1": 50.0, "top5": 90.0, "n_test": 10}
+    assert mean_metrics([one]) == one
+    m = mean_metrics([one, {"top1": 60.0, "top5": 80.0, "n_test": 10}])
+    assert m == {"top1": 55.0, "top5": 85.0, "n_test": 10, "replicas_top1": [50.0, 60.0]}
+    attrs = [{"attr_acc": {"a": 80.0, "b": 60.0}, "mean_attr_acc": 70.0, "attributes": ["a", "b"], "n_test": 4},
+             {"attr_acc": {"a": 90.0, "b": 70.0}, "mean_attr_acc": 80.0, "attributes": ["a", "b"], "n_test": 4}]
+    m = mean_metrics(attrs)
+    assert m["attr_acc"] == {"a": 85.0, "b": 65.0} and m["mean_attr_acc"] == 75.0 and m["replicas_top1"] == [70.0, 80.0]

@@ -82,26 +82,48 @@ def test_table2_flags_and_paper_numbers(tmp_path):
 
 
 def test_claims_follow_the_numbers(tmp_path):
+    """Claims are judged on per-seed paired differences with an exact one-sided sign-flip test."""
     from realfake.report import claims
 
+    cfg = load_config(REPO / "config" / "mini.yaml", overrides={"seeds": [0, 1, 2, 3, 4]})
+    rows = []
+    per_seed = [(90, 30, 50, 88), (92, 34, 52, 93), (94, 32, 54, 90), (91, 40, 45, 92), (93, 35, 60, 91)]
+    for seed, (r, b, o, rs) in enumerate(per_seed):
+        rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]
+    # ablation: lp is 8 above base on every seed; ft_dm and ft differ in sign from seed to seed
+    for seed, (_, b, o, _) in enumerate(per_seed):
+        acc = {"lp": b + 8, "ft": 35, "ft_vg": 36, "ft_dm": 35 + (1 if seed % 2 else -1), "ft_vg_dm": 37,
+               "lp_ft": 45, "lp_ft_vg": 47, "lp_ft_dm": 44}
+        rows += [("syn", v, seed, float(a)) for v, a in acc.items()]
+    m = load_metrics(write_metrics(tmp_path, rows))
+    t1 = table1(m, cfg)
+    assert t1.set_index("cell").loc["syn_method", "top1_per_seed"].split() == [f"{o:.4f}" for _, _, o, _ in per_seed]
+    c = claims(t1, table2(m, cfg)).set_index("claim")
+    win = c.loc["synthetic only: method beats text-to-image baseline"]
+    assert win.holds and win.seeds == 5 and win.seeds_positive == 5 and win.p_value == pytest.approx(1 / 32)
+    assert win.test == "one-sided exact paired sign-flip test over seeds"
+    mix = c.loc["real + synthetic beats real only"]  # -2, +1, -4, +1, -2
+    assert not mix.holds and mix.seeds_positive == 2 and mix.delta_top1 == pytest.approx(-1.2)
+    lp = c.loc["adding latent prior helps (ablation pairs)"]
+    assert lp.pairs == 5 and lp.holds and lp.p_value == pytest.approx(1 / 32)
+    dm = c.loc["adding distribution matching helps (ablation pairs)"]
+    assert dm.pairs == 4 and not dm.holds and dm.p_value > 0.05
+
+
+def test_three_seeds_cannot_show_a_claim(tmp_path):
+    """With 3 seeds even 3 of 3 positive differences give p = 1/8: the claim is not shown."""
+    from realfake.report import claims, sign_flip_p
+
+    assert sign_flip_p([3, -1, 2]) == pytest.approx(2 / 8)  # sums >= 4 of (+-3 +-1 +-2): 6 and 4
+    assert sign_flip_p([1, 2, 3, 4, 5]) == pytest.approx(1 / 32)
+    assert np.isnan(sign_flip_p([4.0]))
     cfg = load_config(REPO / "config" / "mini.yaml")
     rows = []
-    for seed, (r, b, o, rs) in enumerate([(90, 30, 50, 88), (92, 34, 52, 89), (94, 32, 54, 90)]):
-        rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]
-    acc = {"lp": 40, "ft": 35, "ft_vg": 36, "ft_dm": 34, "ft_vg_dm": 37, "lp_ft": 45, "lp_ft_vg": 47,
-           "lp_ft_dm": 44}  # base and ours come from the rows above: means 32 and 52
-    rows += [("syn", v, 0, float(a)) for v, a in acc.items()]
-    m = load_metrics(write_metrics(tmp_path, rows))
-    c = claims(table1(m, cfg), table2(m, cfg)).set_index("claim")
-    assert c.loc["synthetic only: method beats text-to-image baseline", "holds"]
-    assert c.loc["synthetic only: method beats text-to-image baseline", "beyond_spread"]
-    assert not c.loc["real + synthetic beats real only", "holds"]  # 89 < 92
-    lp = c.loc["adding latent prior helps (ablation pairs)"]
-    # pairs: lp-base 8, lp_ft-ft 10, lp_ft_vg-ft_vg 11, lp_ft_dm-ft_dm 10, ours-ft_vg_dm 15
-    assert lp.pairs == 5 and lp.delta_top1 == pytest.approx(10.8)
-    dm = c.loc["adding distribution matching helps (ablation pairs)"]
-    # ft_dm-ft -1, ft_vg_dm-ft_vg +1, lp_ft_dm-lp_ft -1, ours-lp_ft_vg +5
-    assert dm.pairs == 4 and dm.pairs_positive == 2 and dm.delta_top1 == pytest.approx(1.0)
+    for seed in range(3):
+        rows += [("real", "", seed, 90), ("syn", "base", seed, 30), ("syn", "ours", seed, 60), ("realsyn", "ours", seed, 95)]
+    c = claims(table1(load_metrics(write_metrics(tmp_path, rows)), cfg), None).set_index("claim")
+    win = c.loc["synthetic only: method beats text-to-image baseline"]
+    assert win.seeds_positive == 3 and win.p_value == pytest.approx(1 / 8) and not win.holds
 
 
 def test_crossover_interpolates_and_reports_never():

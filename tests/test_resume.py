@@ -171,3 +171,18 @@ def test_embed_killed_after_a_chunk_resumes_to_the_same_bytes(smoke_run, smoke_c
     assert not (tmp_path / "b" / "emb.pt.chunks").exists()
     whole = torch.load(r / "smoke" / "embeddings.pt")["embedding"]  # the workflow's one-chunk run
     torch.testing.assert_close(torch.load(tmp_path / "a" / "emb.pt")["embedding"], whole, rtol=1e-4, atol=1e-5)
+
+
+def test_replicas_keep_replica_zero_and_average(real_inputs, smoke_cfg, tmp_path):
+    """classify.replicas 3: model.pt holds the replicas-1 weights exactly (replica 0 has the seed),
+    top-1 is the mean of the three replicas, and no replica checkpoint is left behind."""
+    one, three = tmp_path / "one", tmp_path / "three"
+    one.mkdir(), three.mkdir()
+    _classify(real_inputs, _cfg(smoke_cfg, checkpoint_every=0), one)
+    _classify(real_inputs, _cfg(smoke_cfg, checkpoint_every=0, replicas=3), three)
+    w1, w3 = (torch.load(d / "model.pt", weights_only=True)["state_dict"] for d in (one, three))
+    assert w1.keys() == w3.keys() and all(torch.equal(w1[k], w3[k]) for k in w1)
+    m1, m3 = (json.loads((d / "metrics.json").read_text()) for d in (one, three))
+    assert m3["replicas_top1"][0] == m1["top1"] and len(m3["replicas_top1"]) == 3
+    assert m3["top1"] == pytest.approx(sum(m3["replicas_top1"]) / 3)
+    assert not list(three.glob("*.ckpt"))

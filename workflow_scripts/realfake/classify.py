@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from . import checkpoint
@@ -32,15 +33,22 @@ def train_main(args, cfg: dict) -> None:
     log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", c.arch, len(data),
              "with" if args.use_real else "no", len(args.synthetic), c.loader)
     weights = models.resnet50_pretrained if c.pretrained else None
-    fingerprint = {"cfg": cfg, "seed": args.seed, "use_real": args.use_real, "synthetic": args.synthetic,
-                   "n_train": len(data)}
-    ckpt = args.model_out + ".ckpt"
     attributes = ds.attributes
-    model = train_classifier(data, num_classes, c, args.seed, weights, ckpt, fingerprint, attributes)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # test on the job's GPU, then save from the CPU
-    metrics = evaluate(model.to(device), test.reset_index(drop=True), size, attributes=attributes,
-                       workers=loader_workers(args, cfg), transform=eval_transform(c, size))
-    model = model.cpu()
+    runs, model = [], None
+    for k in range(c.replicas):  # replica k: seed * 1000 + k (replica 0 is the seed itself)
+        seed = replica_seed(args.seed, k)
+        fingerprint = {"cfg": cfg, "seed": seed, "use_real": args.use_real, "synthetic": args.synthetic,
+                       "n_train": len(data)}
+        ckpt = args.model_out + (".ckpt" if k == 0 else f".r{k}.ckpt")
+        trained = train_classifier(data, num_classes, c, seed, weights, ckpt, fingerprint, attributes)
+        runs.append(evaluate(trained.to(device), test.reset_index(drop=True), size, attributes=attributes,
+                             workers=loader_workers(args, cfg), transform=eval_transform(c, size)))
+        log.info("test (replica %d of %d, seed %d) %s", k + 1, c.replicas, seed, runs[-1])
+        model = trained.cpu() if k == 0 else model
+        if k:
+            checkpoint.remove(ckpt)
+    metrics = mean_metrics(runs)
     log.info("test %s", metrics)
     write_torch({"state_dict": model.state_dict(), "arch": c.arch,
                  "num_classes": len(attributes) if attributes else num_classes, "attributes": attributes,
@@ -50,7 +58,27 @@ def train_main(args, cfg: dict) -> None:
         labels.update(variant=args.variant, scale=str(args.scale))
     write_json({**metrics, **labels, "n_train": len(data), "use_real": args.use_real, "synthetic": args.synthetic,
                 **provenance(cfg, dataset=args.dataset, seed=args.seed)}, args.metrics)
-    checkpoint.remove(ckpt)
+    checkpoint.remove(args.model_out + ".ckpt")
+
+
+def replica_seed(seed: int, k: int) -> int:
+    return seed if k == 0 else seed * 1000 + k
+
+
+def mean_metrics(runs: list[dict]) -> dict:
+    """One replica's metrics as they are; several: the mean of every accuracy, and each replica's
+    top-1 (or mean attribute accuracy) under ``replicas_top1``."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, float):
+            out[key] = float(np.mean([r[key] for r in runs]))
+        elif isinstance(value, dict):
+            out[key] = {a: float(np.mean([r[key][a] for r in runs])) for a in value}
+    main_key = "top1" if "top1" in out else "mean_attr_acc"
+    out["replicas_top1"] = [r[main_key] for r in runs]
+    return out
 
 
 def main(argv=None) -> None:

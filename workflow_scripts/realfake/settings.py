@@ -101,6 +101,7 @@ class Classify:
     shuffle_buffer: int
     checkpoint_every: int
     amp: bool
+    replicas: int
 
     @classmethod
     def of(cls, cfg: dict, dataset: str) -> "Classify":

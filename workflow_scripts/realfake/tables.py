@@ -31,10 +31,13 @@ def mean_std(values: pd.Series) -> tuple[float, float]:
 
 
 def summarize(df: pd.DataFrame) -> dict:
-    """Mean, sample std and count of top-1/top-5 over seeds."""
+    """Mean, sample std and count of top-1/top-5 over seeds, and each seed's top-1 (in the order of
+    ``seeds``: paired comparisons between rows match them by seed)."""
     (m1, s1), (m5, s5) = mean_std(df.top1), mean_std(df.top5)
+    by_seed = df.sort_values("seed")
     return {"top1_mean": m1, "top1_std": s1, "top5_mean": m5, "top5_std": s5, "n_seeds": len(df),
-            "seeds": " ".join(str(s) for s in sorted(df.seed))}
+            "seeds": " ".join(str(s) for s in by_seed.seed),
+            "top1_per_seed": " ".join(f"{v:.4f}" for v in by_seed.top1)}
 
 
 def write_table(table: pd.DataFrame, out: str, cfg: dict, inputs, float_format: str = "%.2f", **extra) -> None:
