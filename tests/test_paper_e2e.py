@@ -76,7 +76,9 @@ def test_paper_config_runs_to_table1_with_the_real_model_classes(paper_run):
     assert metrics["n_test"] == 6 and metrics["config"]["classify"]["optimizer"] == "sgd"
     t1 = pd.read_csv(r / "tables" / "table1.csv")
     assert t1.row.tolist() == ["real only", "synthetic only: base", "synthetic only: cip", "synthetic only: ours",
-                               "real + synthetic: ours"]
+                               "synthetic only: ours_official", "real + synthetic: ours"]
+    official = pd.read_parquet(r / "synthetic/imagenet10/ours_official/s0/1x/manifest.parquet")
+    assert (official.guidance == "per_image").all() and len(official) == 12  # each source image's own embedding
     assert t1.top1_mean.between(0, 100).all()
     # FakeIt-style base: class-name prompt; CiP-style: the source image's BLIP-2 caption in the prompt
     base = pd.read_parquet(r / "synthetic/imagenet10/base/s0/1x/manifest.parquet")
