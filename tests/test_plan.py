@@ -144,7 +144,7 @@ def test_rule_params_are_narrowed_to_the_wildcards(mini):
     cfg = json.loads(mini.cfg_json(("datasets", "classify"), {"dataset": "mini", "seed": "0"}))
     assert set(cfg) == {"run_name", "threads", "datasets", "classify"} and list(cfg["datasets"]) == ["mini"]
     with_seeds = json.loads(mini.cfg_json(("seeds", "tables"), {}))
-    assert with_seeds["seeds"] == [0, 1, 2]
+    assert with_seeds["seeds"] == [0, 1, 2, 3, 4]
 
 
 def test_profile_placeholders_are_found_nested():
