@@ -19,15 +19,14 @@ generator states afterwards.
 
 from __future__ import annotations
 
-import random
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .chunks import ToTensor
 from .settings import Classify
+from .shards import Seeded  # noqa: F401 (part of the recipes API; lives with the loader that uses it)
 
 
 def data_config(c: Classify, size: int) -> dict:
@@ -67,26 +66,6 @@ def eval_transform(c: Classify, size: int) -> Callable:
     dc = data_config(c, size)
     return create_transform(size, is_training=False, interpolation=dc["interpolation"], mean=dc["mean"],
                             std=dc["std"], crop_pct=dc["crop_pct"], crop_mode=dc.get("crop_mode"))
-
-
-class Seeded:
-    """``transform(image)`` run under its own seed: Python's, NumPy's and torch's global generators
-    are seeded for the call and restored afterwards, so the result depends on the seed alone."""
-
-    def __init__(self, transform: Callable):
-        self.transform = transform
-
-    def __call__(self, image, seed: int):
-        py, npy = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-            torch.manual_seed(seed)
-            try:
-                return self.transform(image)
-            finally:
-                random.setstate(py)
-                np.random.set_state(npy)
 
 
 def smooth(targets: torch.Tensor, smoothing: float) -> torch.Tensor:

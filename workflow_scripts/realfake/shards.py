@@ -26,12 +26,11 @@ import random
 import tarfile
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from .images import decode_rgb, load_rgb, to_tensor
-from .recipes import Seeded
 
 log = logging.getLogger(__name__)
 BLOCK = 512
@@ -276,6 +275,28 @@ class FileList(Sequence):
 def _lazy(fn, *args):
     """An iterable that calls ``fn(*args)`` only when first iterated (a shard opens when read)."""
     yield from fn(*args)
+
+
+class Seeded:
+    """``transform(image)`` run under its own seed: Python's, NumPy's and torch's global generators
+    are seeded for the call and restored afterwards, so the result depends on the seed alone."""
+
+    def __init__(self, transform: Callable):
+        self.transform = transform
+
+    def __call__(self, image, seed: int):
+        import torch  # shards is imported by torch-free stages (reporting); only loaders call this
+
+        py, npy = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+            try:
+                return self.transform(image)
+            finally:
+                random.setstate(py)
+                np.random.set_state(npy)
 
 
 class ShardDataset(IterableDataset):
