@@ -150,19 +150,18 @@ def make_schedule(opt, c: Classify, steps_per_epoch: int):
     """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine
     (IN-1K), multistep and cosine after ``warmup_epochs`` of linear warm-up (timm's default 5)."""
     total = c.epochs * steps_per_epoch
-    if c.schedule == "multistep" and c.warmup_epochs:
+    bounds = np.array([m * steps_per_epoch for m in c.milestones])
+    if c.warmup_epochs:  # multistep or cosine (config refuses warm-up with one-cycle)
         warm = min(c.warmup_epochs * steps_per_epoch, total - 1)
-        bounds = np.array([m * steps_per_epoch for m in c.milestones])
-        return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: (step + 1) / warm if step < warm else float(0.2 ** int((bounds <= step).sum())))
+
+        def after(step: int) -> float:
+            if c.schedule == "multistep":
+                return float(0.2 ** int((bounds <= step).sum()))
+            return float(0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm))))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (step + 1) / warm if step < warm else after(step))
     if c.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(
-            opt, milestones=[m * steps_per_epoch for m in c.milestones], gamma=0.2)
-    if c.schedule == "cosine" and c.warmup_epochs:
-        warm = min(c.warmup_epochs * steps_per_epoch, total - 1)
-        return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: (step + 1) / warm if step < warm
-            else float(0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm)))))
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=bounds.tolist(), gamma=0.2)
     if c.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total)
@@ -407,8 +406,5 @@ def training_data(c: Classify, real: pd.DataFrame | None, manifests: list[str], 
     (mini world) the whole set decoded once at ``size``."""
     if c.loader == "stream":  # manifests read for shard counts only: no row per synthetic image in memory
         return StreamData(real, manifests, size, seed, c, recipes.train_transform(c, size))
-    if c.transform != "simple":
-        raise ValueError(f"classify.transform {c.transform} augments each image in the loader: it needs "
-                         "classify.loader stream")
     train = training_set(real, manifests)
     return MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))

@@ -45,8 +45,9 @@ def train_main(args, cfg: dict) -> None:
         runs.append(evaluate(trained.to(device), test.reset_index(drop=True), size, attributes=attributes,
                              workers=loader_workers(args, cfg), transform=eval_transform(c, size)))
         log.info("test (replica %d of %d, seed %d) %s", k + 1, c.replicas, seed, runs[-1])
-        model = trained.cpu() if k == 0 else model
-        if k:
+        if k == 0:
+            model = trained.cpu()  # model.pt is replica 0; its checkpoint goes once both files are written
+        else:
             checkpoint.remove(ckpt)
     metrics = mean_metrics(runs)
     log.info("test %s", metrics)

@@ -42,7 +42,7 @@ def table1_spec(tables: dict) -> list[Row]:
         spec.append(Row(f"synthetic only: {t['table1_caption_baseline']}", "syn", t["table1_caption_baseline"],
                         "syn_caption_baseline"))
     spec.append(Row(f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"))
-    if t.get("table1_official"):
+    if t["table1_official"]:
         spec.append(Row(f"synthetic only: {t['table1_official']}", "syn", t["table1_official"], "syn_official"))
     spec.append(Row(f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method"))
     return spec
@@ -276,7 +276,7 @@ class Plan:
         """Manifests of one dataset's table-1 variants (baselines, then ours), first seed."""
         get_dataset(self.config, dataset)
         t = self.config["tables"]
-        names = [t["table1_baseline"], t["table1_caption_baseline"], t["table1_method"], t.get("table1_official")]
+        names = [t["table1_baseline"], t["table1_caption_baseline"], t["table1_method"], t["table1_official"]]
         return list(dict.fromkeys(self.manifest(dataset, v, self.seeds[0], t["scale"]) for v in names if v))
 
     def quality_sets(self) -> list[str]:

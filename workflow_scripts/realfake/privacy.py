@@ -133,8 +133,9 @@ def shadow_main(args, cfg: dict) -> None:
     mask = shadow_half(pool, args.k, p.seed)
     train = pool[mask]
     size = c.input_size(ds)
-    data = training_data(c, train, [], size, p.seed * 1000 + args.k)
-    model = train_classifier(data, int(pool.label.max()) + 1, c, p.seed * 1000 + args.k)
+    seed = p.seed * 1000 + args.k
+    data = training_data(c, train, [], size, seed)
+    model = train_classifier(data, int(pool.label.max()) + 1, c, seed)
     logits = predict_logits(model, pool, size, transform=eval_transform(c, size)).numpy()
     log.info("shadow %d trained on %d of %d pool images", args.k, int(mask.sum()), len(pool))
     write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
