@@ -17,9 +17,10 @@ rule classify_real:
     resources:
         **res("classify"),
     params:
+        launch=launcher("classify"),
         cfg=cfg_for("datasets", "classify", "models"),
     shell:
-        "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index:q} --use-real --setting real --model-out {output.model:q} --metrics {output.metrics:q}"
         " --threads {threads} --log {log:q} 2>> {log:q}"
 
@@ -42,10 +43,11 @@ rule classify_synthetic:
     resources:
         **res("classify"),
     params:
+        launch=launcher("classify"),
         cfg=cfg_for("datasets", "classify", "models"),
         real=use_real_flag,
     shell:
-        "python -m realfake.classify train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
+        "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index:q} {params.real} --synthetic {input.manifest:q}"
         " --setting {wildcards.mix} --variant {wildcards.variant} --scale {wildcards.scale}"
         " --model-out {output.model:q} --metrics {output.metrics:q} --threads {threads} --log {log:q} 2>> {log:q}"

@@ -67,15 +67,29 @@ def cfg_for(*sections):
 
 
 def res(stage):
-    """Resources of a stage's jobs, each a function of the job's wildcards (dataset, scale)."""
+    """Resources of a stage's jobs, each a function of the job's wildcards (dataset, scale); every
+    job on one node (a data-parallel job's GPUs with it: torchrun starts its processes locally).
+    """
     return {
-        key: (lambda w, key=key: PLAN.resources(stage, dict(w.items()))[key])
-        for key in ("mem_mb", "runtime", "gpu")
+        "nodes": 1,
+        **{
+            key: (lambda w, key=key: PLAN.resources(stage, dict(w.items()))[key])
+            for key in ("mem_mb", "runtime", "gpu")
+        },
     }
 
 
 def threads_for(stage):
+    """Threads of a stage's jobs; a data-parallel stage's depend on the dataset's GPU count."""
+    if stage in ("finetune", "classify"):
+        return lambda w: PLAN.threads(stage, dict(w.items()))
     return PLAN.threads(stage)
+
+
+def launcher(stage):
+    """Params function: `python -m realfake.<stage>`, or torchrun starting it once per GPU (README
+    "GPUs per stage")."""
+    return lambda w: PLAN.launcher(stage, dict(w.items()))
 
 
 # ---------------------------------------------------------------- input functions

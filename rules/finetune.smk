@@ -20,9 +20,10 @@ rule finetune:
     resources:
         **res("finetune"),
     params:
+        launch=launcher("finetune"),
         cfg=cfg_for("datasets", "finetune", "loras", "image_encoder"),
         base=PLAN.base_model_path(),
     shell:
-        "python -m realfake.finetune train --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
+        "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
         " --seed {wildcards.seed} --base {params.base:q} --index {input.index:q} --captions {input.captions:q}"
         " --means {input.means:q} --embeddings {input.embeddings:q} --out {output.lora:q} --threads {threads} --log {log:q} 2>> {log:q}"

@@ -13,9 +13,9 @@ rule shadow_classifier:
         "results/benchmarks/{dataset}/privacy/shadow_{k}.tsv"
     conda:
         "../envs/classify.yaml"
-    threads: threads_for("classify")
+    threads: threads_for("shadow")
     resources:
-        **res("classify"),
+        **res("shadow"),
     params:
         cfg=cfg_for("datasets", "classify", "privacy", "models"),
     shell:

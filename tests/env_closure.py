@@ -92,15 +92,19 @@ def build(env_file: Path, root: Path) -> Path:
 
 
 def rule_commands() -> list[tuple[str, str, str, str]]:
-    """(rule, env file name, module, action) of every rule that runs ``python -m realfake.<module>``."""
+    """(rule, env file name, module, action) of every rule that runs ``python -m realfake.<module>``
+    (directly or through its launcher, which is ``python`` or torchrun's module)."""
     out = []
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for body in re.split(r"\nrule ", smk.read_text())[1:]:
             name = body.split(":")[0]
             env = re.search(r'"\.\./envs/([a-z_]+\.yaml)"', body)
             cmd = re.search(r"python -m realfake\.(\w+) (\w+)", body)
+            launched = re.search(r'launch=launcher\("(\w+)"\)', body), re.search(r"\{params\.launch\} (\w+)", body)
             if env and cmd:
                 out.append((name, env.group(1), cmd.group(1), cmd.group(2)))
+            elif env and all(launched):  # python -m realfake.<stage>, or torchrun starting it
+                out.append((name, env.group(1), launched[0].group(1), launched[1].group(1)))
     return out
 
 

@@ -48,9 +48,9 @@ def celeba_run(tmp_path_factory, tiny_base):
         "models": {"sd15": str(tiny_base), "blip2": None, "clip": str(root / "clip.pt"), "sscd": None,
                    "resnet50_pretrained": None},
         "image_encoder": {"model_name": "realfake-tiny-vit"},
-        "finetune": {"epochs": None, "steps": 2, "batch_size": 2, "checkpoint_every": 0},
+        "finetune": {"epochs": None, "steps": 2, "batch_size": 2, "gpus": 1, "dm_group": None, "checkpoint_every": 0},
         "generate": {"steps": 2, "batch_size": 4, "classes_per_shard": 2},
-        "classify": {"epochs": 2, "batch_size": 4, "image_size": 32, "num_workers": 0, "shuffle_buffer": 8},
+        "classify": {"epochs": 2, "batch_size": 4, "gpus": 1, "image_size": 32, "num_workers": 0, "shuffle_buffer": 8},
         "tables": {"table1_caption_baseline": None, "table1_official": None, "table2_variants": ["base", "ours"]},
         "datasets": {"celeba": {"root": str(root), "attributes": ATTRS, "train_per_class": None, "image_size": 32,
                                 "classify_overrides": {

@@ -30,7 +30,8 @@ def test_paper_hyperparameters():
                                "batch_size": 64, "seed": 0, "classes_per_shard": 10, "image_format": "jpeg",
                                "jpeg_quality": 95, "torch_compile": False}
     assert cfg["loras"]["full"] == {"dm_weight": 0.003, "guidance": "class_mean"}
-    assert cfg["finetune"]["lr"] == 1e-4 and cfg["finetune"]["batch_size"] == 8 and cfg["finetune"]["rank"] == 4
+    assert cfg["finetune"]["lr"] == 1e-4 and cfg["finetune"]["batch_size"] == 64 and cfg["finetune"]["rank"] == 4
+    assert cfg["finetune"]["batch_size"] // cfg["finetune"]["gpus"] == 8  # 8 per GPU (train_lora.sh)
     assert cfg["image_encoder"]["model_name"] == "ViT-L-14"
     assert cfg["datasets"]["cub"]["classify_overrides"]["image_size"] == 448
     assert cfg["datasets"]["imagenet10"]["use_captions"] and not cfg["datasets"]["cub"]["use_captions"]

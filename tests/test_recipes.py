@@ -116,12 +116,14 @@ def test_paper_loss_matches_timm():
 
 
 def test_paper_lora_recipe():
-    """Tab. 7 and train_lora.sh / train_text_to_image_lora.py: batch 8, lr 1e-4 constant, rank 4,
-    min-SNR 5, 512 px, flip, gradient clipping at 1.0, Resize + RandomCrop."""
+    """Tab. 7 and train_lora.sh / train_text_to_image_lora.py: batch 8 per GPU on 8 GPUs (distribution
+    matching over each GPU's 8), lr 1e-4 constant, rank 4, min-SNR 5, 512 px, flip, gradient clipping
+    at 1.0, Resize + RandomCrop."""
     for name in PAPER_CONFIGS:
         cfg, _, ds = paper(name)
-        f = Finetune.of(cfg)
-        assert (f.batch_size, f.lr, f.rank, f.snr_gamma, f.epochs, ds.image_size) == (8, 1e-4, 4, 5.0, 100, 512)
+        f = Finetune.of(cfg, ds.name)
+        assert (f.batch_size, f.gpus, f.dm_group) == (64, 8, 8)
+        assert (f.lr, f.rank, f.snr_gamma, f.epochs, ds.image_size) == (1e-4, 4, 5.0, 100, 512)
         assert f.random_flip and f.max_grad_norm == 1.0 and f.crop == "random"
         assert "best quality" not in (ds.finetune_prompt_template or ds.prompt_template)
         assert "a type of" not in ds.prompt_template

@@ -208,10 +208,13 @@ def test_rules_whose_work_grows_declare_threads_and_resources(tmp_path):
             jobs[rule][-1] += line.strip() + "\n"
     # imagenet10.yaml configures no OOD sets, LiRA or quality filter
     assert GROWING_RULES - {"ood_eval", "shadow_classifier", "filter_synthetic"} <= set(jobs)
+    gpus = {"finetune": 8, "classify_real": 4, "classify_synthetic": 4}  # data parallel: 8 threads per process
     for name in GROWING_RULES & set(jobs):
         for declared in jobs[name]:
-            threads = "threads:" not in declared if name == "merge_manifest" else "threads: 8" in declared  # 1 thread
+            want = f"threads: {8 * gpus.get(name, 1)}\n"
+            threads = "threads:" not in declared if name == "merge_manifest" else want in declared  # 1 thread
             assert threads and "mem_mb=" in declared and "runtime=" in declared, (name, declared)
+            assert (f"gpu={gpus[name]}," in declared) if name in gpus else "gpu=8" not in declared, (name, declared)
 
 
 def test_paths_with_spaces_reach_the_commands_quoted(tmp_path):

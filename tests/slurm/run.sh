@@ -104,5 +104,19 @@ done
 for d in results/synthetic/smoke/ours/s0/1x/shards results/synthetic/smoke/base/s0/1x/shards; do
   if diff -rq "$WORK/local/$d" "$WORK/slurm/$d" >/dev/null; then log "same images: $d"; else log "FAIL: differs: $d"; status=1; fi
 done
-[ $status -eq 0 ] && log "PASS: Slurm run equals local run" && rm -rf "$WORK"
+
+# data parallelism through the profile: classify_real again with classify.gpus 2 for the smoke data;
+# the rule launches torchrun with 2 processes (gloo on this CPU node) inside one Slurm job
+log "one 2-process classifier job (classify.gpus 2) through the profile"
+printf 'datasets:\n  smoke:\n    classify_overrides: {gpus: 2}\n' > "$WORK/ddp.yaml"
+(cd "$WORK/slurm" && "$SMK" results/smoke/classify/real/s0/metrics.json -s "$REPO/Snakefile" --profile "$WORK/slurmtest" \
+   --configfile "$REPO/config/smoke.yaml" "$WORK/ddp.yaml" --forcerun classify_real) 2>&1 | tee "$WORK/ddp.log"
+ddp_log="$WORK/slurm/results/logs/smoke/classify/real_s0.log"
+if grep -q "data-parallel: 2 processes (gloo)" "$ddp_log" && grep -q '"top1"' "$WORK/slurm/results/smoke/classify/real/s0/metrics.json" \
+   && grep -q "nproc_per_node 2 -m realfake.classify" "$WORK/ddp.log" && ! grep -q "JobState=FAILED" /var/log/slurm/jobcomp.log; then
+  log "2-process job ran through Slurm: $(grep -o '"top1": [0-9.]*' "$WORK/slurm/results/smoke/classify/real/s0/metrics.json")"
+else
+  log "FAIL: the 2-process classifier job did not run through the profile"; tail -20 "$ddp_log" || true; status=1
+fi
+[ $status -eq 0 ] && log "PASS: Slurm run equals local run; data-parallel job ran" && rm -rf "$WORK"
 exit $status

@@ -23,6 +23,7 @@ from .atomic import fault_hook, read_torch
 from .cli import seed_everything
 from .chunks import ToTensor, image_batches
 from .data import check_table, frame_tensor, read_table
+from .distributed import World
 from .models import check_local
 from .settings import Classify
 from .shards import FileList, ShardDataset
@@ -229,13 +230,19 @@ class Objective:
 
 
 class MemoryData:
-    """The whole training set decoded once into a tensor (mini world)."""
+    """The whole training set decoded once into a tensor (mini world). ``batches`` yields global
+    batches (every process draws the same permutation); the training loop keeps its part."""
+
+    global_batches = True
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
         self.x, self.y = x, y
 
     def __len__(self):
         return len(self.x)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, int(np.ceil(len(self) / batch_size)))
 
     def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
         perm = torch.randperm(len(self.x), generator=gen)
@@ -249,46 +256,116 @@ class StreamData:
     manifests are read in record batches for their shard column only (dictionary-encoded: a count
     per shard, never a string per row); a shard whose every row the manifests list is streamed
     whole, and only a filtered manifest's shards carry a key set, read for those shards' rows alone.
-    So setting up a 12.8 M-row 10x set holds its shard names and counts, not its member names."""
+    So setting up a 12.8 M-row 10x set holds its shard names and counts, not its member names.
 
-    def __init__(self, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int, c, transform=None):
+    Data parallel (``world``): each process streams its own shards (``split_shards``, balanced by
+    rows) and every N-th real file, so no image is read by two processes. ``batches`` yields this
+    process's batches of batch_size / N rows, the same number on every process in an epoch (enough
+    for the process with the most rows; ``fixed_batches``)."""
+
+    global_batches = False
+
+    def __init__(self, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int, c, transform=None,
+                 world: World = World()):
         counts: dict[str, int] = {}
         for m in manifests:
             for shard, n in manifest_shard_counts(m).items():
                 counts[shard] = counts.get(shard, 0) + n
-        filtered = {s for s, n in counts.items() if n < shard_rows(s)}  # a filtered manifest decides which members
-        keep = manifest_members(manifests, filtered) if filtered else {}
         files = FileList([] if real is None else real.path, [] if real is None else real.label)
         if not files and not counts:
             raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
         self.n = len(files) + sum(counts.values())
-        self.dataset = ShardDataset(list(counts), size, seed, c.shuffle_buffer, files=files,
-                                    shard_images=sum(counts.values()), keep=keep, transform=transform)
-        self.workers = c.num_workers
+        parts = split_shards(counts, world.size)
+        self.rank_rows = [len(range(r, len(files), world.size)) + sum(counts[s] for s in part)
+                          for r, part in enumerate(parts)]
+        mine = parts[world.rank]
+        filtered = {s for s in mine if counts[s] < shard_rows(s)}  # a filtered manifest decides which members
+        keep = manifest_members(manifests, filtered) if filtered else {}
+        self.dataset = ShardDataset(mine, size, seed, c.shuffle_buffer, files=files[world.rank :: world.size],
+                                    shard_images=sum(counts[s] for s in mine), keep=keep, transform=transform,
+                                    rank=world.rank)
+        self.workers, self.world = c.num_workers, world
 
     def __len__(self):
         return self.n
 
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return max(1, int(np.ceil(max(self.rank_rows) / (batch_size // self.world.size))))
+
     def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
         self.dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=batch_size, num_workers=self.workers)
-        for x, y in loader:
-            yield x, torch.as_tensor(y, dtype=torch.long)
+        local = batch_size // self.world.size
+        loader = torch.utils.data.DataLoader(self.dataset, batch_size=local, num_workers=self.workers)
+        batches = ((x, torch.as_tensor(y, dtype=torch.long)) for x, y in loader)
+        yield from fixed_batches(batches, local, self.steps_per_epoch(batch_size))
+
+
+def split_shards(counts: dict[str, int], n: int) -> list[list[str]]:
+    """Shards over ``n`` processes, balanced by rows (largest first, each to the least loaded
+    process; ties to the lower rank); each process's shards keep the manifests' order."""
+    names = list(counts)
+    if n == 1:
+        return [names]
+    load, owner = [0] * n, {}
+    for i in sorted(range(len(names)), key=lambda i: (-counts[names[i]], i)):
+        r = load.index(min(load))
+        owner[i] = r
+        load[r] += counts[names[i]]
+    return [[names[i] for i in range(len(names)) if owner[i] == r] for r in range(n)]
+
+
+def fixed_batches(batches, size: int, steps: int):
+    """Exactly ``steps`` batches of ``size`` rows from a stream of (x, y) batches of any size (a
+    loader's workers each end on a short batch): rows carry over into the next batch, and once the
+    stream ends the last batches are topped up with the epoch's first rows, as torch's
+    DistributedSampler pads. Rows beyond ``steps`` x ``size`` are not read."""
+    xs, ys, have, done, first = [], [], 0, 0, None
+    for x, y in batches:
+        xs.append(x)
+        ys.append(y)
+        have += len(y)
+        if first is None or len(first[1]) < size:
+            fx, fy = (x, y) if first is None else (torch.cat([first[0], x]), torch.cat([first[1], y]))
+            first = (fx[:size], fy[:size])
+        while have >= size and done < steps:
+            xb, yb = torch.cat(xs), torch.cat(ys)
+            yield xb[:size], yb[:size]
+            done += 1
+            xs, ys, have = [xb[size:]], [yb[size:]], have - size
+        if done == steps:
+            return
+    if first is None:
+        raise ValueError("this process's part of the training data is empty: fewer images than data-parallel processes")
+    while done < steps:
+        while have < size:
+            xs.append(first[0])
+            ys.append(first[1])
+            have += len(first[1])
+        xb, yb = torch.cat(xs), torch.cat(ys)
+        yield xb[:size], yb[:size]
+        done += 1
+        xs, ys, have = [xb[size:]], [yb[size:]], have - size
 
 
 def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: str | None = None,
                      ckpt_path: str | None = None, fingerprint: dict | None = None,
-                     attributes: list[str] | None = None):
+                     attributes: list[str] | None = None, world: World = World()):
     """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
     when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results.
-    With ``attributes`` the model has one output per attribute (multi-label)."""
+    With ``attributes`` the model has one output per attribute (multi-label).
+
+    Data parallel (``world`` of N processes): DistributedDataParallel averages the gradients of
+    the processes' parts of each global batch of ``classify.batch_size``; every process draws the
+    same augmentation and mixing randomness (per-row draws for the whole batch, then its part), so
+    the processes stay in step and rank 0's checkpoint resumes them all. Batch norm statistics are
+    per process, as in the official torchrun runs (no SyncBN)."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = world.device()
     objective = Objective(num_classes, c, attributes)
     model = build_model(c.arch, objective.outputs, weights, c.drop_path_rate).to(device)
     opt = make_optimizer(model, c)
-    steps_per_epoch = max(1, int(np.ceil(len(data) / c.batch_size)))
+    steps_per_epoch = data.steps_per_epoch(c.batch_size)
     sched = make_schedule(opt, c, steps_per_epoch)
     start = 0
     state = checkpoint.load(ckpt_path, fingerprint) if ckpt_path else None
@@ -299,36 +376,44 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         start = state["epoch"] + 1
+    net = model
+    if world.size > 1:  # built after loading: DDP starts every process from rank 0's weights
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = c.amp and device.type == "cuda"
     every, total_steps = c.checkpoint_every, steps_per_epoch * c.epochs
     taken = sched.last_epoch if state is not None else 0  # optimiser steps so far (the schedule counts them)
     for epoch in tqdm(range(start, c.epochs), desc="classify", mininterval=10, initial=start,
-                      total=c.epochs):
-        model.train()
-        total = 0.0
+                      total=c.epochs, disable=not world.main):
+        net.train()
+        seen = torch.zeros(2, dtype=torch.float64)  # loss x rows, rows
         for xb, yb in data.batches(epoch, c.batch_size, gen):
-            if len(yb) < 2:
+            if len(yb) < 2 * (world.size if data.global_batches else 1):
                 continue
             if c.transform == "simple":  # timm transforms augmented each image in the loader already
                 xb = augment(xb, gen, c.pad_crop, c.random_flip)
+            if data.global_batches:  # the same global batch on every process: keep this one's rows
+                rows = world.part(len(yb))
+                xb, yb = xb[rows], yb[rows]
             xb = xb.to(device, non_blocking=True)
             if c.randaugment_ops:
                 xb = rand_augment(xb, c.randaugment_ops, c.randaugment_magnitude)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = objective.loss(model, xb, yb.to(device), gen)
+                loss = objective.loss(net, xb, yb.to(device), gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
             taken += 1
             if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
                 sched.step()
-            total += float(loss.detach()) * len(yb)
-        if epoch % 10 == 0 or epoch == c.epochs - 1:
-            log.info("epoch %d train loss %.4f", epoch, total / len(data))
+            seen += torch.tensor([float(loss.detach()) * len(yb), len(yb)], dtype=torch.float64)
+        world.average([seen])  # over all processes' rows: the global batch's mean loss
+        log.info("epoch %d train loss %.6f", epoch, float(seen[0] / seen[1].clamp_min(1)))
         if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < c.epochs:
-            checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {c.epochs}", epoch=epoch,
-                            model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                            gen=gen.get_state(), rng=torch.get_rng_state())
+            if world.main:
+                checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {c.epochs}", epoch=epoch,
+                                model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                                gen=gen.get_state(), rng=torch.get_rng_state())
+            world.barrier()
             fault_hook("classify", epoch + 1)
     if taken == 0:
         raise ValueError(f"the classifier took no optimiser step in {c.epochs} epochs: {len(data)} training images "
@@ -400,11 +485,12 @@ def training_set(real: pd.DataFrame | None, manifests: list[str]) -> pd.DataFram
     return pd.concat(parts, ignore_index=True)
 
 
-def training_data(c: Classify, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int):
+def training_data(c: Classify, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int,
+                  world: World = World()):
     """The classifier's training data as ``classify.loader`` and ``classify.transform`` ask:
-    worker processes streaming shards and files through the recipe's per-image transform, or
-    (mini world) the whole set decoded once at ``size``."""
+    worker processes streaming shards and files through the recipe's per-image transform (this
+    process's part of them), or (mini world) the whole set decoded once at ``size``."""
     if c.loader == "stream":  # manifests read for shard counts only: no row per synthetic image in memory
-        return StreamData(real, manifests, size, seed, c, recipes.train_transform(c, size))
+        return StreamData(real, manifests, size, seed, c, recipes.train_transform(c, size), world)
     train = training_set(real, manifests)
     return MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .atomic import write_json, write_torch
 from .classifier import evaluate, train_classifier, training_data
 from .cli import Command, loader_workers, provenance, run
@@ -24,31 +23,46 @@ log = logging.getLogger(__name__)
 
 
 def train_main(args, cfg: dict) -> None:
+    world = distributed.init(Classify.of(cfg, args.dataset).gpus, "classify.gpus")
+    try:
+        train_on(args, cfg, world)
+    finally:
+        distributed.shutdown(world)
+
+
+def train_on(args, cfg: dict, world: distributed.World) -> None:
+    """Train the replicas (all processes of a data-parallel job), test them and write model.pt and
+    metrics.json (rank 0)."""
     ds, c, models = Dataset.of(cfg, args.dataset), Classify.of(cfg, args.dataset), Models.of(cfg)
     index = read_table(args.index, "index")
     num_classes = int(index.label.max()) + 1
     test = index[index.split == "test"]
     size = c.input_size(ds)
-    data = training_data(c, index[index.split == "train"] if args.use_real else None, args.synthetic, size, args.seed)
+    data = training_data(c, index[index.split == "train"] if args.use_real else None, args.synthetic, size, args.seed,
+                         world)
     log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", c.arch, len(data),
              "with" if args.use_real else "no", len(args.synthetic), c.loader)
     weights = models.resnet50_pretrained if c.pretrained else None
     attributes = ds.attributes
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # test on the job's GPU, then save from the CPU
+    device = world.device()  # test on the job's GPU, then save from the CPU
     runs, model = [], None
     for k in range(c.replicas):  # replica k: seed * 1000 + k (replica 0 is the seed itself)
         seed = replica_seed(args.seed, k)
         fingerprint = {"cfg": cfg, "seed": seed, "use_real": args.use_real, "synthetic": args.synthetic,
                        "n_train": len(data)}
         ckpt = args.model_out + (".ckpt" if k == 0 else f".r{k}.ckpt")
-        trained = train_classifier(data, num_classes, c, seed, weights, ckpt, fingerprint, attributes)
+        trained = train_classifier(data, num_classes, c, seed, weights, ckpt, fingerprint, attributes, world)
+        if not world.main:
+            continue
         runs.append(evaluate(trained.to(device), test.reset_index(drop=True), size, attributes=attributes,
-                             workers=loader_workers(args, cfg), transform=eval_transform(c, size)))
+                             workers=loader_workers(args, cfg, world.size), transform=eval_transform(c, size)))
         log.info("test (replica %d of %d, seed %d) %s", k + 1, c.replicas, seed, runs[-1])
         if k == 0:
             model = trained.cpu()  # model.pt is replica 0; its checkpoint goes once both files are written
         else:
             checkpoint.remove(ckpt)
+    if not world.main:
+        return
     metrics = mean_metrics(runs)
     log.info("test %s", metrics)
     write_torch({"state_dict": model.state_dict(), "arch": c.arch,

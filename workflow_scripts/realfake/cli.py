@@ -73,10 +73,11 @@ def setup(args) -> dict:
     return cfg
 
 
-def loader_workers(args, cfg: dict) -> int:
-    """DataLoader processes of a job: its threads when it has more than one (the main process
-    then only feeds the device), else none (decode in the main process, the mini world)."""
-    threads = args.threads or cfg.get("threads", 1)
+def loader_workers(args, cfg: dict, processes: int = 1) -> int:
+    """DataLoader processes of each of a job's ``processes`` (data-parallel) processes: its share of
+    the job's threads when more than one (the main process then only feeds the device), else none
+    (decode in the main process, the mini world)."""
+    threads = (args.threads or cfg.get("threads", 1)) // processes
     return threads if threads > 1 else 0
 
 

@@ -117,19 +117,23 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     return config
 
 
+OVERRIDDEN = ("classify", "finetune")  # sections a dataset may override: datasets.<name>.<section>_overrides
+
+
 def _override_errors(config: dict, schema: dict) -> list:
-    """``datasets.<name>.classify_overrides`` checked against the classify section's own schema
-    (same types and ranges), errors pathed to the override key."""
-    classify = schema["properties"]["classify"]
-    sub = {"type": "object", "properties": classify["properties"], "additionalProperties": False}
+    """``datasets.<name>.<section>_overrides`` checked against that section's own schema (same
+    types and ranges), errors pathed to the override key."""
     errors = []
-    for name, ds in (config.get("datasets") or {}).items():
-        overrides = ds.get("classify_overrides") if isinstance(ds, dict) else None
-        if not isinstance(overrides, dict):
-            continue
-        for err in jsonschema.Draft202012Validator(sub).iter_errors(overrides):
-            err.path.extendleft(reversed(["datasets", name, "classify_overrides"]))
-            errors.append(err)
+    for section in OVERRIDDEN:
+        props = schema["properties"][section]["properties"]
+        sub = {"type": "object", "properties": props, "additionalProperties": False}
+        for name, ds in (config.get("datasets") or {}).items():
+            overrides = ds.get(f"{section}_overrides") if isinstance(ds, dict) else None
+            if not isinstance(overrides, dict):
+                continue
+            for err in jsonschema.Draft202012Validator(sub).iter_errors(overrides):
+                err.path.extendleft(reversed(["datasets", name, f"{section}_overrides"]))
+                errors.append(err)
     return errors
 
 
@@ -181,10 +185,11 @@ def _cross_check(config: dict) -> None:
     if config["classify"]["pretrained"] and not config["models"]["resnet50_pretrained"]:
         raise ConfigError("config key models.resnet50_pretrained: required when classify.pretrained is true")
     for name, ds in config["datasets"].items():
-        unknown = sorted(set(ds["classify_overrides"]) - set(config["classify"]))
-        if unknown:
-            raise ConfigError(f"unknown config key datasets.{name}.classify_overrides.{unknown[0]} "
-                              f"(allowed: {', '.join(sorted(config['classify']))})")
+        for section in OVERRIDDEN:
+            unknown = sorted(set(ds[f"{section}_overrides"]) - set(config[section]))
+            if unknown:
+                raise ConfigError(f"unknown config key datasets.{name}.{section}_overrides.{unknown[0]} "
+                                  f"(allowed: {', '.join(sorted(config[section]))})")
         if ds["kind"] != "digits" and not ds["root"]:
             raise ConfigError(f"config key datasets.{name}.root: required for kind {ds['kind']!r}")
         if (ds["kind"] == "celeba") != bool(ds.get("attributes")):
@@ -193,6 +198,25 @@ def _cross_check(config: dict) -> None:
                 else f"only for kind 'celeba', not {ds['kind']!r}"))
         ccfg = {**config["classify"], **ds["classify_overrides"]}
         _check_recipe(ccfg, name)
+        _check_data_parallel(ccfg, {**config["finetune"], **ds["finetune_overrides"]}, name)
+
+
+def _check_data_parallel(c: dict, f: dict, dataset: str) -> None:
+    """Global batches that split evenly over the data-parallel processes (README "GPUs per stage")."""
+    where = f"(dataset {dataset})"
+    if f["batch_size"] % f["gpus"]:
+        raise ConfigError(f"config key finetune.batch_size {where}: {f['batch_size']} does not split evenly over "
+                          f"finetune.gpus {f['gpus']} (it is the global batch)")
+    local = f["batch_size"] // f["gpus"]
+    if f["dm_group"] is not None and local % f["dm_group"]:
+        raise ConfigError(f"config key finetune.dm_group {where}: each process's {local} rows (batch_size / gpus) "
+                          f"must be a multiple of it ({f['dm_group']}), so no group straddles two processes")
+    if f["gpus"] > 1 and f["dm_group"] is None:
+        raise ConfigError(f"config key finetune.dm_group {where}: with finetune.gpus {f['gpus']} set it (the official "
+                          "script's 8, or batch_size / gpus): a whole-batch sum would straddle the processes")
+    if c["batch_size"] % c["gpus"] or c["batch_size"] // c["gpus"] < 2:
+        raise ConfigError(f"config key classify.batch_size {where}: {c['batch_size']} must split evenly over "
+                          f"classify.gpus {c['gpus']} into at least 2 rows per process (batch norm)")
 
 
 RAND_AUGMENT = re.compile(r"rand(-(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+(\.\d+)?|inc[01]|p\d+(\.\d+)?|w\d+))*")
@@ -307,6 +331,11 @@ def classify_settings(config: dict, dataset: str) -> dict:
     return {**config["classify"], **get_dataset(config, dataset).get("classify_overrides", {})}
 
 
+def finetune_settings(config: dict, dataset: str) -> dict:
+    """The finetune section with the dataset's finetune_overrides applied."""
+    return {**config["finetune"], **get_dataset(config, dataset).get("finetune_overrides", {})}
+
+
 def get_variant(config: dict, name: str) -> dict:
     if name not in config["variants"]:
         raise ConfigError(f"unknown variant {name!r}: not under config key variants (defined: {sorted(config['variants'])})")
@@ -336,9 +365,10 @@ def shard_count(config: dict, name: str, scale: int) -> int:
     """Generation jobs (tar shards) of one synthetic set, from config alone (DAG time): a shard holds
     about ``generate.classes_per_shard`` classes' worth of images per 1x of scale, so a job's size
     and runtime do not grow with the scale; with the stream loader at least one shard per loader
-    worker, so every worker has data to read."""
+    worker of every data-parallel process (``classify.gpus`` x ``num_workers``), so every worker has
+    data to read."""
     n = -(-class_count(config, name) * int(scale) // config["generate"]["classes_per_shard"])
     c = classify_settings(config, name)
     if c.get("loader") == "stream":
-        n = max(n, int(c.get("num_workers", 1)))
+        n = max(n, int(c.get("num_workers", 1)) * int(c.get("gpus", 1)))
     return n

@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .atomic import atomic_path, fault_hook, write_json
 from .cli import Command, loader_workers, provenance, run, seed_everything
 from .config import config_hash
 from .data import read_table
+from .distributed import World
 from .images import load_rgb
 from .method import build_prompt, guidance_table, inject_guidance, realfake_loss
 from .models import load_pipeline
@@ -85,6 +86,20 @@ class TrainImages(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
 
 
+class RankBatches:
+    """This process's rows (``World.part``) of every global batch a sampler yields."""
+
+    def __init__(self, sampler, world: World):
+        self.sampler, self.world = sampler, world
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for keys in self.sampler:
+            yield keys[self.world.part(len(keys))]
+
+
 class StepSampler:
     """The batch of every step, drawn with replacement from a generator seeded by (seed, step): a
     resumed run reads the same batches from its first step on, and no index list is held (IN-1K at
@@ -114,21 +129,32 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, seed: int, rescale: bool,
-               ckpt_path: str | Path | None = None, fingerprint: dict | None = None, workers: int = 0):
+               ckpt_path: str | Path | None = None, fingerprint: dict | None = None, workers: int = 0,
+               world: World = World()):
     """The fine-tuning loop; returns the per-step (loss, base, dm) history.
 
     ``images`` is a map-style dataset of image tensors (``TrainImages``, or a float tensor in
     [-1, 1]); ``workers`` DataLoader processes decode the batches ahead of the GPU. With
     ``ckpt_path`` it saves a checkpoint every ``finetune.checkpoint_every`` steps and resumes from
-    one (same fingerprint only) with identical results to an uninterrupted run."""
+    one (same fingerprint only) with identical results to an uninterrupted run.
+
+    Data parallel (``world`` of N processes): ``finetune.batch_size`` is the global batch; each
+    process decodes its ``World.part`` of the step's rows, draws the step's flips, VAE samples,
+    noise and timesteps for the whole batch and keeps its part, and the LoRA gradients are
+    averaged before clipping and the AdamW step, so every process holds the same LoRA. The loss
+    is the same function of the global batch for any N (distribution matching over
+    ``finetune.dm_group`` rows, which never straddle two processes); only rank 0 writes."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     unet, vae, te, sched = pipe.unet, pipe.vae, pipe.text_encoder, pipe.scheduler
     vae.requires_grad_(False)
     te.requires_grad_(False)
     params = add_lora(unet, f.rank)
+    world.broadcast([p.data for p in params])
     opt = torch.optim.AdamW(params, lr=f.lr)
     device = unet.device
+    B = f.batch_size  # global; this process's rows of it: rows
+    rows = world.part(B)
     acp = sched.alphas_cumprod
     history = []
     unet.train()
@@ -146,53 +172,68 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
         history, start = state["history"], state["step"] + 1
     sampler = StepSampler(len(images), f.batch_size, steps, seed, start,
                           crop_seeds=getattr(images, "crop", "squash") == "random")
-    loader = torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=workers,
+    loader = torch.utils.data.DataLoader(images, batch_sampler=RankBatches(sampler, world), num_workers=workers,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     amp = f.amp and device.type == "cuda"
     every = f.checkpoint_every
-    bar = tqdm(range(start, steps), desc="finetune", mininterval=10, initial=start, total=steps)
-    for step, (keys, x) in zip(bar, zip(sampler, loader)):
+    bar = tqdm(range(start, steps), desc="finetune", mininterval=10, initial=start, total=steps,
+               disable=not world.main)
+    for step, (keys, x) in zip(bar, zip(RankBatches(sampler, world), loader)):
         idx = torch.as_tensor([k[0] if isinstance(k, tuple) else k for k in keys])
         x = _as_float(x.to(device, non_blocking=True))
         if f.random_flip:
-            flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
+            flip = (torch.rand(B, generator=gen)[rows] < 0.5).to(device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         with torch.no_grad():
-            latents = vae.encode(x.to(device, vae.dtype)).latent_dist.sample(generator=gen)
-            latents = latents * vae.config.scaling_factor
+            posterior = vae.encode(x.to(device, vae.dtype)).latent_dist
+            # the sample diffusers' latent_dist.sample(generator) draws, for the global batch
+            eps = torch.randn((B, *posterior.mean.shape[1:]), generator=gen, dtype=posterior.parameters.dtype)[rows]
+            latents = (posterior.mean + posterior.std * eps.to(device)) * vae.config.scaling_factor
             ids = pipe.tokenizer([prompts[i] for i in idx.tolist()], padding="max_length", truncation=True,
                                  max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids
             hidden = te(ids.to(device))[0]
             hidden = inject_guidance(hidden, None if guidance is None else guidance[idx].to(device), rescale)
-        noise = torch.randn(latents.shape, generator=gen).to(device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(device)
+        noise = torch.randn((B, *latents.shape[1:]), generator=gen)[rows].to(device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=gen)[rows].to(device)
         noisy = sched.add_noise(latents, noise, t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = unet(noisy, t, hidden).sample
-        loss, base, dm = realfake_loss(pred.float(), noise, acp, t, f.snr_gamma, dm_weight)
-        if not torch.isfinite(loss):
-            raise ValueError(f"fine-tuning loss became {float(loss)} at step {step} (lr {f.lr}): stopping")
+        loss, base, dm = realfake_loss(pred.float(), noise, acp, t, f.snr_gamma, dm_weight, f.dm_group)
+        parts = torch.stack([loss.detach(), base, dm])
+        world.average([parts])  # the global batch's loss (processes' means of equal parts)
+        if not torch.isfinite(parts[0]):
+            raise ValueError(f"fine-tuning loss became {float(parts[0])} at step {step} (lr {f.lr}): stopping")
         opt.zero_grad()
         loss.backward()
+        world.average([p.grad for p in params])
         if f.max_grad_norm is not None:  # the official script clips at 1.0
             torch.nn.utils.clip_grad_norm_(params, f.max_grad_norm)
         opt.step()
-        history.append((loss.item(), base.item(), dm.item()))
+        history.append(tuple(parts.tolist()))
         if step % 50 == 0:
             log.info("step %d loss %.4f (min-snr %.4f, dm %.4f)", step, *history[-1])
         if ckpt_path and every and (step + 1) % every == 0 and step + 1 < steps:
-            checkpoint.save(ckpt_path, fingerprint, f"step {step + 1} of {steps}", step=step,
-                            params=[p.detach().clone() for p in params], opt=opt.state_dict(),
-                            gen=gen.get_state(), rng=torch.get_rng_state(), history=history)
+            if world.main:  # every process holds the same LoRA, optimiser and generators
+                checkpoint.save(ckpt_path, fingerprint, f"step {step + 1} of {steps}", step=step,
+                                params=[p.detach().clone() for p in params], opt=opt.state_dict(),
+                                gen=gen.get_state(), rng=torch.get_rng_state(), history=history)
+            world.barrier()
             fault_hook("finetune", step + 1)
     unet.eval()
     return history
 
 
 def train_main(args, cfg: dict) -> None:
-    ds, lora, f = Dataset.of(cfg, args.dataset), Lora.of(cfg, args.lora), Finetune.of(cfg)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = load_pipeline(args.base, device=device)
+    ds, lora, f = Dataset.of(cfg, args.dataset), Lora.of(cfg, args.lora), Finetune.of(cfg, args.dataset)
+    world = distributed.init(f.gpus, "finetune.gpus")
+    try:
+        train_on(args, cfg, ds, lora, f, world)
+    finally:
+        distributed.shutdown(world)
+
+
+def train_on(args, cfg: dict, ds: Dataset, lora: Lora, f: Finetune, world: World) -> None:
+    pipe = load_pipeline(args.base, device=world.device())
     index = read_table(args.index, "index")
     train = index[index.split == "train"].reset_index(drop=True)
     caps = read_table(args.captions, "captions").set_index("image_id").caption
@@ -207,7 +248,9 @@ def train_main(args, cfg: dict) -> None:
                    "train_ids_hash": config_hash(list(train.image_id))}
     history = train_lora(pipe, images, prompts, guidance, f, lora.dm_weight, seed,
                          ImageEncoder.of(cfg).rescale_to_token_norm, ckpt, fingerprint,
-                         workers=loader_workers(args, cfg))
+                         workers=loader_workers(args, cfg, world.size), world=world)
+    if not world.main:
+        return
     save_lora(pipe.unet, args.out)
     checkpoint.remove(ckpt)
     write_json(provenance(cfg, dataset=args.dataset, lora=args.lora, seed=seed, base=args.base,

@@ -34,11 +34,25 @@ def distribution_matching_loss(pred: torch.Tensor, target: torch.Tensor, weights
     return F.mse_loss((w * pred.float()).sum(0), (w * target.float()).sum(0))
 
 
-def realfake_loss(pred, target, alphas_cumprod, timesteps, gamma: float, dm_weight: float):
-    """Total fine-tuning loss = min-SNR loss + dm_weight * distribution matching; returns parts too."""
+def grouped_dm_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, group: int | None) -> torch.Tensor:
+    """Distribution matching over consecutive groups of ``group`` rows, averaged over the groups
+    (``None``: the whole batch is one group). The official script sums over each GPU's batch of 8
+    and data parallelism averages the GPUs' losses: groups of 8 are that loss, whatever the GPUs."""
+    if group is None or group >= len(pred):
+        return distribution_matching_loss(pred, target, weights)
+    if len(pred) % group:
+        raise ValueError(f"a batch of {len(pred)} rows does not split into distribution-matching groups of {group}")
+    parts = [distribution_matching_loss(p, t, w) for p, t, w in
+             zip(pred.split(group), target.split(group), weights.split(group))]
+    return torch.stack(parts).mean()
+
+
+def realfake_loss(pred, target, alphas_cumprod, timesteps, gamma: float, dm_weight: float, dm_group: int | None = None):
+    """Total fine-tuning loss = min-SNR loss + dm_weight * distribution matching (over groups of
+    ``dm_group`` rows, ``grouped_dm_loss``); returns the parts too."""
     w = min_snr_weights(snr(alphas_cumprod, timesteps), gamma)
     base = weighted_mse(pred, target, w)
-    dm = distribution_matching_loss(pred, target, w) if dm_weight > 0 else pred.new_zeros(())
+    dm = grouped_dm_loss(pred, target, w, dm_group) if dm_weight > 0 else pred.new_zeros(())
     return base + dm_weight * dm, base.detach(), dm.detach()
 
 

@@ -12,7 +12,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from .config import class_count, classify_settings, get_dataset, get_variant, shard_count
+from .config import class_count, classify_settings, finetune_settings, get_dataset, get_variant, shard_count
+from .distributed import launcher
 from .errors import ConfigError
 
 MIXES = ("syn", "realsyn", "synfilt", "realsynfilt")
@@ -75,6 +76,7 @@ PAPER_COSTS = {
     "generate": Cost(24000, 1.0, 10, 0.35, True),    # 30-step UniPC img2img at strength 0.75, fp16, 512 px
     "merge": Cost(4000, 0.1, 5, 0.00002, False),     # streaming: one shard's rows + 8-byte hashes (sorted copy)
     "classify": Cost(64000, 0.3, 20, 0.0012, True),  # ResNet-50 step per image incl. JPEG decode (8 workers)
+    "shadow": Cost(64000, 0.3, 20, 0.0012, True),    # privacy's shadow classifiers: classify on one GPU
     "quality": Cost(16000, 1.0, 15, 0.004, True),    # feature extraction; chunked precision/recall
     "ood": Cost(16000, 0.2, 10, 0.002, True),        # ResNet-50 inference
     "nearest": Cost(16000, 1.2, 15, 0.006, True),    # SSCD descriptors, 512 fp16 per real image
@@ -359,14 +361,14 @@ class Plan:
         if stage in ("caption", "embed", "nearest"):
             return n_train, n_train
         if stage == "finetune":
-            f = self.config["finetune"]
+            f = finetune_settings(self.config, ds)
             seen = f["epochs"] * n_train if f.get("epochs") else f["steps"] * f["batch_size"]
             return n_train, int(seen)
         if stage == "generate":
             return n_train, n_train * scale // shard_count(self.config, ds, scale)
         if stage == "merge":
             return n_train * scale, n_train * scale
-        if stage == "classify":  # classify_real has no scale; shadow classifiers train on real data
+        if stage in ("classify", "shadow"):  # classify_real has no scale; shadow classifiers train on real data
             mix = w.get("mix", "real")
             n = (n_train if "real" in mix else 0) + (n_train * scale if "scale" in w else 0)
             return n, int(classify_settings(self.config, ds)["epochs"] * n + n_test)
@@ -386,16 +388,36 @@ class Plan:
             mem, minutes = MINI_RESOURCES
             return {"mem_mb": mem, "runtime": minutes, "gpu": 0}
         rows, items = self.stage_items(stage, wildcards or {})
-        mem = cost.mem_mb + rows * cost.kb_per_row / 1024
-        minutes = SAFETY * (cost.minutes + items * cost.s_per_item / 60)
-        return {"mem_mb": int(-(-mem // 1000) * 1000), "runtime": int(-(-minutes // 10) * 10), "gpu": int(cost.gpu)}
+        gpus = self.gpus(stage, wildcards or {})  # data-parallel processes: each holds its models and loader
+        mem = (cost.mem_mb + rows * cost.kb_per_row / 1024) * gpus
+        minutes = SAFETY * (cost.minutes + items * cost.s_per_item / 60 / gpus)
+        return {"mem_mb": int(-(-mem // 1000) * 1000), "runtime": int(-(-minutes // 10) * 10),
+                "gpu": int(cost.gpu) * gpus}
 
-    def threads(self, stage: str) -> int:
+    def gpus(self, stage: str, wildcards: dict) -> int:
+        """Data-parallel processes (GPUs) of one job: finetune.gpus / classify.gpus of the job's
+        dataset for those stages; every other stage runs one process (generation's parallelism is
+        its shards)."""
+        ds = wildcards.get("dataset")
+        if ds is None or stage not in ("finetune", "classify"):
+            return 1
+        settings = finetune_settings if stage == "finetune" else classify_settings
+        return int(settings(self.config, ds)["gpus"])
+
+    def launcher(self, stage: str, wildcards: dict) -> str:
+        """The command that starts a job's stage module (``realfake.<stage>``): ``python -m``, or
+        torchrun with one process per GPU."""
+        return launcher(self.gpus(stage, wildcards), f"realfake.{stage}")
+
+    def threads(self, stage: str, wildcards: dict | None = None) -> int:
         """CPU threads of a stage's jobs: config ``threads`` (torch threads, decode and loader
-        workers), declared so Slurm grants them; 1 for the stages that do not parallelise."""
+        workers) per data-parallel process, declared so Slurm grants them; 1 for the stages that
+        do not parallelise."""
         if stage == "pretrain":
             return int(self.config["pretrain"]["threads"])
-        return 1 if stage in ("merge", "report") else int(self.config["threads"])
+        if stage in ("merge", "report"):
+            return 1
+        return int(self.config["threads"]) * self.gpus(stage, wildcards or {})
 
     def cfg_json(self, sections: tuple[str, ...], wildcards: dict) -> str:
         """The config sections a rule reads, as JSON, narrowed to its wildcards (a dataset's job gets

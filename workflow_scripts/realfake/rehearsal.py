@@ -73,9 +73,11 @@ print(len(data), "rows,", len(data.dataset.shards), "shards")
 
 # ----------------------------------------------------------------------------- measuring
 def declared_mem_mb(stage: str) -> int:
-    """The memory the stage's rule declares for an IN-1K 10x job (config/imagenet1k.yaml)."""
+    """The memory the stage's rule declares for one process of an IN-1K 10x job
+    (config/imagenet1k.yaml; a data-parallel job declares this per process)."""
     plan = Plan(load_config(REPO / "config" / "imagenet1k.yaml"))
-    return plan.resources(DECLARED_AS[stage], {"dataset": "imagenet1k", "scale": "10", "mix": "realsyn"})["mem_mb"]
+    w = {"dataset": "imagenet1k", "scale": "10", "mix": "realsyn"}
+    return plan.resources(DECLARED_AS[stage], w)["mem_mb"] // plan.gpus(DECLARED_AS[stage], w)
 
 
 def measure(cmd: list[str], limit_mb: int, log: Path) -> tuple[float, float]:
@@ -205,27 +207,31 @@ def loader_batches(shard_labels: list[np.ndarray], workers: int, batch: int, buf
 
 def shuffle_rows(seed: int = 0, max_batches: int = 800) -> list[dict]:
     """Class mix of streamed batches for IN-10- and IN-1K-shaped 10x sets, with the paper configs'
-    loader (8 workers, batch 128, buffer 4096) and shard counts."""
+    loader (8 workers, buffer 4096) and shard counts, as one process of a data-parallel classifier
+    sees them: its share of the shards (every ``gpus``-th: the shards are of equal size, so this is
+    the balanced split) and its batch_size / gpus rows per batch (128 of train.sh's 4 x 128)."""
     rows = []
     for name, classes, per_class in (("imagenet10_10x", 10, 1300), ("imagenet1k_10x", 1000, 1281)):
         n_train, scale = classes * per_class, 10
         train_labels = np.repeat(np.arange(classes), per_class)
         cfg = load_config(REPO / "config" / "paper.yaml")
         c = cfg["classify"]
-        n_shards = max(-(-classes * scale // cfg["generate"]["classes_per_shard"]), c["num_workers"])
+        gpus, batch = c["gpus"], c["batch_size"] // c["gpus"]
+        n_shards = max(-(-classes * scale // cfg["generate"]["classes_per_shard"]), c["num_workers"] * gpus)
         order = set_order(name, n_train, scale, seed)
-        shards = [train_labels[order[slice(*shard_bounds(len(order), n_shards, s))] % n_train] for s in range(n_shards)]
-        ours = loader_batches(shards, c["num_workers"], c["batch_size"], c["shuffle_buffer"], seed, max_batches)
+        shards = [train_labels[order[slice(*shard_bounds(len(order), n_shards, s))] % n_train]
+                  for s in range(0, n_shards, gpus)]  # rank 0's shards
+        ours = loader_batches(shards, c["num_workers"], batch, c["shuffle_buffer"], seed, max_batches)
         per = -(-classes // n_shards)  # a naive writer: classes in blocks, each shard class-sorted
         sorted_labels = np.sort(np.tile(train_labels, scale))
         naive = [sorted_labels[(sorted_labels >= s * per) & (sorted_labels < (s + 1) * per)] for s in range(n_shards)]
-        naive = [s for s in naive if len(s)]
-        before = loader_batches(naive, c["num_workers"], c["batch_size"], c["shuffle_buffer"], seed, max_batches)
+        naive = [s for s in naive if len(s)][::gpus]
+        before = loader_batches(naive, c["num_workers"], batch, c["shuffle_buffer"], seed, max_batches)
         perm = np.random.default_rng(seed).permutation(len(order))
-        every = np.tile(train_labels, scale)[perm[: max_batches * c["batch_size"]]]
-        ref = [every[i : i + c["batch_size"]] for i in range(0, len(every), c["batch_size"])]
+        every = np.tile(train_labels, scale)[perm[: max_batches * batch]]
+        ref = [every[i : i + batch] for i in range(0, len(every), batch)]
         rows.append({"set": name, "images": n_train * scale, "shards": n_shards, "workers": c["num_workers"],
-                     "batch_size": c["batch_size"], "shuffle_buffer": c["shuffle_buffer"],
+                     "gpus": gpus, "batch_size": batch, "shuffle_buffer": c["shuffle_buffer"],
                      "max_class_share_median": max_class_share_median(ours),
                      "shuffled_reference": max_class_share_median(ref),
                      "class_sorted_shards": max_class_share_median(before)})

@@ -56,6 +56,7 @@ class Dataset:
     finetune_prompt_template: str | None
     negative_prompt: str
     classify_overrides: dict
+    finetune_overrides: dict
     classnames: dict | None
     attributes: list | None = None  # kind celeba only (no schema default)
 
@@ -98,6 +99,7 @@ class Classify:
     image_size: int | None
     loader: str
     num_workers: int
+    gpus: int
     shuffle_buffer: int
     checkpoint_every: int
     amp: bool
@@ -116,8 +118,8 @@ class Classify:
 
 
 @dataclass(frozen=True)
-class Finetune(Section):
-    KEY: ClassVar[str] = "finetune"
+class Finetune:
+    """finetune.* with the dataset's finetune_overrides applied (when a dataset is named)."""
 
     steps: int
     epochs: float | None
@@ -130,6 +132,13 @@ class Finetune(Section):
     amp: bool
     max_grad_norm: float | None
     crop: str
+    gpus: int
+    dm_group: int | None
+
+    @classmethod
+    def of(cls, cfg: dict, dataset: str | None = None) -> "Finetune":
+        over = get_dataset(cfg, dataset).get("finetune_overrides", {}) if dataset is not None else {}
+        return section(cls, {**cfg["finetune"], **over})
 
 
 @dataclass(frozen=True)

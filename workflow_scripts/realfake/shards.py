@@ -307,16 +307,17 @@ class ShardDataset(IterableDataset):
     images of the shards it names (a filtered manifest); other shards are read whole.
     ``transform`` (a per-image training transform, e.g. timm's) is applied to each decoded image
     at its own size, under a seed drawn from (seed, epoch, worker): the same images get the same
-    augmentation on every run with the same worker count, resumed or not."""
+    augmentation on every run with the same worker count, resumed or not. ``rank`` (of a
+    data-parallel job) makes its workers' seeds differ from the other processes'."""
 
     def __init__(self, shards: list[str], size: int, seed: int = 0, shuffle_buffer: int = 0,
                  files: list[tuple[str, int]] | None = None, shard_images: int = 0,
-                 keep: dict[str, set[str]] | None = None, transform=None):
+                 keep: dict[str, set[str]] | None = None, transform=None, rank: int = 0):
         self.shards, self.size, self.seed, self.buffer = list(shards), size, seed, shuffle_buffer
         self.files = files if isinstance(files, FileList) else list(files or [])
         self.shard_images, self.keep = shard_images, keep or {}
         self.transform = None if transform is None else Seeded(transform)
-        self.epoch = 0
+        self.epoch, self.rank = 0, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -339,8 +340,9 @@ class ShardDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        rng = random.Random(f"{self.seed}|{self.epoch}|{wid}")
-        aug = random.Random(f"{self.seed}|{self.epoch}|{wid}|augment")
+        g = self.rank * nw + wid  # the worker's number across a data-parallel job (rank 0: its id)
+        rng = random.Random(f"{self.seed}|{self.epoch}|{g}")
+        aug = random.Random(f"{self.seed}|{self.epoch}|{g}|augment")
         mine = self.shards[wid::nw]
         files = self.files[wid::nw]
         n_shard = self.shard_images * len(mine) // max(1, len(self.shards))
