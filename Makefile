@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all report test test-quick lint dryrun bench rehearsal slurm-test clean-results clean-partial
+.PHONY: venv demo demo-all report test test-quick lint dryrun bench rehearsal cost slurm-test clean-results clean-partial
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -74,6 +74,13 @@ bench: venv
 # declared memory: results/rehearsal/{stages,shuffle,projection}.csv (about 20 minutes on 2 cores).
 rehearsal: venv
 	$(PY) -m realfake.rehearsal
+
+# What a run will cost before anything is submitted: jobs, images, GPU hours and disk per rule of the
+# planned DAG -> results/plan/cost_<run_name>.csv. make cost CONFIG=config/imagenet1k.yaml TARGET=...
+# FROM_SCRATCH=1 prices the whole plan, not only what this folder's results leave to run.
+CONFIG ?= config/paper.yaml
+cost: venv
+	$(PY) -m realfake.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch)
 
 clean-results:
 	find results -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

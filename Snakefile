@@ -7,6 +7,7 @@ min_version("9.0")
 
 include: "rules/common.smk"
 include: "rules/prepare.smk"
+include: "rules/fetch.smk"
 include: "rules/pretrain.smk"
 include: "rules/caption.smk"
 include: "rules/embed.smk"

@@ -4,6 +4,7 @@
 rule caption:
     input:
         index="results/{dataset}/real_index.parquet",
+        models=fetched("blip2"),
     output:
         captions="results/{dataset}/captions.parquet",
     log:

@@ -4,6 +4,7 @@
 rule classify_real:
     input:
         index="results/{dataset}/real_index.parquet",
+        models=classifier_weights,
     output:
         model="results/{dataset}/classify/real/s{seed}/model.pt",
         metrics="results/{dataset}/classify/real/s{seed}/metrics.json",
@@ -30,6 +31,7 @@ rule classify_synthetic:
         index="results/{dataset}/real_index.parquet",
         manifest=training_manifest,
         shards=shard_tars,
+        models=classifier_weights,
     output:
         model="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/model.pt",
         metrics="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/metrics.json",

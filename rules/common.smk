@@ -58,6 +58,7 @@ wildcard_constraints:
     oodset="v2|sketch|r|a",
     shard=r"\d{5}",
     k=r"\d+",
+    model="sd15|blip2|clip|sscd|resnet50_pretrained",
 
 
 # ---------------------------------------------------------------- params and resources
@@ -95,6 +96,15 @@ def launcher(stage):
 # ---------------------------------------------------------------- input functions
 def base_model(w):
     return PLAN.base_model()
+
+
+def fetched(*names):
+    """Input function: the manifests of those models the config gives as downloads (fetch_model)."""
+    return lambda w: PLAN.fetched(*names)
+
+
+def classifier_weights(w):
+    return PLAN.classifier_weights(w.dataset)
 
 
 def encoder_init(w):

@@ -5,6 +5,7 @@ rule nearest:
     input:
         index="results/{dataset}/real_index.parquet",
         manifest=nearest_manifest,
+        models=fetched("sscd"),
     output:
         table=report(
             "results/tables/nearest_{dataset}.csv",

@@ -5,6 +5,7 @@
 rule shadow_classifier:
     input:
         index="results/{dataset}/real_index.parquet",
+        models=classifier_weights,
     output:
         scores="results/{dataset}/privacy/shadow/{k}.parquet",
     log:

@@ -51,7 +51,7 @@ def test_every_rule_has_log_benchmark_and_conda_env():
         rules = re.split(r"\nrule ", text)[1:]
         for body in rules:
             name = body.split(":")[0]
-            for directive in ("input:" if name not in ("prepare_digits", "pretrain_base", "image_encoder_init")
+            for directive in ("input:" if name not in ("prepare_digits", "pretrain_base", "image_encoder_init", "fetch_model")
                               else "output:", "output:", "log:", "benchmark:", "conda:"):
                 assert f"    {directive}" in body, f"{smk.name}: rule {name} lacks {directive}"
             env = re.search(r'"\.\./envs/([a-z_]+\.yaml)"', body)

@@ -15,7 +15,7 @@ def test_missing_model_folder_names_the_key(tmp_path):
 
 def test_hub_id_is_recognised(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match="looks like a hub id; realfake never downloads"):
+    with pytest.raises(ConfigError, match="looks like a hub id: give it as {hub: <id>, revision"):
         load_pipeline("runwayml/stable-diffusion-v1-5")
 
 

@@ -1,6 +1,8 @@
 """The paper code path end to end: config/imagenet10.yaml itself, with only paths and sizes
 overridden, run by snakemake on an ImageNet-layout folder of tiny images with tiny random models of
-the real classes (StableDiffusionPipeline, BLIP-2, open_clip, timm ResNet-50) from local folders."""
+the real classes (StableDiffusionPipeline, BLIP-2, open_clip, timm ResNet-50): SD 1.5 as the paper
+config names it, a hub repo pinned to a commit, fetched by the fetch_model rule from a hub cache in
+the real layout with HF_HUB_OFFLINE=1; the others from local folders."""
 
 import json
 
@@ -12,6 +14,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake
+from hub_cache import add_snapshot, folder_files
 from realfake.tiny_models import build_tiny_blip2
 
 pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage code
@@ -37,9 +40,13 @@ def paper_run(tmp_path_factory, tiny_base):
     (root / "classes.txt").write_text("# three Imagenette classes\n" + "\n".join(WNIDS) + "\n")
     write_random_open_clip("realfake-tiny-vit", 0, root / "clip.pt")
     blip = build_tiny_blip2(root / "blip2")
+    rev = "451f4fe16113bff5a5d2269ed5ad43b0592e9a14"  # the paper config's pinned commit, here of the tiny model
+    add_snapshot(root / "hub", "stable-diffusion-v1-5/stable-diffusion-v1-5", rev, folder_files(tiny_base))
     override = {
         "seeds": [0], "threads": 1, "scales": [1],
-        "models": {"sd15": str(tiny_base), "blip2": str(blip), "clip": str(root / "clip.pt"),
+        "models": {"sd15": {"hub": "stable-diffusion-v1-5/stable-diffusion-v1-5", "revision": rev,
+                            "files": ["*.json", "*.txt", "*/*.json", "*/*.txt", "*/*.safetensors"]},
+                   "blip2": str(blip), "clip": str(root / "clip.pt"),
                    "sscd": None, "resnet50_pretrained": None},
         "image_encoder": {"model_name": "realfake-tiny-vit"},
         "caption": {"batch_size": 4, "max_new_tokens": 4},
@@ -57,7 +64,8 @@ def paper_run(tmp_path_factory, tiny_base):
     (root / "override.yaml").write_text(yaml.safe_dump(override))
     work = root / "work"
     targets = ["results/tables/table1.csv", "results/tables/quality.csv"]
-    run_snakemake(work, *targets, "--configfile", str(REPO / "config" / "imagenet10.yaml"), str(root / "override.yaml"))
+    run_snakemake(work, *targets, "--configfile", str(REPO / "config" / "imagenet10.yaml"), str(root / "override.yaml"),
+                  env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(root / "hub")})
     return work / "results"
 
 
@@ -92,6 +100,11 @@ def test_paper_config_runs_to_table1_with_the_real_model_classes(paper_run):
     assert "paper_top1" in t1  # (empty here: the paper's table 1 has no IN-10 row)
     t2 = pd.read_csv(r / "tables" / "quality.csv")
     assert t2.variant.tolist() == ["base", "ours", "ours"]
+    fetched = json.loads((r / "models" / "sd15.manifest.json").read_text())
+    assert fetched["source"]["revision"] == "451f4fe16113bff5a5d2269ed5ad43b0592e9a14"
+    assert "unet/diffusion_pytorch_model.safetensors" in fetched["files"] and (r / "models/sd15/model_index.json").is_file()
+    lora_meta = json.loads((r / "imagenet10/lora/full/s0/lora.safetensors.meta.json").read_text())
+    assert lora_meta["base"] == "results/models/sd15"  # fine-tuned on the fetched model
 
 
 def test_paper_quality_with_clip_features_and_clip_score_filter(paper_run):

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from realfake.shards import iter_shard
 
@@ -220,11 +221,10 @@ def test_rules_whose_work_grows_declare_threads_and_resources(tmp_path):
 def test_paths_with_spaces_reach_the_commands_quoted(tmp_path):
     """Model paths are user input: one with a space (or a shell character) must arrive as one argument."""
     cfg = tmp_path / "spaced.yaml"
-    cfg.write_text((REPO / "config" / "imagenet10.yaml").read_text()
-                   .replace("/models/stable-diffusion-v1-5", "/my models/sd 1.5")
-                   .replace("/models/open_clip/ViT-L-14-openai.bin", "/my models/clip;v1.bin"))
+    cfg.write_text(yaml.safe_dump({"models": {"sd15": "/my models/sd 1.5", "clip": "/my models/clip;v1.bin"}}))
     proc = run_snakemake(tmp_path, "-n", "--printshellcmds", "results/imagenet10/lora/full/s0/lora.safetensors",
-                         "results/imagenet10/class_means.pt", "--configfile", str(cfg))
+                         "results/imagenet10/class_means.pt", "--configfile", str(REPO / "config" / "imagenet10.yaml"),
+                         str(cfg))
     out = proc.stdout
     assert "--base '/my models/sd 1.5'" in out
     assert "--checkpoint '/my models/clip;v1.bin'" in out

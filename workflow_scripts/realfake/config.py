@@ -111,6 +111,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     if errors:
         raise ConfigError("; ".join(_format_error(e) for e in errors))
     _check_names(config)
+    _check_models(config)
     _cross_check(config)
     _check_privacy(config)
     _check_ood(config)
@@ -135,6 +136,59 @@ def _override_errors(config: dict, schema: dict) -> list:
                 err.path.extendleft(reversed(["datasets", name, f"{section}_overrides"]))
                 errors.append(err)
     return errors
+
+
+HEX40, HEX64 = re.compile(r"[0-9a-f]{40}"), re.compile(r"[0-9a-f]{64}")
+HUB_KEYS, URL_KEYS = {"hub", "revision", "files", "file", "sha256"}, {"url", "sha256"}
+MODELS_DIR = "results/models"
+
+
+def _check_models(config: dict) -> None:
+    """A model given as a download: a hub repo pinned to a commit, or a URL (sha256 pinned or null)."""
+    for name, spec in config["models"].items():
+        if not isinstance(spec, dict):
+            continue
+        key = f"models.{name}"
+        kind, allowed = ("hub", HUB_KEYS) if "hub" in spec else ("url", URL_KEYS) if "url" in spec else (None, None)
+        if kind is None:
+            raise ConfigError(f"config key {key}: give a local path, {{hub: <repo id>, revision: <commit>}} or "
+                              "{url: <URL>, sha256: <hash>}")
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown config key {key}.{unknown[0]} (a {kind} model takes {', '.join(sorted(allowed))})")
+        if kind == "hub":
+            if not isinstance(spec["hub"], str) or spec["hub"].count("/") != 1:
+                raise ConfigError(f"config key {key}.hub: {spec['hub']!r} is not a hub repo id (<org>/<name>)")
+            if not HEX40.fullmatch(str(spec.get("revision", ""))):
+                raise ConfigError(f"config key {key}.revision: {spec.get('revision')!r} is not a 40-hex commit: pin the "
+                                  "exact revision (a branch name like main moves, and the results with it)")
+            hashes = spec.get("sha256") or {}
+            if not isinstance(hashes, dict) or not all(HEX64.fullmatch(str(h)) for h in hashes.values()):
+                raise ConfigError(f"config key {key}.sha256: a map from file path to a 64-hex sha256")
+            if spec.get("files") is not None and not (isinstance(spec["files"], list) and spec["files"]):
+                raise ConfigError(f"config key {key}.files: a non-empty list of file patterns (or leave it out)")
+        else:
+            if not isinstance(spec["url"], str) or "://" not in spec["url"]:
+                raise ConfigError(f"config key {key}.url: {spec['url']!r} is not a URL")
+            if spec.get("sha256") is not None and not HEX64.fullmatch(str(spec["sha256"])):
+                raise ConfigError(f"config key {key}.sha256: {spec['sha256']!r} is not a 64-hex sha256 (or null)")
+
+
+def model_path(config: dict, name: str) -> str | None:
+    """Where a stage finds model ``name``: its local path, or for a download the place fetch_model
+    puts it (``results/models/<name>``, or the file in it the config names)."""
+    spec = config["models"][name]
+    if not isinstance(spec, dict):
+        return spec
+    if "hub" in spec:
+        return f"{MODELS_DIR}/{name}/{spec['file']}" if spec.get("file") else f"{MODELS_DIR}/{name}"
+    return f"{MODELS_DIR}/{name}/{url_file_name(spec['url'])}"
+
+
+def url_file_name(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return Path(urlparse(url).path).name or "download"
 
 
 def _check_names(config: dict) -> None:
@@ -177,6 +231,10 @@ def _cross_check(config: dict) -> None:
     for key in ("table1_caption_baseline", "table1_official"):
         if tables[key] is not None and tables[key] not in variants:
             raise ConfigError(f"config key tables.{key}: unknown variant {tables[key]!r} (defined: {sorted(variants)})")
+    for key in ("table2_seeds", "table3_seeds"):
+        odd = sorted(set(tables[key] or []) - set(config["seeds"]))
+        if odd:
+            raise ConfigError(f"config key tables.{key}: seed {odd[0]} is not one of seeds {config['seeds']}")
     for name in tables["table2_variants"]:
         if name not in variants:
             raise ConfigError(f"config key tables.table2_variants: unknown variant {name!r} (defined: {sorted(variants)})")

@@ -1,4 +1,5 @@
-"""Loading of every model from local paths only (no hub access at run time)."""
+"""Loading of every model from a local path (a pinned download is one once fetch_model has made it;
+the loading stages never reach the hub)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def check_local(path: str | Path, what: str, key: str) -> Path:
     if not p.exists():
         hint = ""
         if "/" in str(path) and not str(path).startswith(("/", ".")) and len(Path(path).parts) == 2:
-            hint = " (this looks like a hub id; realfake never downloads: put the weights in a local folder)"
+            hint = (" (this looks like a hub id: give it as {hub: <id>, revision: <40-hex commit>} and the "
+                    "fetch_model rule downloads it, or put the weights in a local folder)")
         raise ConfigError(f"{what} not found at {p} (config key {key}){hint}")
     return p
 

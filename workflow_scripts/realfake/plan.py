@@ -12,7 +12,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from .config import class_count, classify_settings, finetune_settings, get_dataset, get_variant, shard_count
+from .config import (MODELS_DIR, class_count, classify_settings, finetune_settings, get_dataset, get_variant,
+                     model_path, shard_count)
 from .distributed import launcher
 from .errors import ConfigError
 
@@ -81,6 +82,7 @@ PAPER_COSTS = {
     "ood": Cost(16000, 0.2, 10, 0.002, True),        # ResNet-50 inference
     "nearest": Cost(16000, 1.2, 15, 0.006, True),    # SSCD descriptors, 512 fp16 per real image
     "report": Cost(4000, 0.0, 10, 0.0, False),
+    "fetch": Cost(4000, 0.0, 60, 0.0, False),        # one model download (SD 1.5's 4 GB at ~10 MB/s: 7 min)
 }
 MINI_RESOURCES = (3000, 60)
 # Typical training images per class of each dataset kind (train_per_class null), for planning only.
@@ -143,22 +145,32 @@ class Plan:
         return f"results/{dataset}/lora/{lora}/s{seed}/lora.safetensors"
 
     # ------------------------------------------------------------------ models
+    def fetched(self, *names: str) -> list[str]:
+        """Manifests of the models among ``names`` that the config gives as downloads (fetch_model
+        makes them); nothing for local paths."""
+        return [f"{MODELS_DIR}/{n}.manifest.json" for n in names if isinstance(self.config["models"][n], dict)]
+
+    def classifier_weights(self, dataset: str) -> list[str]:
+        """The fetched ImageNet ResNet-50 when the dataset's classifiers start from it."""
+        return self.fetched("resnet50_pretrained") if classify_settings(self.config, dataset)["pretrained"] else []
+
     def base_model(self) -> list[str]:
-        """The pretrained tiny model folder as an input, or nothing (models.sd15 is a local path)."""
-        return [] if self.paper_scale else [TINY_BASE]
+        """The pretrained tiny model folder as an input, the fetched SD 1.5, or nothing (a local path)."""
+        return self.fetched("sd15") if self.paper_scale else [TINY_BASE]
 
     def base_model_path(self) -> str:
-        return self.config["models"]["sd15"] or TINY_BASE
+        return model_path(self.config, "sd15") or TINY_BASE
 
     def encoder_init(self) -> list[str]:
-        return [] if self.config["models"]["clip"] else [RANDOM_ENCODER]
+        return self.fetched("clip") if self.config["models"]["clip"] else [RANDOM_ENCODER]
 
     def encoder_input(self) -> dict[str, str]:
-        """The image encoder as a named input: the mini world's random init file, or nothing."""
+        """The image encoder as a named input: the mini world's random init file, the fetched CLIP's
+        manifest, or nothing (a local file)."""
         return {"encoder": f for f in self.encoder_init()}
 
     def encoder_checkpoint(self) -> str:
-        return self.config["models"]["clip"] or RANDOM_ENCODER
+        return model_path(self.config, "clip") or RANDOM_ENCODER
 
     # ------------------------------------------------------------------ stage inputs
     def digits_data(self, dataset: str) -> list[str]:
@@ -257,16 +269,20 @@ class Plan:
                                     "an attribute dataset (kind celeba with datasets.<name>.attributes)")
         return self.table1_metrics(datasets=names)
 
+    def grid_seeds(self, table: str) -> list[int]:
+        """Seeds of a grid: ``tables.<table>_seeds`` (a cut grid), else every seed."""
+        return self.config["tables"][f"{table}_seeds"] or self.seeds
+
     def table2_metrics(self) -> list[str]:
         t = self.config["tables"]
         return [self.metrics(ds, "syn", s, v, t["scale"]) for ds in self.class_table_datasets("table 2")
-                for v in t["table2_variants"] for s in self.seeds]
+                for v in t["table2_variants"] for s in self.grid_seeds("table2")]
 
     def table3_metrics(self) -> list[str]:
-        m = self.config["tables"]["table1_method"]
-        out = [self.metrics(ds, "real", s) for ds in self.class_table_datasets("table 3") for s in self.seeds]
+        m, seeds = self.config["tables"]["table1_method"], self.grid_seeds("table3")
+        out = [self.metrics(ds, "real", s) for ds in self.class_table_datasets("table 3") for s in seeds]
         return out + [self.metrics(ds, mix, s, m, k) for ds in self.class_datasets for mix in ("syn", "realsyn")
-                      for k in self.config["scales"] for s in self.seeds]
+                      for k in self.config["scales"] for s in seeds]
 
     def sample_manifests(self) -> list[str]:
         """Manifests of the overview sample figure: each dataset's baseline and method (first seed)."""
@@ -283,11 +299,12 @@ class Plan:
 
     def quality_sets(self) -> list[str]:
         t, q = self.config["tables"], self.config["quality"]
+        seeds = self.grid_seeds("table2")
         out = [f"results/{ds}/quality/{v}/s{s}/{t['scale']}x/manifest.parquet"
-               for ds in self.class_datasets for v in t["table2_variants"] for s in self.seeds]
+               for ds in self.class_datasets for v in t["table2_variants"] for s in seeds]
         if q["filter"] != "none":
             out += [f"results/{ds}/quality/{t['table1_method']}/s{s}/{t['scale']}x/filtered.parquet"
-                    for ds in self.class_datasets for s in self.seeds]
+                    for ds in self.class_datasets for s in seeds]
         return out
 
     def quality_metrics(self) -> list[str]:
@@ -295,7 +312,7 @@ class Plan:
         out = self.table2_metrics()
         if self.config["quality"]["filter"] != "none":
             out += [self.metrics(ds, mix, s, t["table1_method"], t["scale"]) for ds in self.class_datasets
-                    for mix in ("synfilt", "realsynfilt", "realsyn") for s in self.seeds]
+                    for mix in ("synfilt", "realsynfilt", "realsyn") for s in self.grid_seeds("table2")]
         return out
 
     def ood_metrics(self) -> list[str]:
@@ -415,7 +432,7 @@ class Plan:
         do not parallelise."""
         if stage == "pretrain":
             return int(self.config["pretrain"]["threads"])
-        if stage in ("merge", "report"):
+        if stage in ("merge", "report", "fetch"):
             return 1
         return int(self.config["threads"]) * self.gpus(stage, wildcards or {})
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import get_dataset, get_variant
+from .config import get_dataset, get_variant, model_path
 from .errors import ConfigError
 
 
@@ -202,14 +202,18 @@ class Caption(Section):
 
 
 @dataclass(frozen=True)
-class Models(Section):
-    KEY: ClassVar[str] = "models"
+class Models:
+    """Where each model is read from: a local path, or where fetch_model put a download."""
 
     sd15: str | None
     blip2: str | None
     clip: str | None
     sscd: str | None
     resnet50_pretrained: str | None
+
+    @classmethod
+    def of(cls, cfg: dict) -> "Models":
+        return section(cls, {name: model_path(cfg, name) for name in cfg["models"]})
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,8 @@ class Tables(Section):
     table1_caption_baseline: str | None
     table1_official: str | None
     table2_variants: list
+    table2_seeds: list | None
+    table3_seeds: list | None
     scale: int
 
 

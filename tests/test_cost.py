@@ -1,0 +1,73 @@
+"""`make cost`: the planned jobs priced per rule; counts agree with Snakemake's own dry run, and
+cutting the grid in config lowers the bill."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from realfake.config import load_config
+from realfake.cost import PAPER_COSTS, main, parse_dry_run, price, rule_stages
+from realfake.plan import Plan
+
+IN10 = str(REPO / "config" / "imagenet10.yaml")
+
+
+def test_every_rule_with_resources_has_a_cost_stage():
+    stages = rule_stages()
+    assert stages["finetune"] == "finetune" and stages["generate_shard"] == "generate"
+    assert stages["shadow_classifier"] == "shadow" and stages["classify_synthetic"] == "classify"
+    assert set(stages.values()) <= set(PAPER_COSTS)
+
+
+def test_parse_and_price_a_small_dry_run():
+    text = """Job stats:
+job         count
+--------  -------
+finetune        2
+total           2
+
+rule finetune:
+    wildcards: dataset=imagenet10, lora=full, seed=0
+rule finetune:
+    wildcards: dataset=imagenet10, lora=vg, seed=1
+"""
+    jobs, stats = parse_dry_run(text)
+    assert stats == {"finetune": 2} and [j.wildcards["lora"] for j in jobs] == ["full", "vg"]
+    plan = Plan(load_config(IN10))
+    df = price(jobs, plan, {"finetune": "finetune"}).set_index("rule")
+    _, items = plan.stage_items("finetune", jobs[0].wildcards)
+    gpus, c = plan.gpus("finetune", jobs[0].wildcards), PAPER_COSTS["finetune"]
+    assert gpus == 8 and items == 100 * plan.train_images("imagenet10")  # 100 epochs
+    assert df.loc["finetune", "gpu_hours"] == pytest.approx(2 * gpus * (c.minutes / 60 + items * c.s_per_item / 3600 / gpus), abs=0.05)
+    assert df.loc["total", "jobs"] == 2
+
+
+@pytest.mark.slow
+def test_cost_counts_match_the_dry_run_and_a_cut_grid_costs_less(tmp_path, capsys):
+    full, cut = tmp_path / "full.csv", tmp_path / "cut.csv"
+    main(["--configfile", IN10, "--from-scratch", "--out", str(full)])
+    from realfake.cost import dry_run
+    _, stats = parse_dry_run(dry_run([IN10], ["all_ablation"], tmp_path / "empty"))
+    df = pd.read_csv(full).set_index("rule")
+    assert {r: int(df.loc[r, "jobs"]) for r in stats} == stats  # every rule's jobs, as Snakemake counts them
+    assert df.loc["total", "jobs"] == sum(stats.values())
+    assert df.loc["total", "gpu_hours"] > 0 and df.loc["generate_shard", "disk_gb"] > 0
+    one_seed = tmp_path / "one_seed.yaml"
+    one_seed.write_text(yaml.safe_dump({"tables": {"table2_seeds": [0], "table3_seeds": [0]}}))
+    main(["--configfile", IN10, str(one_seed), "--from-scratch", "--out", str(cut)])
+    df_cut = pd.read_csv(cut).set_index("rule")
+    for col in ("jobs", "gpu_hours", "disk_gb"):
+        assert df_cut.loc["total", col] < df.loc["total", col], col
+    assert df_cut.loc["finetune", "jobs"] < df.loc["finetune", "jobs"]  # the ablation LoRAs of seeds 1-2 go
+    assert "total" in capsys.readouterr().out
+
+
+def test_grid_seeds_must_be_configured_seeds():
+    from realfake.config import ConfigError
+
+    with pytest.raises(ConfigError, match="tables.table3_seeds: seed 7"):
+        load_config(IN10, overrides={"tables": {"table3_seeds": [7]}})
+    plan = Plan(load_config(IN10, overrides={"tables": {"table2_seeds": [1]}}))
+    assert plan.grid_seeds("table2") == [1] and plan.grid_seeds("table3") == plan.seeds
+    assert all("/s1/" in m for m in plan.table2_metrics())
