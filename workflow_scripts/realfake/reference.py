@@ -1,0 +1,68 @@
+"""The config reference, generated from ``config/schema.yaml``: every key with its type, default
+and description, as Markdown. ``python -m realfake.reference > docs/config.md``; a test keeps the
+committed page equal to this output."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .config import load_schema
+
+
+def _type(node: dict) -> str:
+    t = node.get("type", "any")
+    return " or ".join(t) if isinstance(t, list) else str(t)
+
+
+def _default(node: dict) -> str:
+    if "default" not in node:
+        return "(required)"
+    return "`" + json.dumps(node["default"]) + "`"
+
+
+def _text(node: dict) -> str:
+    return " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
+
+
+def _rows(prefix: str, node: dict):
+    props = node.get("properties")
+    extra = node.get("additionalProperties")
+    if props:
+        for key, sub in props.items():
+            yield f"{prefix}{key}", sub
+            if isinstance(sub, dict) and (sub.get("properties") or isinstance(sub.get("additionalProperties"), dict)):
+                yield from _rows(f"{prefix}{key}.", sub)
+    elif isinstance(extra, dict):
+        if extra.get("properties"):
+            yield from _rows(f"{prefix}<name>.", extra)
+
+
+def reference() -> str:
+    schema = load_schema()
+    out = ["# Config reference\n",
+           "Generated from `config/schema.yaml` by `python -m realfake.reference` (a test keeps this page",
+           "equal to its output). Keys are dotted paths; `<name>` stands for a dataset, LoRA or variant",
+           "name you choose. Defaults apply to every key left out.\n"]
+    for section, node in schema["properties"].items():
+        out.append(f"## `{section}`\n")
+        if node.get("description"):
+            out.append(_text(node) + "\n")
+        rows = list(_rows(f"{section}.", node))
+        if not rows:
+            out.append(f"Type: {_type(node)}; default: {_default(node)}.\n")
+            continue
+        out.append("| key | type | default | what |")
+        out.append("|---|---|---|---|")
+        for key, sub in rows:
+            out.append(f"| `{key}` | {_type(sub)} | {_default(sub)} | {_text(sub)} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    sys.stdout.write(reference())
+
+
+if __name__ == "__main__":
+    main()
