@@ -25,7 +25,7 @@ import torch
 
 from conftest import REPO, snakemake_env
 from realfake.classifier import fixed_batches, split_shards
-from realfake.config import ConfigError, classify_settings, load_config
+from realfake.config import ConfigError, dataset_section, load_config
 from realfake.distributed import World, launcher
 from realfake.method import distribution_matching_loss, grouped_dm_loss
 from realfake.plan import Plan
@@ -90,7 +90,7 @@ def test_per_dataset_gpus_reach_resources_threads_and_launcher():
     cfg = load_config(REPO / "config" / "paper.yaml")
     paper = Plan(cfg)
     in1k = {"dataset": "imagenet1k", "mix": "syn", "scale": "10"}
-    gpus = classify_settings(cfg, "imagenet1k")["gpus"]  # train.sh's 4
+    gpus = dataset_section(cfg, "classify", "imagenet1k")["gpus"]  # train.sh's 4
     assert gpus > 1 and paper.resources("classify", in1k)["gpu"] == gpus
     assert paper.threads("classify", in1k) == cfg["threads"] * gpus
     assert paper.launcher("classify", in1k).endswith(f"--nproc_per_node {gpus} -m realfake.classify --")

@@ -319,14 +319,26 @@ def fixed_batches(batches, size: int, steps: int):
     loader's workers each end on a short batch): rows carry over into the next batch, and once the
     stream ends the last batches are topped up with the epoch's first rows, as torch's
     DistributedSampler pads. Rows beyond ``steps`` x ``size`` are not read."""
-    xs, ys, have, done, first = [], [], 0, 0, None
-    for x, y in batches:
+    first, kept = [], 0  # the epoch's first ``size`` rows, in pieces
+
+    def rows():
+        nonlocal kept
+        for x, y in batches:
+            if kept < size:
+                first.append((x[: size - kept], y[: size - kept]))
+                kept += len(first[-1][1])
+            yield x, y
+        if not first:
+            raise ValueError("this process's part of the training data is empty: fewer images than data-parallel "
+                             "processes")
+        while True:
+            yield from first
+
+    xs, ys, have, done = [], [], 0, 0
+    for x, y in rows():
         xs.append(x)
         ys.append(y)
         have += len(y)
-        if first is None or len(first[1]) < size:
-            fx, fy = (x, y) if first is None else (torch.cat([first[0], x]), torch.cat([first[1], y]))
-            first = (fx[:size], fy[:size])
         while have >= size and done < steps:
             xb, yb = torch.cat(xs), torch.cat(ys)
             yield xb[:size], yb[:size]
@@ -334,17 +346,6 @@ def fixed_batches(batches, size: int, steps: int):
             xs, ys, have = [xb[size:]], [yb[size:]], have - size
         if done == steps:
             return
-    if first is None:
-        raise ValueError("this process's part of the training data is empty: fewer images than data-parallel processes")
-    while done < steps:
-        while have < size:
-            xs.append(first[0])
-            ys.append(first[1])
-            have += len(first[1])
-        xb, yb = torch.cat(xs), torch.cat(ys)
-        yield xb[:size], yb[:size]
-        done += 1
-        xs, ys, have = [xb[size:]], [yb[size:]], have - size
 
 
 def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: str | None = None,

@@ -254,9 +254,9 @@ def _cross_check(config: dict) -> None:
             raise ConfigError(f"config key datasets.{name}.attributes: " + (
                 "required for kind 'celeba' (e.g. [Smiling, Attractive, Heavy_Makeup])" if ds["kind"] == "celeba"
                 else f"only for kind 'celeba', not {ds['kind']!r}"))
-        ccfg = {**config["classify"], **ds["classify_overrides"]}
+        ccfg = dataset_section(config, "classify", name)
         _check_recipe(ccfg, name)
-        _check_data_parallel(ccfg, {**config["finetune"], **ds["finetune_overrides"]}, name)
+        _check_data_parallel(ccfg, dataset_section(config, "finetune", name), name)
 
 
 def _check_data_parallel(c: dict, f: dict, dataset: str) -> None:
@@ -384,14 +384,10 @@ def get_dataset(config: dict, name: str) -> dict:
     return config["datasets"][name]
 
 
-def classify_settings(config: dict, dataset: str) -> dict:
-    """The classify section with the dataset's classify_overrides applied."""
-    return {**config["classify"], **get_dataset(config, dataset).get("classify_overrides", {})}
-
-
-def finetune_settings(config: dict, dataset: str) -> dict:
-    """The finetune section with the dataset's finetune_overrides applied."""
-    return {**config["finetune"], **get_dataset(config, dataset).get("finetune_overrides", {})}
+def dataset_section(config: dict, section: str, dataset: str) -> dict:
+    """A section a dataset may override (``OVERRIDDEN``: classify, finetune) with the dataset's
+    ``<section>_overrides`` applied."""
+    return {**config[section], **get_dataset(config, dataset).get(f"{section}_overrides", {})}
 
 
 def get_variant(config: dict, name: str) -> dict:
@@ -426,7 +422,7 @@ def shard_count(config: dict, name: str, scale: int) -> int:
     worker of every data-parallel process (``classify.gpus`` x ``num_workers``), so every worker has
     data to read."""
     n = -(-class_count(config, name) * int(scale) // config["generate"]["classes_per_shard"])
-    c = classify_settings(config, name)
+    c = dataset_section(config, "classify", name)
     if c.get("loader") == "stream":
         n = max(n, int(c.get("num_workers", 1)) * int(c.get("gpus", 1)))
     return n

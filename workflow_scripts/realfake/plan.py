@@ -12,8 +12,7 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from .config import (MODELS_DIR, class_count, classify_settings, finetune_settings, get_dataset, get_variant,
-                     model_path, shard_count)
+from .config import MODELS_DIR, class_count, dataset_section, get_dataset, get_variant, model_path, shard_count
 from .distributed import launcher
 from .errors import ConfigError
 
@@ -152,7 +151,7 @@ class Plan:
 
     def classifier_weights(self, dataset: str) -> list[str]:
         """The fetched ImageNet ResNet-50 when the dataset's classifiers start from it."""
-        return self.fetched("resnet50_pretrained") if classify_settings(self.config, dataset)["pretrained"] else []
+        return self.fetched("resnet50_pretrained") if dataset_section(self.config, "classify", dataset)["pretrained"] else []
 
     def base_model(self) -> list[str]:
         """The pretrained tiny model folder as an input, the fetched SD 1.5, or nothing (a local path)."""
@@ -378,7 +377,7 @@ class Plan:
         if stage in ("caption", "embed", "nearest"):
             return n_train, n_train
         if stage == "finetune":
-            f = finetune_settings(self.config, ds)
+            f = dataset_section(self.config, "finetune", ds)
             seen = f["epochs"] * n_train if f.get("epochs") else f["steps"] * f["batch_size"]
             return n_train, int(seen)
         if stage == "generate":
@@ -388,7 +387,7 @@ class Plan:
         if stage in ("classify", "shadow"):  # classify_real has no scale; shadow classifiers train on real data
             mix = w.get("mix", "real")
             n = (n_train if "real" in mix else 0) + (n_train * scale if "scale" in w else 0)
-            return n, int(classify_settings(self.config, ds)["epochs"] * n + n_test)
+            return n, int(dataset_section(self.config, "classify", ds)["epochs"] * n + n_test)
         if stage == "quality":
             return n_train * scale, n_train * scale + n_test
         if stage == "ood":  # the largest OOD set (ImageNet-Sketch, 50,889 images)
@@ -418,8 +417,7 @@ class Plan:
         ds = wildcards.get("dataset")
         if ds is None or stage not in ("finetune", "classify"):
             return 1
-        settings = finetune_settings if stage == "finetune" else classify_settings
-        return int(settings(self.config, ds)["gpus"])
+        return int(dataset_section(self.config, stage, ds)["gpus"])
 
     def launcher(self, stage: str, wildcards: dict) -> str:
         """The command that starts a job's stage module (``realfake.<stage>``): ``python -m``, or

@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from .atomic import write_parquet
-from .config import load_config
+from .config import load_config, shard_count
 from .plan import Plan
 from .shards import ShardWriter, stream_order
 from .synthesis import MANIFEST_COLUMNS, set_order, shard_bounds
@@ -211,13 +211,14 @@ def shuffle_rows(seed: int = 0, max_batches: int = 800) -> list[dict]:
     sees them: its share of the shards (every ``gpus``-th: the shards are of equal size, so this is
     the balanced split) and its batch_size / gpus rows per batch (128 of train.sh's 4 x 128)."""
     rows = []
-    for name, classes, per_class in (("imagenet10_10x", 10, 1300), ("imagenet1k_10x", 1000, 1281)):
+    cfg = load_config(REPO / "config" / "paper.yaml")
+    for name, dataset, classes, per_class in (("imagenet10_10x", "imagenet10", 10, 1300),
+                                              ("imagenet1k_10x", "imagenet1k", 1000, 1281)):
         n_train, scale = classes * per_class, 10
         train_labels = np.repeat(np.arange(classes), per_class)
-        cfg = load_config(REPO / "config" / "paper.yaml")
         c = cfg["classify"]
         gpus, batch = c["gpus"], c["batch_size"] // c["gpus"]
-        n_shards = max(-(-classes * scale // cfg["generate"]["classes_per_shard"]), c["num_workers"] * gpus)
+        n_shards = shard_count(cfg, dataset, scale)  # the generation plan's shards of that dataset's set
         order = set_order(name, n_train, scale, seed)
         shards = [train_labels[order[slice(*shard_bounds(len(order), n_shards, s))] % n_train]
                   for s in range(0, n_shards, gpus)]  # rank 0's shards

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .config import get_dataset, get_variant, model_path
+from .config import dataset_section, get_dataset, get_variant, model_path
 from .errors import ConfigError
 
 
@@ -107,7 +107,7 @@ class Classify:
 
     @classmethod
     def of(cls, cfg: dict, dataset: str) -> "Classify":
-        return section(cls, {**cfg["classify"], **get_dataset(cfg, dataset).get("classify_overrides", {})})
+        return section(cls, dataset_section(cfg, "classify", dataset))
 
     def input_size(self, ds: Dataset) -> int:
         """Pixels the classifier sees: classify.image_size, else the dataset's image size."""
@@ -137,8 +137,7 @@ class Finetune:
 
     @classmethod
     def of(cls, cfg: dict, dataset: str | None = None) -> "Finetune":
-        over = get_dataset(cfg, dataset).get("finetune_overrides", {}) if dataset is not None else {}
-        return section(cls, {**cfg["finetune"], **over})
+        return section(cls, cfg["finetune"] if dataset is None else dataset_section(cfg, "finetune", dataset))
 
 
 @dataclass(frozen=True)
