@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all report test test-quick lint dryrun bench rehearsal cost slurm-test clean-results clean-partial
+.PHONY: venv demo demo-all report test test-quick lint dryrun bench rehearsal rehearsal-full cost slurm-test clean-results clean-partial
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -75,12 +75,22 @@ bench: venv
 rehearsal: venv
 	$(PY) -m realfake.rehearsal
 
+# The paper's real architectures (SD 1.5, open_clip ViT-L/14, ResNet-50) with random weights through
+# each stage's code at 512 px: results/rehearsal/fullsize.csv, seconds per item and peak memory per
+# stage (about 15 minutes on 2 cores). DEVICE=cuda on a GPU machine adds the official-style
+# generation loop for the speed-up.
+DEVICE ?= $(shell $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
+rehearsal-full: venv
+	$(PY) -m realfake.fullsize --device $(DEVICE)
+
 # What a run will cost before anything is submitted: jobs, images, GPU hours and disk per rule of the
 # planned DAG -> results/plan/cost_<run_name>.csv. make cost CONFIG=config/imagenet1k.yaml TARGET=...
 # FROM_SCRATCH=1 prices the whole plan, not only what this folder's results leave to run.
+# THROUGHPUT=results/rehearsal/fullsize.csv (make rehearsal-full DEVICE=cuda on your GPU; an H200's
+# is docs/rehearsal/fullsize_h200.csv) prices the GPU stages at that measured speed.
 CONFIG ?= config/paper.yaml
 cost: venv
-	$(PY) -m realfake.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch)
+	$(PY) -m realfake.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch) $(if $(THROUGHPUT),--throughput $(THROUGHPUT))
 
 clean-results:
 	find results -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

@@ -58,7 +58,7 @@ wildcard_constraints:
     oodset="v2|sketch|r|a",
     shard=r"\d{5}",
     k=r"\d+",
-    model="sd15|blip2|clip|sscd|resnet50_pretrained",
+    model="sd15|blip2|clip|sscd|resnet50_pretrained|inception",
 
 
 # ---------------------------------------------------------------- params and resources

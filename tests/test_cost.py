@@ -71,3 +71,26 @@ def test_grid_seeds_must_be_configured_seeds():
     plan = Plan(load_config(IN10, overrides={"tables": {"table2_seeds": [1]}}))
     assert plan.grid_seeds("table2") == [1] and plan.grid_seeds("table3") == plan.seeds
     assert all("/s1/" in m for m in plan.table2_metrics())
+
+
+def test_measured_throughput_replaces_the_planning_figures(tmp_path):
+    from realfake.cost import measured_costs
+
+    csv = tmp_path / "fullsize.csv"
+    pd.DataFrame({"stage": ["caption", "finetune", "generate", "classify", "generate"],
+                  "device": ["cuda", "cuda", "cuda", "cuda", "cpu"],
+                  "seconds_per_item": [0.01, 0.05, 0.2, 0.001, 400.0]}).to_csv(csv, index=False)
+    measured = measured_costs(csv)
+    assert measured == {"finetune": 0.05, "generate": 0.2, "classify": 0.001, "shadow": 0.001}  # GPU rows only
+    plan = Plan(load_config(IN10))
+    jobs, _ = parse_dry_run("rule finetune:\n    wildcards: dataset=imagenet10, lora=full, seed=0\n")
+    planned = price(jobs, plan, {"finetune": "finetune"}).set_index("rule").loc["finetune", "gpu_hours"]
+    _, items = plan.stage_items("finetune", jobs[0].wildcards)
+    c = PAPER_COSTS["finetune"]
+    got = price(jobs, plan, {"finetune": "finetune"}, measured).set_index("rule").loc["finetune", "gpu_hours"]
+    assert got == pytest.approx(8 * c.minutes / 60 + items * 0.05 / 3600, abs=0.05) and got != planned
+    with pytest.raises(ValueError, match="no GPU rows"):
+        pd.DataFrame({"stage": ["generate"], "device": ["cpu"], "seconds_per_item": [1.0]}).to_csv(csv, index=False)
+        measured_costs(csv)
+    with pytest.raises(ValueError, match="not found"):
+        measured_costs(tmp_path / "nope.csv")

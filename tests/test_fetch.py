@@ -54,6 +54,15 @@ def test_where_stages_find_fetched_models():
     assert plan.fetched("blip2", "sscd") == ["results/models/sscd.manifest.json"]
 
 
+def test_quality_inception_weights_come_from_the_pin_unless_quality_inception_names_a_file():
+    plan = Plan(load_config(REPO / "config" / "imagenet10.yaml"))
+    weights = "results/models/inception/inception_v3_google-0cc3c7bd.pth"
+    assert plan.quality_models("imagenet10") == {"inception": "results/models/inception.manifest.json"}
+    assert plan.scorer_args(plan.quality_models("imagenet10"), False) == f"--inception {weights}"
+    own = Plan(load_config(REPO / "config" / "imagenet10.yaml", overrides={"quality": {"inception": "/w/i v3.pth"}}))
+    assert own.quality_models("imagenet10") == {} and own.scorer_args({}, False) == "--inception '/w/i v3.pth'"
+
+
 def _fetch(tmp_path, spec, cache, check=True, name="sd15"):
     cfg = {"run_name": "t", "threads": 1, "models": {name: spec}}
     return run_cli("fetch", "model", "--cfg", json.dumps(cfg), "--name", name, "--folder", str(tmp_path / "out" / name),

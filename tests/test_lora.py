@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from realfake.config import load_config
-from realfake.finetune import save_lora, train_lora
+from realfake.lora import save_lora, train_lora
 from realfake.models import load_pipeline
 from realfake.settings import Finetune
 
@@ -74,7 +74,7 @@ def test_train_images_stream_uint8_and_steps_resume_alike(tmp_path):
     of a step depends only on (seed, step), so a resumed run reads the same batches."""
     from PIL import Image
 
-    from realfake.finetune import StepSampler, TrainImages
+    from realfake.lora import StepSampler, TrainImages
 
     paths = []
     for i in range(5):
@@ -97,7 +97,7 @@ def test_random_crop_keeps_aspect_and_is_seeded(tmp_path):
     and the sampler's indices are those of the squash sampler."""
     from PIL import Image
 
-    from realfake.finetune import StepSampler, TrainImages, random_crop
+    from realfake.lora import StepSampler, TrainImages, random_crop
 
     wide = np.zeros((10, 40, 3), np.uint8)
     wide[:, :, 0] = np.arange(40, dtype=np.uint8)[None, :] * 6  # a horizontal ramp

@@ -6,8 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from realfake.features import ClipFeatures, InceptionFeatures
+from realfake.config import load_config
+from realfake.features import ClipFeatures, InceptionFeatures, extractor
 from realfake.quality import keep_best, ordering, quality_table
+from realfake.settings import Quality
 from realfake.quality_metrics import frechet_distance, kid, precision_recall
 
 
@@ -106,6 +108,10 @@ def test_inception_features_from_a_local_torchvision_state_dict(tmp_path):
         InceptionFeatures(str(tmp_path / "other.pth"))
     with pytest.raises(ValueError, match="quality.inception"):
         InceptionFeatures(str(tmp_path / "missing.pth"))
+    q = Quality.of(load_config(overrides={"quality": {"features": "inception", "inception": None}}))
+    with pytest.raises(ValueError, match="set models.inception"):
+        extractor(q, "realfake-tiny-vit", 32, None, None)
+    assert extractor(q, "realfake-tiny-vit", 32, None, None, str(weights)).name.endswith(f"{weights})")
 
 
 def test_clip_score_prefers_the_prompt_of_the_matching_class(tmp_path):

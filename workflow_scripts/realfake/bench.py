@@ -6,7 +6,7 @@ ratios. Writes results/bench/{generation,flops,loading,dryrun}.csv and prints a 
 * generation: our generate stage (one model load, prompt embeddings cached per class, images
   appended to a tar shard) vs a reference loop that does what the official generate.py does (one
   pipeline call per batch with prompt strings encoded on every call, guidance read per image with
-  torch.load, model CPU offload when on CUDA, one file per image with an exists() check);
+  torch.load, model CPU offload when on CUDA, one JPEG file per image with an exists() check);
 * flops: UNet FLOPs per image (torch.utils.flop_counter) x images/s vs the measured matmul FLOP/s;
 * loading: classifier input images/s from tar shards vs one-file-per-image folders, loader only and
   with a training step;
@@ -71,26 +71,35 @@ def _bench_world(work: Path, n_classes: int, per_class: int, size: int, seed: in
     return work / "pipe", jobs, guidance, gdir
 
 
-def _run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, dtype) -> float:
-    pipes = make_pipelines(str(base), None, device, dtype)
+def run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, dtype, lora: Path | None = None,
+             warmup: bool = True) -> float:
+    """Images/s of our generate loop (latent prior, the LoRA at ``g.lora_scale`` when given)."""
+    pipes = make_pipelines(str(base), None if lora is None else str(lora), device, dtype, g.torch_compile)
+    scaled = lora is not None  # the LoRA runs at g.lora_scale
     batches = batches_of(jobs, g.batch_size)
     prompts = dict(zip(jobs.index, jobs.prompt))
-    # warm-up batch (not timed), into a throwaway shard
-    warm = ShardWriter(out / "warm.tar", [list(batches[0].key)], "warm")
-    generate(pipes, batches[:1], prompts, guidance, g, True, size, "", False, warm, False)
+    out.mkdir(parents=True, exist_ok=True)
+    if warmup:  # one batch (not timed), into a throwaway shard
+        warm = ShardWriter(out / "warm.tar", [list(batches[0].key)], "warm")
+        generate(pipes, batches[:1], prompts, guidance, g, True, size, "", False, warm, scaled)
     writer = ShardWriter(out / "ours.tar", [list(b.key) for b in batches], "bench")
     t0 = _clock()
-    generate(pipes, batches, prompts, guidance, g, True, size, "", False, writer, False)
+    generate(pipes, batches, prompts, guidance, g, True, size, "", False, writer, scaled)
     writer.close()
     return len(jobs) / (_clock() - t0)
 
 
-def _run_reference(base: Path, jobs, gdir: Path, g: Generate, size, out: Path, device, dtype) -> float:
-    """What the official generate.py does per batch (see module docstring)."""
+def run_reference(base: Path, jobs, gdir: Path, g: Generate, size, out: Path, device, dtype,
+                  lora: Path | None = None) -> float:
+    """Images/s of what the official generate.py does per batch (see module docstring)."""
     from diffusers import StableDiffusionImg2ImgPipeline, UniPCMultistepScheduler
 
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(str(base), torch_dtype=dtype, safety_checker=None)
     pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+    extra = {}
+    if lora is not None:
+        pipe.load_lora_weights(str(Path(lora).parent), weight_name=Path(lora).name)
+        extra["cross_attention_kwargs"] = {"scale": g.lora_scale}
     if device == "cuda":
         pipe.enable_model_cpu_offload()
     else:  # CPU offload needs an accelerator: on CPU the reference keeps the model in place
@@ -101,7 +110,7 @@ def _run_reference(base: Path, jobs, gdir: Path, g: Generate, size, out: Path, d
     out.mkdir(parents=True, exist_ok=True)
 
     def one(batch):
-        paths = [out / f"{k}.png" for k in batch.key]
+        paths = [out / f"{k}.jpg" for k in batch.key]  # JPEG at PIL's default quality, as generate.py saves
         if paths[-1].exists():  # the official resume check: last file of the batch only
             return
         prompts = [f"{p}, photo, best quality" for p in batch.prompt]
@@ -109,13 +118,13 @@ def _run_reference(base: Path, jobs, gdir: Path, g: Generate, size, out: Path, d
         dev = pipe._execution_device
         hidden = encode_text(pipe.tokenizer, pipe.text_encoder, prompts, dev)
         neg = encode_text(pipe.tokenizer, pipe.text_encoder, negative, dev)
-        g = torch.stack([torch.load(gdir / f"{k}.pt") for k in batch.key])
-        hidden = inject_guidance(hidden, g.to(dev), False)
+        token = torch.stack([torch.load(gdir / f"{k}.pt") for k in batch.key])
+        hidden = inject_guidance(hidden, token.to(dev), False)
         init = [Image.open(p).convert("RGB").resize((size, size)) for p in batch.source_path]
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in batch.seed]
         images = pipe(prompt_embeds=hidden.to(dtype), negative_prompt_embeds=neg.to(dtype), image=init,
                       strength=g.strength, num_inference_steps=g.steps, guidance_scale=g.cfg,
-                      generator=gens).images
+                      generator=gens, **extra).images
         for im, p in zip(images, paths):
             im.save(p)
 
@@ -166,8 +175,8 @@ def bench_generation(work: Path, quick: bool) -> tuple[pd.DataFrame, pd.DataFram
     base, jobs, guidance, gdir = _bench_world(work, n_classes, per_class, size)
     rows = []
     for rep in range(1 if quick else 2):  # interleaved so drift hits both
-        ref = _run_reference(base, jobs, gdir, g, size, work / f"ref{rep}", device, dtype)
-        ours = _run_ours(base, jobs, guidance, g, size, work / f"ours{rep}", device, dtype)
+        ref = run_reference(base, jobs, gdir, g, size, work / f"ref{rep}", device, dtype)
+        ours = run_ours(base, jobs, guidance, g, size, work / f"ours{rep}", device, dtype)
         rows.append({"rep": rep, "device": device, "images": len(jobs), "image_size": size, "steps": g.steps,
                      "batch_size": g.batch_size, "reference_img_per_s": ref, "ours_img_per_s": ours,
                      "speedup": ours / ref})

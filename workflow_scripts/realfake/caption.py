@@ -12,36 +12,16 @@ import pandas as pd
 import torch
 
 from .atomic import write_json, write_parquet
-from .chunks import Chunks, image_batches
+from .chunks import Chunks
 from .cli import Command, loader_workers, provenance, run
 from .config import config_hash
 from .data import read_table
-from .models import check_local
+from .encoders import caption_paths, load_blip2
 from .settings import Caption, Models
 
 log = logging.getLogger(__name__)
 COLUMNS = ["image_id", "label", "class_name", "caption"]
 CHUNK = 10_000  # images per resumable chunk: about 8 minutes of BLIP-2 on one GPU
-
-
-def load_blip2(path: str, device: str = "cpu", dtype=torch.float32):
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor
-
-    check_local(path, "BLIP-2 folder", "models.blip2")
-    processor = Blip2Processor.from_pretrained(path, local_files_only=True)
-    model = Blip2ForConditionalGeneration.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
-    return processor, model.to(device).eval()
-
-
-@torch.no_grad()
-def caption_paths(processor, model, paths, batch_size: int, max_new_tokens: int, workers: int = 0) -> list[str]:
-    """Greedy captions of image files, decoded ``batch_size`` at a time by ``workers`` processes."""
-    out = []
-    for images in image_batches(paths, batch_size, workers):
-        inputs = processor(images=images, return_tensors="pt").to(model.device, model.dtype)
-        ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        out += [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
-    return out
 
 
 def captions_main(args, cfg: dict) -> None:

@@ -350,7 +350,7 @@ def fixed_batches(batches, size: int, steps: int):
 
 def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: str | None = None,
                      ckpt_path: str | None = None, fingerprint: dict | None = None,
-                     attributes: list[str] | None = None, world: World = World()):
+                     attributes: list[str] | None = None, world: World = World(), on_step=None):
     """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
     when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results.
     With ``attributes`` the model has one output per attribute (multi-label).
@@ -359,7 +359,8 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
     the processes' parts of each global batch of ``classify.batch_size``; every process draws the
     same augmentation and mixing randomness (per-row draws for the whole batch, then its part), so
     the processes stay in step and rank 0's checkpoint resumes them all. Batch norm statistics are
-    per process, as in the official torchrun runs (no SyncBN)."""
+    per process, as in the official torchrun runs (no SyncBN). ``on_step()`` is called after every
+    optimiser step (the full-size rehearsal times steps with it)."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     device = world.device()
@@ -406,7 +407,9 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
             taken += 1
             if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
                 sched.step()
-            seen += torch.tensor([float(loss.detach()) * len(yb), len(yb)], dtype=torch.float64)
+            seen += torch.tensor([float(loss.detach()) * len(yb), len(yb)], dtype=torch.float64)  # waits for the device
+            if on_step is not None:
+                on_step()
         world.average([seen])  # over all processes' rows: the global batch's mean loss
         log.info("epoch %d train loss %.6f", epoch, float(seen[0] / seen[1].clamp_min(1)))
         if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < c.epochs:

@@ -13,6 +13,11 @@ measurements; disk from the sizes in ``DISK_MB``. With ``--from-scratch`` the dr
 empty folder (the whole plan); without it, from this folder's results (what is left to run).
 Cut the grid in config (``tables.table2_seeds``, ``tables.table3_seeds``, fewer ``scales``) and run it
 again to see the cost drop.
+
+With ``--throughput fullsize.csv`` (what ``make rehearsal-full DEVICE=cuda`` wrote on one of your
+GPUs, or the H200 run kept in ``docs/rehearsal/fullsize_h200.csv``) the GPU stages it measured
+(embed, finetune, generate, classify and shadow) are priced at its measured seconds per item
+instead; start-up minutes stay the planning figures.
 """
 
 from __future__ import annotations
@@ -37,6 +42,28 @@ REPO = Path(__file__).resolve().parents[2]
 # 3.2 MB; a ResNet-50 model.pt (25.6 M fp32 values) 100 MB; one 768-d fp32 embedding 3 kB.
 DISK_MB = {"generate": 0.075, "finetune": 3.2, "classify": 100.0, "shadow": 100.0, "embed": 0.003}
 PER_JOB = {"finetune", "classify", "shadow"}  # disk per job, not per item
+# the cost-model stages each row of a full-size rehearsal prices (its classify row is the GPU's
+# share of a classifier step, data in memory; shadow classifiers are the same step)
+MEASURED = {"embed": ["embed"], "finetune": ["finetune"], "generate": ["generate"], "classify": ["classify", "shadow"]}
+
+
+def measured_costs(path: str | Path) -> dict[str, float]:
+    """{cost stage: seconds per item on one GPU} from a full-size rehearsal's fullsize.csv (its GPU rows)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"throughput file {p} not found (make rehearsal-full DEVICE=cuda writes "
+                         "results/rehearsal/fullsize.csv)")
+    df = pd.read_csv(p)
+    missing = {"stage", "device", "seconds_per_item"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{p} is not a full-size rehearsal table (fullsize.csv): no column {sorted(missing)}")
+    out = {}
+    for row in df[df.device == "cuda"].itertuples():
+        for stage in MEASURED.get(row.stage, []):
+            out[stage] = float(row.seconds_per_item)
+    if not out:
+        raise ValueError(f"{p} has no GPU rows of {sorted(MEASURED)} (run make rehearsal-full DEVICE=cuda on a GPU)")
+    return out
 
 
 @dataclass
@@ -88,8 +115,10 @@ def dry_run(configfiles: list[str], targets: list[str], workdir: Path) -> str:
     return proc.stdout
 
 
-def price(jobs: list[Job], plan: Plan, stages: dict[str, str]) -> pd.DataFrame:
-    """One row per rule: jobs, images processed, expected GPU hours, disk (GB), and a total row."""
+def price(jobs: list[Job], plan: Plan, stages: dict[str, str], s_per_item: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per rule: jobs, images processed, expected GPU hours, disk (GB), and a total row.
+    ``s_per_item`` replaces the cost model's seconds per item of the stages it names."""
+    s_per_item = s_per_item or {}
     rows: dict[str, dict] = {}
     for job in jobs:
         r = rows.setdefault(job.rule, {"rule": job.rule, "jobs": 0, "images": 0, "gpu_hours": 0.0, "disk_gb": 0.0})
@@ -102,7 +131,8 @@ def price(jobs: list[Job], plan: Plan, stages: dict[str, str]) -> pd.DataFrame:
         gpus = plan.gpus(stage, w)
         r["images"] += items
         if cost.gpu:
-            r["gpu_hours"] += gpus * (cost.minutes / 60 + items * cost.s_per_item / 3600 / gpus)
+            per_item = s_per_item.get(stage, cost.s_per_item)
+            r["gpu_hours"] += gpus * (cost.minutes / 60 + items * per_item / 3600 / gpus)
         mb = DISK_MB.get(stage, 0.0)
         r["disk_gb"] += (mb if stage in PER_JOB else mb * items) / 1000
     df = pd.DataFrame(list(rows.values()), columns=["rule", "jobs", "images", "gpu_hours", "disk_gb"])
@@ -118,10 +148,13 @@ def main(argv=None) -> None:
     p.add_argument("--target", nargs="+", default=["all_ablation"], help="Snakemake targets (default: every table)")
     p.add_argument("--from-scratch", action="store_true", help="plan from an empty folder (ignore existing results)")
     p.add_argument("--out", default=None, help="CSV to write (default results/plan/cost_<run_name>.csv)")
+    p.add_argument("--throughput", default=None,
+                   help="fullsize.csv of make rehearsal-full DEVICE=cuda: price its GPU stages at its measured speed")
     args = p.parse_args(argv)
     try:
         cfg = load_config(*args.configfile)
-    except ConfigError as exc:
+        measured = measured_costs(args.throughput) if args.throughput else {}
+    except (ConfigError, ValueError) as exc:
         sys.exit(f"realfake error: {exc}")
     plan = Plan(cfg)
     if not plan.paper_scale:
@@ -130,14 +163,18 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) if args.from_scratch else Path.cwd()
         jobs, _ = parse_dry_run(dry_run([str(Path(c).resolve()) for c in args.configfile], args.target, workdir))
-    df = price(jobs, plan, rule_stages())
+    df = price(jobs, plan, rule_stages(), measured)
     out = Path(args.out or f"results/plan/cost_{cfg['run_name']}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
     print(df.to_string(index=False))
-    print(f"\n{out}: expected GPU hours at the cost model's per-item times (A100-class planning figures, "
-          "no safety factor); disk for what the jobs keep")
+    basis = "A100-class planning figures"
+    if measured:
+        basis = (f"{', '.join(f'{s} {v:.4g} s' for s, v in sorted(measured.items()))} per item measured in "
+                 f"{args.throughput}; the other stages at planning figures")
+    print(f"\n{out}: expected GPU hours at the cost model's per-item times ({basis}; no safety factor); "
+          "disk for what the jobs keep")
 
 
 if __name__ == "__main__":

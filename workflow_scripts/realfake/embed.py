@@ -14,27 +14,16 @@ import logging
 import torch
 
 from .atomic import write_json, write_torch
-from .chunks import Chunks, image_batches
+from .chunks import Chunks
 from .cli import Command, loader_workers, provenance, run, seed_everything
 from .config import config_hash
 from .data import read_table
+from .encoders import class_means, embed_paths
 from .models import create_open_clip, write_random_open_clip
 from .settings import ImageEncoder
 
 log = logging.getLogger(__name__)
 CHUNK = 50_000  # images per resumable chunk: a few minutes of ViT-L/14 on one GPU
-
-
-@torch.no_grad()
-def embed_paths(model, preprocess, paths, batch_size: int = 64, device: str = "cpu", workers: int = 0) -> torch.Tensor:
-    """Image embeddings (float32, on the CPU) of image files decoded and preprocessed by ``workers``."""
-    out = [model.encode_image(x.to(device)).float().cpu() for x in image_batches(paths, batch_size, workers, preprocess)]
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def class_means(emb: torch.Tensor, labels) -> dict[int, torch.Tensor]:
-    labels = torch.as_tensor(list(labels))
-    return {int(c): emb[labels == c].mean(0) for c in torch.unique(labels)}
 
 
 def init_main(args, cfg: dict) -> None:

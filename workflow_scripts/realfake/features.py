@@ -79,9 +79,9 @@ class InceptionFeatures(Extractor):
         from torchvision.models import inception_v3
 
         super().__init__(batch_size)
-        check_local(weights, "Inception-v3 weights file", "quality.inception")
+        check_local(weights, "Inception-v3 weights file", "quality.inception or models.inception")
         model = inception_v3(weights=None, aux_logits=True, init_weights=False)
-        what = f"{weights} is not a torchvision Inception-v3 state dict (config key quality.inception)"
+        what = f"{weights} is not a torchvision Inception-v3 state dict (config key quality.inception or models.inception)"
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             missing, _ = model.load_state_dict(state, strict=False)
@@ -134,12 +134,15 @@ class ClipFeatures(Extractor):
 
 
 def extractor(q: Quality, encoder_name: str, classifier_size: int, classifier: str | None,
-              encoder: str | None) -> Extractor:
-    """The feature space of ``quality.features``; ``classifier_size`` is the real classifier's input size."""
+              encoder: str | None, inception: str | None = None) -> Extractor:
+    """The feature space of ``quality.features``; ``classifier_size`` is the real classifier's input
+    size; ``inception`` the Inception-v3 weights (default ``quality.inception``)."""
     if q.features == "inception":
-        if not q.inception:
-            raise ValueError("quality.features is inception but quality.inception (a local weights file) is null")
-        return InceptionFeatures(q.inception, q.batch_size)
+        weights = inception or q.inception
+        if not weights:
+            raise ValueError("quality.features is inception but no weights are given: set models.inception (a "
+                             "{url, sha256} pin or a local file) or quality.inception (a local file)")
+        return InceptionFeatures(weights, q.batch_size)
     if q.features == "clip":
         return ClipFeatures(encoder_name, encoder, q.batch_size)
     return ClassifierFeatures(classifier, classifier_size, q.batch_size)

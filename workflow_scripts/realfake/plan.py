@@ -206,7 +206,13 @@ class Plan:
         f = self.config["quality"]["features"]
         if f == "real_classifier":
             return {"classifier": self.model_file(dataset, "real", self.seeds[0])}
+        if f == "inception":  # models.inception's download, unless quality.inception names a file
+            return {} if self.config["quality"]["inception"] else {"inception": m for m in self.fetched("inception")}
         return self.encoder_input() if f == "clip" else {}
+
+    def inception_weights(self) -> str | None:
+        """The Inception-v3 file of inception features: quality.inception, else models.inception."""
+        return self.config["quality"]["inception"] or model_path(self.config, "inception")
 
     def filter_models(self, dataset: str, seed) -> dict[str, str]:
         """The filter's scorer: the real classifier of the same seed, or the image encoder."""
@@ -222,6 +228,8 @@ class Plan:
         """CLI arguments of the model a quality/filter job scores with (paths shell-quoted)."""
         if "classifier" in inputs:
             return f"--classifier {shlex.quote(str(inputs['classifier']))}"
+        if not encoder and self.config["quality"]["features"] == "inception" and self.inception_weights():
+            return f"--inception {shlex.quote(str(self.inception_weights()))}"
         return f"--encoder {shlex.quote(str(self.encoder_checkpoint()))}" if encoder else ""
 
     def nearest_manifest(self, dataset: str) -> str:

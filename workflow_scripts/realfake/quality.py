@@ -158,7 +158,7 @@ def _classifier_size(cfg: dict, dataset: str) -> int:
 
 def _extractor(args, cfg: dict, q: Quality):
     size = _classifier_size(cfg, args.dataset)
-    return extractor(q, ImageEncoder.of(cfg).model_name, size, args.classifier, args.encoder)
+    return extractor(q, ImageEncoder.of(cfg).model_name, size, args.classifier, args.encoder, args.inception)
 
 
 def real_main(args, cfg: dict) -> None:
@@ -221,6 +221,7 @@ def _set_flags(p, manifest_help: str) -> None:
 def _scorer_flags(p) -> None:
     p.add_argument("--classifier", help="model.pt of the real-data classifier (real_classifier features or filter)")
     p.add_argument("--encoder", help="open_clip checkpoint (clip features or clip_score filter)")
+    p.add_argument("--inception", help="Inception-v3 state dict (inception features; default quality.inception)")
 
 
 def main(argv=None) -> None:

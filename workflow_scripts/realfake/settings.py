@@ -209,6 +209,7 @@ class Models:
     clip: str | None
     sscd: str | None
     resnet50_pretrained: str | None
+    inception: str | None
 
     @classmethod
     def of(cls, cfg: dict) -> "Models":
