@@ -77,7 +77,7 @@ rehearsal: venv
 
 # The paper's real architectures (SD 1.5, open_clip ViT-L/14, ResNet-50) with random weights through
 # each stage's code at 512 px: results/rehearsal/fullsize.csv, seconds per item and peak memory per
-# stage (about 15 minutes on 2 cores). DEVICE=cuda on a GPU machine adds the official-style
+# stage (11 minutes on 2 cores, 5 on an H200). DEVICE=cuda on a GPU machine adds the official-style
 # generation loop for the speed-up.
 DEVICE ?= $(shell $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 rehearsal-full: venv

@@ -1,5 +1,5 @@
 """`make rehearsal-full` (realfake.fullsize): the real architectures it builds, and its stage runner
-end to end on the toy models (the full-size run itself takes ~15 minutes on 2 cores: make rehearsal-full)."""
+end to end on the toy models (the full-size run itself takes 11 minutes on 2 cores: make rehearsal-full)."""
 
 import json
 import subprocess
