@@ -177,7 +177,8 @@ def write_images(folder: Path, classes: int, per_class: int, seed: int = 0) -> p
 
 # ----------------------------------------------------------------------------- stages (one process each)
 class Timer:
-    """Times of the calls after the first (the warm-up)."""
+    """Call times; ``seconds`` gives the time between consecutive calls."""
+
     def __init__(self):
         self.stamps: list[float] = []
 
@@ -191,7 +192,6 @@ class Timer:
 def loader_workers(cfg: dict) -> int:
     """Decode workers as the stage's rule gives them (``cli.loader_workers``), the config's threads
     capped at the CPUs here."""
-
     return rule_workers(argparse.Namespace(threads=min(cfg["threads"], os.cpu_count() or 1)), cfg)
 
 
@@ -243,8 +243,8 @@ def stage_finetune(work: Path, device: str, sizes: dict) -> dict:
     guidance = torch.randn(len(train), read_arch(work)["width"], generator=torch.Generator().manual_seed(0))
     timer = Timer()
     timer()
-    history = train_lora(pipe, TrainImages(list(train.path), read_arch(work)["sd_size"], f.crop), prompts, guidance, f, 0.003, 0,
-                         False, on_step=timer)
+    images = TrainImages(list(train.path), read_arch(work)["sd_size"], f.crop)
+    history = train_lora(pipe, images, prompts, guidance, f, 0.003, 0, False, on_step=timer)
     assert len(history) == f.steps and np.isfinite(history[-1][0]), history
     save_lora(pipe.unet, work / "lora.safetensors")
     steps = timer.seconds()[1:]  # the first step is the warm-up
@@ -337,8 +337,8 @@ SIZES = {  # per device: what one run measures (at 512 px: 11 minutes on 2 cores
             "finetune_steps": 2, "generate_images": 1, "generate_batch": 1, "official_batch": 1, "classify_batch": 8,
             "classify_steps": 2},
     "cuda": {"per_class": 8, "caption_batch": 16, "embed_images": 1024, "embed_batch": 256, "finetune_batch": 8,
-             "finetune_steps": 10, "generate_images": 192, "generate_batch": 64, "official_batch": 24, "classify_batch": 128,
-             "classify_steps": 20},
+             "finetune_steps": 10, "generate_images": 192, "generate_batch": 64, "official_batch": 24,
+             "classify_batch": 128, "classify_steps": 20},
 }
 
 
@@ -426,7 +426,8 @@ def main(argv=None) -> None:
             with atomic_path(out / "fullsize.csv") as tmp_csv:  # after every stage: a cut-off run keeps its rows
                 pd.DataFrame(rows).reindex(columns=COLUMNS).to_csv(tmp_csv, index=False, float_format="%.5g")
         df = pd.DataFrame(rows).reindex(columns=COLUMNS)
-        summary = {"arch": args.arch, "device": args.device, "failed": failed, "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+        summary = {"arch": args.arch, "device": args.device, "failed": failed,
+                   "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
                    "torch": torch.__version__, "cpus": os.cpu_count()}
         rate = df.set_index("stage").items_per_s
         for ours in ("generate", "generate_compiled"):
