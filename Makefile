@@ -87,7 +87,7 @@ rehearsal-full: venv
 # planned DAG -> results/plan/cost_<run_name>.csv. make cost CONFIG=config/imagenet1k.yaml TARGET=...
 # FROM_SCRATCH=1 prices the whole plan, not only what this folder's results leave to run.
 # THROUGHPUT=results/rehearsal/fullsize.csv (make rehearsal-full DEVICE=cuda on your GPU; an H200's
-# is docs/rehearsal/fullsize_h200.csv) prices the GPU stages at that measured speed.
+# is docs/rehearsal/h200_run1.csv) prices the GPU stages at that measured speed.
 CONFIG ?= config/paper.yaml
 cost: venv
 	$(PY) -m realfake.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch) $(if $(THROUGHPUT),--throughput $(THROUGHPUT))

@@ -64,11 +64,15 @@ def _bench_world(work: Path, n_classes: int, per_class: int, size: int, seed: in
                          "prompt": f"a photo of class {c}"})
     jobs = pd.DataFrame(rows)
     guidance = torch.randn(len(jobs), TEXT_HIDDEN, generator=torch.Generator().manual_seed(seed))
-    gdir = work / "guidance"
-    gdir.mkdir()
-    for k, g in zip(jobs.key, guidance):
+    return work / "pipe", jobs, guidance, write_guidance_files(jobs.key, guidance, work / "guidance")
+
+
+def write_guidance_files(keys, guidance: torch.Tensor, gdir: Path) -> Path:
+    """One ``<key>.pt`` per guidance row, the official code's per-image layout (``run_reference`` reads it)."""
+    gdir.mkdir(parents=True, exist_ok=True)
+    for k, g in zip(keys, guidance):
         torch.save(g.clone(), gdir / f"{k}.pt")
-    return work / "pipe", jobs, guidance, gdir
+    return gdir
 
 
 def run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, dtype, lora: Path | None = None,

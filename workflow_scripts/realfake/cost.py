@@ -15,7 +15,7 @@ Cut the grid in config (``tables.table2_seeds``, ``tables.table3_seeds``, fewer 
 again to see the cost drop.
 
 With ``--throughput fullsize.csv`` (what ``make rehearsal-full DEVICE=cuda`` wrote on one of your
-GPUs, or the H200 run kept in ``docs/rehearsal/fullsize_h200.csv``) the GPU stages it measured
+GPUs, or the H200 run kept in ``docs/rehearsal/h200_run1.csv``) the GPU stages it measured
 (embed, finetune, generate, classify and shadow) are priced at its measured seconds per item
 instead; start-up minutes stay the planning figures.
 """

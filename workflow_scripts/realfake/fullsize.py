@@ -50,7 +50,7 @@ import torch
 from PIL import Image
 
 from .atomic import atomic_path, write_json
-from .bench import run_ours, run_reference
+from .bench import run_ours, run_reference, write_guidance_files
 from .classifier import MemoryData, build_model, train_classifier
 from .cli import loader_workers as rule_workers
 from .config import load_config
@@ -89,23 +89,18 @@ SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
 
 
 # ----------------------------------------------------------------------------- models
-def build_sd15(out: Path, seed: int = 0) -> Path:
-    """SD 1.5's architecture with seeded random weights, saved as a pipeline folder (fp32
-    safetensors, as the pinned hub files)."""
+def build_sd15(seed: int = 0):
+    """A StableDiffusionPipeline of SD 1.5's architecture with seeded random weights."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tok_dir:
         tokenizer = build_tokenizer(Path(tok_dir), max_length=TOKENS)
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         vae=AutoencoderKL(**SD15_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), tokenizer=tokenizer,
         unet=UNet2DConditionModel(**SD15_UNET), scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(out, safe_serialization=True)
-    (out / "params_m.json").write_text(json.dumps({"sd15": params_m(pipe.unet, pipe.vae, pipe.text_encoder),
-                                                   "unet": params_m(pipe.unet)}))
-    return out
 
 
 def build_clip(out: Path, model_name: str, seed: int = 0) -> Path:
@@ -139,15 +134,17 @@ def sd_name(work: Path) -> str:
 
 
 def build_models(work: Path, arch: dict) -> None:
-    """The models of ``arch`` in ``work``: sd15/, clip.safetensors, blip2/ (always tiny)."""
+    """The models of ``arch`` in ``work``: sd15/ (a pipeline folder with fp32 safetensors, as the
+    pinned hub files, and its parameter count), clip.safetensors, blip2/ (always tiny)."""
     if arch["name"] == "tiny":
         with tempfile.TemporaryDirectory() as tok_dir:
             pipe = build_tiny_pipeline(build_tokenizer(Path(tok_dir)), seed=0, image_size=arch["sd_size"])
-        pipe.save_pretrained(work / "sd15")
-        (work / "sd15" / "params_m.json").write_text(json.dumps({"sd15": params_m(pipe.unet, pipe.vae,
-                                                                                  pipe.text_encoder)}))
     else:
-        build_sd15(work / "sd15")
+        pipe = build_sd15()
+    pipe.save_pretrained(work / "sd15", safe_serialization=True)
+    (work / "sd15" / "params_m.json").write_text(json.dumps({"sd15": params_m(pipe.unet, pipe.vae,
+                                                                              pipe.text_encoder)}))
+    del pipe  # 4.3 GB at SD 1.5's size: not held while the other models are built
     build_clip(work / "clip.safetensors", arch["clip"])
     build_tiny_blip2(work / "blip2")
     (work / "arch.json").write_text(json.dumps(arch))
@@ -195,14 +192,14 @@ def loader_workers(cfg: dict) -> int:
     return rule_workers(argparse.Namespace(threads=min(cfg["threads"], os.cpu_count() or 1)), cfg)
 
 
-def _settings(device: str):
-    cfg = load_config(CONFIG)
-    return cfg, device, (torch.float16 if device == "cuda" else torch.float32)
+def _dtype(device: str):
+    """The stages' weights: fp16 on a GPU (as the caption and generate stages), fp32 on a CPU."""
+    return torch.float16 if device == "cuda" else torch.float32
 
 
 def stage_caption(work: Path, device: str, sizes: dict) -> dict:
-    cfg, device, dtype = _settings(device)
-    processor, model = load_blip2(str(work / "blip2"), device, dtype)
+    cfg = load_config(CONFIG)
+    processor, model = load_blip2(str(work / "blip2"), device, _dtype(device))
     paths = list(pd.read_parquet(work / "images.parquet").path)
     b, workers = min(Caption.of(cfg).batch_size, sizes["caption_batch"]), loader_workers(cfg)
     caption_paths(processor, model, paths[:b], b, Caption.of(cfg).max_new_tokens, workers)  # warm-up
@@ -214,7 +211,7 @@ def stage_caption(work: Path, device: str, sizes: dict) -> dict:
 
 
 def stage_embed(work: Path, device: str, sizes: dict) -> dict:
-    cfg, device, _ = _settings(device)
+    cfg = load_config(CONFIG)
     arch = read_arch(work)
     model, preprocess = create_open_clip(arch["clip"], str(work / "clip.safetensors"))
     model = model.to(device)
@@ -231,7 +228,7 @@ def stage_embed(work: Path, device: str, sizes: dict) -> dict:
 
 
 def stage_finetune(work: Path, device: str, sizes: dict) -> dict:
-    cfg, device, _ = _settings(device)
+    cfg = load_config(CONFIG)
     ds = Dataset.of(cfg, DATASET)
     b = sizes["finetune_batch"]  # one GPU's rows: the paper's 8 (finetune.batch_size / finetune.gpus)
     f = dataclasses.replace(Finetune.of(cfg, DATASET), steps=sizes["finetune_steps"] + 1, epochs=None, batch_size=b,
@@ -262,11 +259,7 @@ def _generation_jobs(work: Path, n: int) -> tuple[pd.DataFrame, torch.Tensor, Pa
                          "seed": np.arange(n) + 1000, "prompt": [f"photo of {c}, a caption of about ten words, best "
                                                                  "quality" for c in src.class_name]})
     guidance = torch.randn(n, read_arch(work)["width"], generator=torch.Generator().manual_seed(1))
-    gdir = work / "guidance"
-    gdir.mkdir(exist_ok=True)
-    for k, g in zip(jobs.key, guidance):
-        torch.save(g.clone(), gdir / f"{k}.pt")
-    return jobs, guidance, gdir
+    return jobs, guidance, write_guidance_files(jobs.key, guidance, work / "guidance")
 
 
 def _generate_settings(batch: int, **change):
@@ -276,10 +269,9 @@ def _generate_settings(batch: int, **change):
 
 def _run_generate(work: Path, device: str, sizes: dict, **change) -> dict:
     g = _generate_settings(sizes["generate_batch"], **change)
-    dtype = torch.float16 if device == "cuda" else torch.float32
     jobs, guidance, _ = _generation_jobs(work, sizes["generate_images"])
     size = read_arch(work)["sd_size"]
-    rate = run_ours(work / "sd15", jobs, guidance, g, size, work / "gen_ours", device, dtype,
+    rate = run_ours(work / "sd15", jobs, guidance, g, size, work / "gen_ours", device, _dtype(device),
                     lora=work / "lora.safetensors", warmup=device == "cuda")
     return {"model": "%s img2img (UniPC %d steps x strength %.2f, CFG %.0f, LoRA at %.1f%s), fp%d" % (
                 sd_name(work), g.steps, g.strength, g.cfg, g.lora_scale, ", torch.compile" if g.torch_compile else "",
@@ -303,7 +295,7 @@ def stage_generate_official(work: Path, device: str, sizes: dict) -> dict:
     g = _generate_settings(sizes["official_batch"])
     jobs, _, gdir = _generation_jobs(work, sizes["generate_images"])
     rate = run_reference(work / "sd15", jobs, gdir, g, read_arch(work)["sd_size"], work / "gen_official",
-                         device, torch.float16 if device == "cuda" else torch.float32, lora=work / "lora.safetensors")
+                         device, _dtype(device), lora=work / "lora.safetensors")
     return {"model": "official-style loop: pipeline call per batch, model CPU offload, JPEG file per image",
             "params_m": None, "batch": g.batch_size, "items": len(jobs), "item": "generated image",
             "seconds": len(jobs) / rate}

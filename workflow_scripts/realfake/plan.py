@@ -151,7 +151,8 @@ class Plan:
 
     def classifier_weights(self, dataset: str) -> list[str]:
         """The fetched ImageNet ResNet-50 when the dataset's classifiers start from it."""
-        return self.fetched("resnet50_pretrained") if dataset_section(self.config, "classify", dataset)["pretrained"] else []
+        pretrained = dataset_section(self.config, "classify", dataset)["pretrained"]
+        return self.fetched("resnet50_pretrained") if pretrained else []
 
     def base_model(self) -> list[str]:
         """The pretrained tiny model folder as an input, the fetched SD 1.5, or nothing (a local path)."""
