@@ -31,9 +31,9 @@ def test_table1_inputs_follow_the_row_spec(mini):
     files = mini.table1_metrics()
     assert len(files) == len(mini.seeds) * len(spec)
     assert files[:4] == ["results/mini/classify/real/s0/metrics.json",
-                         "results/mini/classify/syn/base/1x/s0/metrics.json",
-                         "results/mini/classify/syn/ours/1x/s0/metrics.json",
-                         "results/mini/classify/realsyn/ours/1x/s0/metrics.json"]
+                         "results/mini/classify/syn/base/2x/s0/metrics.json",
+                         "results/mini/classify/syn/ours/2x/s0/metrics.json",
+                         "results/mini/classify/realsyn/ours/2x/s0/metrics.json"]
 
 
 def test_caption_baseline_adds_a_row_and_its_classifiers():
@@ -44,10 +44,25 @@ def test_caption_baseline_adds_a_row_and_its_classifiers():
 
 
 def test_grids_of_tables_2_and_3(mini):
-    cfg = mini.config
-    assert len(mini.table2_metrics()) == len(cfg["tables"]["table2_variants"]) * len(mini.seeds)
+    t = mini.config["tables"]
+    seeds2 = t["table2_seeds"] or mini.seeds
+    files = mini.table2_metrics()
+    assert len(files) == len(t["table2_variants"]) * len(seeds2)
+    assert all(f"/{t['table2_scale']}x/" in f for f in files)
     # table 3: real per seed, then syn and realsyn at every scale per seed
-    assert len(mini.table3_metrics()) == len(mini.seeds) * (1 + 2 * len(cfg["scales"]))
+    seeds3 = t["table3_seeds"] or mini.seeds
+    assert len(mini.table3_metrics()) == len(seeds3) * (1 + 2 * len(mini.config["scales"]))
+
+
+def test_table2_scale_defaults_to_table1s_and_cuts_the_grid():
+    same = Plan(load_config(MINI, overrides={"tables": {"scale": 2, "table2_scale": None}}))
+    assert same.config["tables"]["table2_scale"] == 2
+    assert all("/2x/" in f for f in same.table2_metrics() + same.quality_sets())
+    cut = Plan(load_config(MINI, overrides={"tables": {"scale": 2, "table2_scale": 1}}))
+    assert all("/1x/" in f for f in cut.table2_metrics() + cut.quality_sets())
+    assert all("/2x/" in f for f in cut.table1_metrics() if "/real/" not in f)
+    with pytest.raises(ConfigError, match="tables.table2_scale: 10 is not one of scales"):
+        load_config(MINI, overrides={"tables": {"table2_scale": 10}})
 
 
 def test_shards_and_manifests(mini):

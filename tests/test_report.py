@@ -11,6 +11,12 @@ from realfake.report import crossover, load_metrics, table1, table2, table3, tab
 from conftest import REPO
 
 
+def mini_config(**overrides):
+    """config/mini.yaml with tables 1 and 2 at scale 1, the scale write_metrics writes by default."""
+    tables = {"scale": 1, "table2_scale": 1, **overrides.pop("tables", {})}
+    return load_config(REPO / "config" / "mini.yaml", overrides={"tables": tables, **overrides})
+
+
 def write_metrics(tmp_path, rows):
     files = []
     for i, (setting, variant, seed, top1, *scale) in enumerate(rows):
@@ -22,7 +28,7 @@ def write_metrics(tmp_path, rows):
 
 
 def test_table1_mean_std_over_seeds(tmp_path):
-    cfg = load_config(REPO / "config" / "mini.yaml")
+    cfg = mini_config()
     rows = []
     for seed, (r, b, o, rs) in enumerate([(90, 30, 50, 92), (92, 34, 52, 94), (94, 32, 54, 96)]):
         rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]
@@ -37,7 +43,7 @@ def test_table1_mean_std_over_seeds(tmp_path):
 def test_table10_attribute_accuracy_per_attribute_and_mean(tmp_path):
     from realfake.report import table10
 
-    cfg = load_config(REPO / "config" / "mini.yaml")
+    cfg = mini_config()
     files = []
     cells = {("real", ""): (80, 60), ("syn", "base"): (50, 40), ("syn", "ours"): (70, 50), ("realsyn", "ours"): (84, 62)}
     for seed in (0, 1):
@@ -58,14 +64,14 @@ def test_table10_attribute_accuracy_per_attribute_and_mean(tmp_path):
 
 
 def test_table1_missing_cell_is_an_error(tmp_path):
-    cfg = load_config(REPO / "config" / "mini.yaml")
+    cfg = mini_config()
     files = write_metrics(tmp_path, [("real", "", 0, 90.0)])
     with pytest.raises(ValueError, match="no metrics for dataset=mini setting=syn variant=base"):
         table1(load_metrics(files), cfg)
 
 
 def test_table2_flags_and_paper_numbers(tmp_path):
-    cfg = load_config(REPO / "config" / "mini.yaml")
+    cfg = mini_config()
     rows = [("syn", v, 0, 10.0 + i) for i, v in enumerate(cfg["tables"]["table2_variants"])]
     t = table2(load_metrics(write_metrics(tmp_path, rows)), cfg).set_index("variant")
     assert list(t.loc["ours", ["latent_prior", "visual_guidance", "distribution_matching", "finetune"]]) == [True] * 4
@@ -85,7 +91,7 @@ def test_claims_follow_the_numbers(tmp_path):
     """Claims are judged on per-seed paired differences with an exact one-sided sign-flip test."""
     from realfake.report import claims
 
-    cfg = load_config(REPO / "config" / "mini.yaml", overrides={"seeds": [0, 1, 2, 3, 4]})
+    cfg = mini_config(seeds=[0, 1, 2, 3, 4])
     rows = []
     per_seed = [(90, 30, 50, 88), (92, 34, 52, 93), (94, 32, 54, 90), (91, 40, 45, 92), (93, 35, 60, 91)]
     for seed, (r, b, o, rs) in enumerate(per_seed):
@@ -117,7 +123,7 @@ def test_three_seeds_cannot_show_a_claim(tmp_path):
     assert sign_flip_p([3, -1, 2]) == pytest.approx(2 / 8)  # sums >= 4 of (+-3 +-1 +-2): 6 and 4
     assert sign_flip_p([1, 2, 3, 4, 5]) == pytest.approx(1 / 32)
     assert np.isnan(sign_flip_p([4.0]))
-    cfg = load_config(REPO / "config" / "mini.yaml")
+    cfg = mini_config()
     rows = []
     for seed in range(3):
         rows += [("real", "", seed, 90), ("syn", "base", seed, 30), ("syn", "ours", seed, 60), ("realsyn", "ours", seed, 95)]
@@ -133,7 +139,7 @@ def test_crossover_interpolates_and_reports_never():
 
 
 def test_table3_scaling_rows_and_crossover(tmp_path):
-    cfg = load_config(REPO / "config" / "mini.yaml", overrides={"scales": [1, 2, 5]})
+    cfg = mini_config(scales=[1, 2, 5])
     rows = []
     for seed in (0, 1):
         rows.append(("real", "", seed, 90.0))
@@ -148,7 +154,7 @@ def test_table3_scaling_rows_and_crossover(tmp_path):
 
 
 def test_table9_lists_every_seed(tmp_path):
-    cfg = load_config(REPO / "config" / "mini.yaml")
+    cfg = mini_config()
     rows = []
     for seed, (r, b, o, rs) in enumerate([(90, 30, 50, 92), (92, 34, 52, 94)]):
         rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]

@@ -221,6 +221,8 @@ def _cross_check(config: dict) -> None:
     loras, variants = config["loras"], config["variants"]
     if config["tables"]["table2_variants"] is None:
         config["tables"]["table2_variants"] = list(variants)
+    if config["tables"]["table2_scale"] is None:
+        config["tables"]["table2_scale"] = config["tables"]["scale"]
     for name, var in variants.items():
         if var["lora"] is not None and var["lora"] not in loras:
             raise ConfigError(f"config key variants.{name}.lora: unknown LoRA {var['lora']!r} (defined: {sorted(loras)})")
@@ -238,8 +240,9 @@ def _cross_check(config: dict) -> None:
     for name in tables["table2_variants"]:
         if name not in variants:
             raise ConfigError(f"config key tables.table2_variants: unknown variant {name!r} (defined: {sorted(variants)})")
-    if tables["scale"] not in config["scales"]:
-        raise ConfigError(f"config key tables.scale: {tables['scale']} is not one of scales {config['scales']}")
+    for key in ("scale", "table2_scale"):
+        if tables[key] not in config["scales"]:
+            raise ConfigError(f"config key tables.{key}: {tables[key]} is not one of scales {config['scales']}")
     if config["classify"]["pretrained"] and not config["models"]["resnet50_pretrained"]:
         raise ConfigError("config key models.resnet50_pretrained: required when classify.pretrained is true")
     for name, ds in config["datasets"].items():

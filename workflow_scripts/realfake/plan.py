@@ -283,7 +283,7 @@ class Plan:
 
     def table2_metrics(self) -> list[str]:
         t = self.config["tables"]
-        return [self.metrics(ds, "syn", s, v, t["scale"]) for ds in self.class_table_datasets("table 2")
+        return [self.metrics(ds, "syn", s, v, t["table2_scale"]) for ds in self.class_table_datasets("table 2")
                 for v in t["table2_variants"] for s in self.grid_seeds("table2")]
 
     def table3_metrics(self) -> list[str]:
@@ -308,10 +308,10 @@ class Plan:
     def quality_sets(self) -> list[str]:
         t, q = self.config["tables"], self.config["quality"]
         seeds = self.grid_seeds("table2")
-        out = [f"results/{ds}/quality/{v}/s{s}/{t['scale']}x/manifest.parquet"
+        out = [f"results/{ds}/quality/{v}/s{s}/{t['table2_scale']}x/manifest.parquet"
                for ds in self.class_datasets for v in t["table2_variants"] for s in seeds]
         if q["filter"] != "none":
-            out += [f"results/{ds}/quality/{t['table1_method']}/s{s}/{t['scale']}x/filtered.parquet"
+            out += [f"results/{ds}/quality/{t['table1_method']}/s{s}/{t['table2_scale']}x/filtered.parquet"
                     for ds in self.class_datasets for s in seeds]
         return out
 
@@ -319,7 +319,7 @@ class Plan:
         t = self.config["tables"]
         out = self.table2_metrics()
         if self.config["quality"]["filter"] != "none":
-            out += [self.metrics(ds, mix, s, t["table1_method"], t["scale"]) for ds in self.class_datasets
+            out += [self.metrics(ds, mix, s, t["table1_method"], t["table2_scale"]) for ds in self.class_datasets
                     for mix in ("synfilt", "realsynfilt", "realsyn") for s in self.grid_seeds("table2")]
         return out
 

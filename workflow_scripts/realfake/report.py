@@ -63,7 +63,7 @@ def table2(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
                           ("latent_prior", "visual_guidance", "distribution_matching", "finetune"))
             paper = PAPER["table2"].get(key, {})
             rows.append({"dataset": ds, "variant": v, "label": cfg["variants"][v]["label"] or v, **flags,
-                         **summarize(_select(df, ds, "syn", v, t["scale"])),
+                         **summarize(_select(df, ds, "syn", v, t["table2_scale"])),
                          "paper_in10_top1": paper.get("imagenet10", np.nan),
                          "paper_in100_top1": paper.get("imagenet100", np.nan)})
     return pd.DataFrame(rows)

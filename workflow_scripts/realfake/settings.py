@@ -276,6 +276,7 @@ class Tables(Section):
     table2_seeds: list | None
     table3_seeds: list | None
     scale: int
+    table2_scale: int
 
 
 @dataclass(frozen=True)
