@@ -71,13 +71,14 @@ def test_table1_missing_cell_is_an_error(tmp_path):
 
 
 def test_table2_flags_and_paper_numbers(tmp_path):
-    cfg = mini_config()
+    cfg = mini_config(tables={"scale": 2})  # table 1 at 2x, table 2 at 1x (the metrics' scale)
     rows = [("syn", v, 0, 10.0 + i) for i, v in enumerate(cfg["tables"]["table2_variants"])]
     t = table2(load_metrics(write_metrics(tmp_path, rows)), cfg).set_index("variant")
     assert list(t.loc["ours", ["latent_prior", "visual_guidance", "distribution_matching", "finetune"]]) == [True] * 4
     assert list(t.loc["lp", ["latent_prior", "visual_guidance", "distribution_matching", "finetune"]]) == \
         [True, False, False, False]
     assert t.loc["ours", "paper_in10_top1"] == 90.5 and t.loc["base", "paper_in100_top1"] == 66.0
+    assert (t.scale == 1).all()  # table 2's own scale (tables.table2_scale), not table 1's
     # appendix G.5 places the rows: latent prior alone +8.2 / +10.3 over the baseline, FT alone below it
     assert t.loc["lp", "paper_in10_top1"] == 88.0 and t.loc["lp", "paper_in100_top1"] == 76.3
     assert t.loc["ft", "paper_in10_top1"] == 80.8 and t.loc["ft", "paper_in100_top1"] == 73.3

@@ -63,7 +63,7 @@ def table2(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
                           ("latent_prior", "visual_guidance", "distribution_matching", "finetune"))
             paper = PAPER["table2"].get(key, {})
             rows.append({"dataset": ds, "variant": v, "label": cfg["variants"][v]["label"] or v, **flags,
-                         **summarize(_select(df, ds, "syn", v, t["table2_scale"])),
+                         "scale": t["table2_scale"], **summarize(_select(df, ds, "syn", v, t["table2_scale"])),
                          "paper_in10_top1": paper.get("imagenet10", np.nan),
                          "paper_in100_top1": paper.get("imagenet100", np.nan)})
     return pd.DataFrame(rows)
@@ -267,7 +267,8 @@ def ablation_figure(table: pd.DataFrame, outs) -> None:
         sub = table[table.dataset == ds].iloc[::-1]
         ax.barh(sub.label, sub.top1_mean, xerr=sub.top1_std, color="#4C72B0", capsize=3)
         ax.set_xlabel("top-1 accuracy on real test set (%)")
-        ax.set_title(f"{ds}: classifier trained on synthetic data only\n(mean ± std over {int(sub.n_seeds.max())} seeds)")
+        ax.set_title(f"{ds}: classifier trained on synthetic data only ({sub.scale.iloc[0]}x)\n"
+                     f"(mean ± std over {int(sub.n_seeds.max())} seeds)")
         ax.set_xlim(0, 100)
         ax.grid(axis="x", alpha=0.3)
     save_fig(fig, outs)
