@@ -67,8 +67,9 @@ def test_table2_scale_defaults_to_table1s_and_cuts_the_grid():
 
 def test_shards_and_manifests(mini):
     assert mini.shard_paths("mini", "ours", 0, 1, "tar") == ["results/synthetic/mini/ours/s0/1x/shards/00000.tar"]
-    tars = mini.shard_paths("mini", "ours", 0, 5, "tar")  # one shard per 1x of scale (10 classes per shard)
-    assert tars == [f"results/synthetic/mini/ours/s0/5x/shards/{k:05d}.tar" for k in range(5)]
+    assert len(mini.shard_paths("mini", "ours", 0, 2, "tar")) == 1  # 20 classes' worth per shard
+    tars = mini.shard_paths("mini", "ours", 0, 5, "tar")  # 50 classes' worth: ceil(50 / 20) shards
+    assert tars == [f"results/synthetic/mini/ours/s0/5x/shards/{k:05d}.tar" for k in range(3)]
     assert mini.training_manifest("mini", "ours", 0, 1, "realsynfilt").endswith("/1x/filtered.parquet")
     assert mini.training_manifest("mini", "ours", 0, 1, "syn").endswith("/1x/manifest.parquet")
     with pytest.raises(ConfigError, match="dataset 'nope'"):
