@@ -93,6 +93,25 @@ def test_other_shard_and_replicas_differ(uninterrupted, real_inputs, gen_cfg, tm
     assert data[shard_key(first.image_id)] != data[shard_key(second.image_id)]
 
 
+def test_the_shard_split_does_not_change_the_images(uninterrupted, real_inputs, gen_cfg, tmp_path):
+    """A set written as one shard holds the same bytes as the same set written as two, when each
+    shard is a whole number of batches (30 = 5 x 6): per-image seeds, and batches that do not
+    straddle shards, so ``generate.classes_per_shard`` only trades job count for job length."""
+    _generate(real_inputs, gen_cfg, tmp_path / "two", shard=1)
+    one_cfg = json.loads(json.dumps(gen_cfg))
+    one_cfg["generate"]["classes_per_shard"] = 20
+    _generate(real_inputs, one_cfg, tmp_path / "one")
+    assert shard_count(one_cfg, "smoke", 2) == 1
+    two = {k: (d, lab) for p in (uninterrupted / "00000.tar", tmp_path / "two" / "00001.tar")
+           for k, d, lab in iter_shard(p)}
+    one = {k: (d, lab) for k, d, lab in iter_shard(tmp_path / "one" / "00000.tar")}
+    assert len(one) == 60 and one == two
+    rows = pd.read_parquet(tmp_path / "one" / "00000.parquet")
+    split = pd.concat([pd.read_parquet(uninterrupted / "00000.parquet"),
+                       pd.read_parquet(tmp_path / "two" / "00001.parquet")], ignore_index=True)
+    assert list(rows.image_id) == list(split.image_id)  # same order: the set's order, cut in two
+
+
 def test_shard_out_of_range_is_an_error(real_inputs, gen_cfg, tmp_path):
     proc = _generate(real_inputs, gen_cfg, tmp_path, shard=2, check=False)
     assert proc.returncode == 2 and "shard 2 out of range" in proc.stderr
