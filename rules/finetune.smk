@@ -1,4 +1,6 @@
 # Stage finetune: LoRA with distribution matching and the visual-guidance token.
+# priority: LoRAs are the long heads of the generation -> classifier chains; starting every ready
+# one first keeps a late chain (the privacy target's) from running alone at the end of a run.
 
 
 rule finetune:
@@ -14,6 +16,7 @@ rule finetune:
         "results/logs/{dataset}/finetune/{lora}_s{seed}.log",
     benchmark:
         "results/benchmarks/{dataset}/finetune/{lora}_s{seed}.tsv"
+    priority: 10
     conda:
         "../envs/diffusion.yaml"
     threads: threads_for("finetune")
