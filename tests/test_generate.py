@@ -42,6 +42,14 @@ def uninterrupted(real_inputs, gen_cfg, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def second_shard(real_inputs, gen_cfg, tmp_path_factory):
+    """Shard 1 of the two-shard split: the other half of ``uninterrupted``'s set."""
+    out = tmp_path_factory.mktemp("gen_b")
+    _generate(real_inputs, gen_cfg, out, shard=1)
+    return out
+
+
 def test_same_seed_gives_identical_bytes(uninterrupted, real_inputs, gen_cfg, tmp_path):
     _generate(real_inputs, gen_cfg, tmp_path)
     a, b = uninterrupted / "00000.tar", tmp_path / "00000.tar"
@@ -82,33 +90,31 @@ def test_partial_from_another_config_is_discarded(uninterrupted, real_inputs, ge
     assert (tmp_path / "00000.tar").read_bytes() == (uninterrupted / "00000.tar").read_bytes()
 
 
-def test_other_shard_and_replicas_differ(uninterrupted, real_inputs, gen_cfg, tmp_path):
-    _generate(real_inputs, gen_cfg, tmp_path, shard=1)
-    rows = pd.concat([pd.read_parquet(uninterrupted / "00000.parquet"), pd.read_parquet(tmp_path / "00001.parquet")])
+def test_other_shard_and_replicas_differ(uninterrupted, second_shard):
+    rows = pd.concat([pd.read_parquet(uninterrupted / "00000.parquet"), pd.read_parquet(second_shard / "00001.parquet")])
     assert len(rows) == 60 and not rows.image_id.duplicated().any()  # the two shards partition the set
     data = {k: d for k, d, _ in iter_shard(uninterrupted / "00000.tar")}
-    data.update({k: d for k, d, _ in iter_shard(tmp_path / "00001.tar")})
+    data.update({k: d for k, d, _ in iter_shard(second_shard / "00001.tar")})
     first = rows[rows.replica == 0].iloc[0]
     second = rows[(rows.replica == 1) & (rows.source_image == first.source_image)].iloc[0]
     assert data[shard_key(first.image_id)] != data[shard_key(second.image_id)]
 
 
-def test_the_shard_split_does_not_change_the_images(uninterrupted, real_inputs, gen_cfg, tmp_path):
+def test_the_shard_split_does_not_change_the_images(uninterrupted, second_shard, real_inputs, gen_cfg, tmp_path):
     """A set written as one shard holds the same bytes as the same set written as two, when each
     shard is a whole number of batches (30 = 5 x 6): per-image seeds, and batches that do not
     straddle shards, so ``generate.classes_per_shard`` only trades job count for job length."""
-    _generate(real_inputs, gen_cfg, tmp_path / "two", shard=1)
     one_cfg = json.loads(json.dumps(gen_cfg))
     one_cfg["generate"]["classes_per_shard"] = 20
     _generate(real_inputs, one_cfg, tmp_path / "one")
     assert shard_count(one_cfg, "smoke", 2) == 1
-    two = {k: (d, lab) for p in (uninterrupted / "00000.tar", tmp_path / "two" / "00001.tar")
+    two = {k: (d, lab) for p in (uninterrupted / "00000.tar", second_shard / "00001.tar")
            for k, d, lab in iter_shard(p)}
     one = {k: (d, lab) for k, d, lab in iter_shard(tmp_path / "one" / "00000.tar")}
     assert len(one) == 60 and one == two
     rows = pd.read_parquet(tmp_path / "one" / "00000.parquet")
     split = pd.concat([pd.read_parquet(uninterrupted / "00000.parquet"),
-                       pd.read_parquet(tmp_path / "two" / "00001.parquet")], ignore_index=True)
+                       pd.read_parquet(second_shard / "00001.parquet")], ignore_index=True)
     assert list(rows.image_id) == list(split.image_id)  # same order: the set's order, cut in two
 
 
