@@ -11,6 +11,7 @@ rule caption:
         "results/logs/{dataset}/caption.log",
     benchmark:
         "results/benchmarks/{dataset}/caption.tsv"
+    priority: 20
     conda:
         "../envs/captioning.yaml"
     threads: threads_for("caption")

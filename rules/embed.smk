@@ -9,6 +9,7 @@ rule image_encoder_init:
         "results/logs/image_encoder_init.log",
     benchmark:
         "results/benchmarks/image_encoder_init.tsv"
+    priority: 20
     conda:
         "../envs/diffusion.yaml"
     params:
@@ -28,6 +29,7 @@ rule embed:
         "results/logs/{dataset}/embed.log",
     benchmark:
         "results/benchmarks/{dataset}/embed.tsv"
+    priority: 20
     conda:
         "../envs/diffusion.yaml"
     threads: threads_for("embed")

@@ -1,6 +1,7 @@
 # Stage finetune: LoRA with distribution matching and the visual-guidance token.
-# priority: LoRAs are the long heads of the generation -> classifier chains; starting every ready
-# one first keeps a late chain (the privacy target's) from running alone at the end of a run.
+# priority 10: LoRAs are the long heads of the generation -> classifier chains; starting every ready
+# one first keeps a late chain (the privacy target's) from running alone at the end of a run. The
+# jobs that make them ready (prepare, index, caption, embed) have priority 20.
 
 
 rule finetune:

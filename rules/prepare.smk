@@ -1,4 +1,6 @@
 # Stage prepare: lay out the mini world's digits, index any dataset into real_index.parquet.
+# priority 20 (as caption and embed): the data every LoRA needs comes first, so no chain (the privacy
+# target's, say) waits for its preparation until the rest of a run is done.
 
 
 rule prepare_digits:
@@ -8,6 +10,7 @@ rule prepare_digits:
         "results/logs/{dataset}/prepare_digits.log",
     benchmark:
         "results/benchmarks/{dataset}/prepare_digits.tsv"
+    priority: 20
     conda:
         "../envs/classify.yaml"
     params:
@@ -26,6 +29,7 @@ rule index_real:
         "results/logs/{dataset}/index_real.log",
     benchmark:
         "results/benchmarks/{dataset}/index_real.tsv"
+    priority: 20
     conda:
         "../envs/classify.yaml"
     threads: threads_for("index")
