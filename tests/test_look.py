@@ -69,3 +69,33 @@ def test_table_reads_the_real_split_and_shards(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["--real-index", "index.parquet", "--set", "no-equals-sign"])
     assert "NAME=GLOB" in capsys.readouterr().err
+
+
+def test_vae_round_trip_is_batched_and_per_image(tmp_path, monkeypatch):
+    """The VAE row reads every real training image once, whatever the batch size, and a batch of one
+    gives the same arrays as one batch of all (GroupNorm is per image)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from realfake.look import vae_round_trip
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4,
+                  sample_size=32).save_pretrained("vae")
+    (tmp_path / "data").mkdir()
+    rows = []
+    for i in range(3):
+        Image.open(io.BytesIO(png(upsampled(i)))).save(f"data/{i}.png")
+        rows.append({"path": f"data/{i}.png", "split": "train"})
+    pd.DataFrame(rows).to_parquet("index.parquet")
+
+    paths = [r["path"] for r in rows]
+    one_by_one, all_at_once = list(vae_round_trip("vae", paths, batch=1)), list(vae_round_trip("vae", paths, batch=3))
+    assert len(one_by_one) == 3 and all(a.shape == (32, 32) for a in one_by_one)
+    for a, b in zip(one_by_one, all_at_once):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    out = table("index.parquet", {}, vae="vae")
+    assert out["set"].tolist() == ["real (train split)", "real through the VAE"]
+    assert out["images"].tolist() == [3, 3]
+    assert 0 <= out["above_grid_share"].iloc[1] <= 1

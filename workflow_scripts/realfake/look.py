@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .images import decode_rgb, load_rgb
+from .images import decode_rgb, images_tensor, load_rgb
 from .shards import iter_shard
 
 
@@ -50,41 +50,52 @@ def above_grid_share(x: np.ndarray, grid: int = 8) -> float:
     return float((resid**2).sum() / total) if total > 0 else float("nan")
 
 
-def shard_images(pattern: str) -> list[np.ndarray]:
-    """Grayscale arrays of every image in the shards matching a glob pattern."""
+def shard_images(pattern: str) -> Iterator[np.ndarray]:
+    """Grayscale arrays of the images in the shards matching a glob pattern, one at a time."""
     paths = sorted(glob.glob(pattern))
     if not paths:
         raise FileNotFoundError(f"no shard matches {pattern}")
-    return [gray(decode_rgb(data, None)) for p in paths for _, data, _ in iter_shard(p)]
+    return (gray(decode_rgb(data, None)) for p in paths for _, data, _ in iter_shard(p))
 
 
-def real_images(index: str, split: str = "train") -> list[Image.Image]:
-    """The real images of one split of a real_index.parquet, as RGB."""
-    df = pd.read_parquet(index)
-    return [load_rgb(Path(p)) for p in df.loc[df["split"] == split, "path"]]
+def real_paths(index: str, split: str = "train") -> list[str]:
+    """The image paths of one split of a real_index.parquet."""
+    df = pd.read_parquet(index, columns=["path", "split"])
+    return df.loc[df["split"] == split, "path"].tolist()
 
 
-def vae_round_trip(vae_dir: str, images: list[Image.Image]) -> list[np.ndarray]:
-    """Grayscale arrays of the images after encoding (mean latent) and decoding with a diffusers VAE."""
+def vae_round_trip(vae_dir: str, paths: list[str], batch: int = 64) -> Iterator[np.ndarray]:
+    """Grayscale arrays of the images after encoding (mean latent) and decoding with a diffusers VAE,
+    ``batch`` images at a time."""
     import torch
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-    x = torch.tensor(np.stack([np.asarray(im, dtype=np.float32) / 127.5 - 1 for im in images])).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-    return [((a.mean(0) + 1) / 2).numpy().astype(np.float64) for a in y]
+    for i in range(0, len(paths), batch):
+        with torch.no_grad():
+            x = images_tensor(paths[i : i + batch], None)
+            y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        yield from (((a.mean(0) + 1) / 2).numpy().astype(np.float64) for a in y)
+
+
+def summary(name: str, images: Iterable[np.ndarray], grid: int) -> dict:
+    """One table row: the image count and the mean share (flat images, whose share is NaN, left out)."""
+    n, total, counted = 0, 0.0, 0
+    for x in images:
+        n += 1
+        share = above_grid_share(x, grid)
+        if not np.isnan(share):
+            total, counted = total + share, counted + 1
+    return {"set": name, "images": n, "above_grid_share": round(total / counted, 3) if counted else float("nan")}
 
 
 def table(real_index: str, sets: dict[str, str], vae: str | None = None, grid: int = 8) -> pd.DataFrame:
-    real = real_images(real_index)
-    rows = [("real (train split)", [gray(im) for im in real])]
+    paths = real_paths(real_index)
+    rows = [summary("real (train split)", (gray(load_rgb(p)) for p in paths), grid)]
     if vae:
-        rows.append(("real through the VAE", vae_round_trip(vae, real)))
-    rows += [(name, shard_images(pattern)) for name, pattern in sets.items()]
-    return pd.DataFrame(
-        [{"set": name, "images": len(arrs), "above_grid_share": round(float(np.nanmean([above_grid_share(a, grid) for a in arrs])), 3)}
-         for name, arrs in rows])
+        rows.append(summary("real through the VAE", vae_round_trip(vae, paths), grid))
+    rows += [summary(name, shard_images(pattern), grid) for name, pattern in sets.items()]
+    return pd.DataFrame(rows)
 
 
 def main(argv=None) -> None:
