@@ -21,20 +21,17 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={shlex.quote(_SCRIPTS)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "  # braces doubled: the prefix is formatted too
 )
 
-from realfake.config import ConfigError, read_yaml, validate  # noqa: E402
+from realfake.config import ConfigError, read_config_files, validate  # noqa: E402
 from realfake.plan import Plan, placeholders  # noqa: E402
 
-if not config:
-    # no --configfile given: the mini world (make demo) is the default
-    config.update(read_yaml(Path(workflow.basedir) / "config" / "mini.yaml"))
 try:
-    for (
-        _file
-    ) in (
-        workflow.configfiles
-    ):  # Snakemake's own YAML reading keeps the last of a repeated key
-        read_yaml(_file)
-    _resolved = validate(config)
+    # Our own reading of the files: a base file named by `extends:` goes beneath each file, and a
+    # key given twice in one mapping is an error (Snakemake's reading keeps the last one).
+    # No --configfile: the mini world (make demo) is the default.
+    _files = workflow.configfiles or [Path(workflow.basedir) / "config" / "mini.yaml"]
+    _resolved = validate(
+        read_config_files(_files, workflow.config_settings.config)
+    )
     config.clear()
     config.update(_resolved)
     PLAN = Plan(config)

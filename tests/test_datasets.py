@@ -40,7 +40,7 @@ def test_imagenet_class_folders_and_solution_csv(tmp_path):
         "ILSVRC2012_val_00000002,n01440764 5 6 7 8 n01440764 1 1 1 1\n")
     idx = imagenet(root)
     test = idx[idx.split == "test"].set_index("class_name")
-    assert test.loc["English springer", "label"] == 1 and test.loc["tench", "label"] == 0
+    assert test.loc["English Springer Spaniel", "label"] == 1 and test.loc["tench", "label"] == 0
 
 
 def test_imagenet_classlist_subset_and_mismatch(tmp_path):
@@ -113,6 +113,7 @@ def test_eurosat_seeded_split(tmp_path):
     a, b = eurosat(tmp_path, seed=1), eurosat(tmp_path, seed=1)
     assert a.equals(b) and (a.split == "test").sum() == 4
     assert not a.equals(eurosat(tmp_path, seed=2))
+    assert set(a.class_name) == {"Annual Crop", "Forest"}  # prompt words, not the CamelCase folder name
 
 
 def test_celeba_attributes_and_partition(tmp_path):

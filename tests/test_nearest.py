@@ -63,3 +63,12 @@ def test_running_top_k_over_blocks_equals_one_search():
     for block in np.array_split(rows, 7):
         best.update(q @ r[block].T, block)
     assert (best.idx == want).all() and np.allclose(best.sim, np.take_along_axis(sim, want, axis=1))
+
+
+def test_sscd_descriptor_width_is_checked_on_load(tmp_path):
+    """The paper's copy check is sscd_disc_large (1024-d); a model of another width (the 512-d
+    sscd_disc_mixup) stops at load with the file and the key named."""
+    torch.jit.script(TinyDescriptor()).save(str(tmp_path / "sscd.pt"))
+    assert load_sscd(str(tmp_path / "sscd.pt"), width=8) is not None
+    with pytest.raises(ValueError, match=r"sscd.pt gives 8-d descriptors, not the 1024 of config key nearest.descriptor_width"):
+        load_sscd(str(tmp_path / "sscd.pt"), width=1024)

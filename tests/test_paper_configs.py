@@ -24,6 +24,60 @@ def test_per_dataset_config_equals_paper_section(name):
     assert one["ood"] == (paper["ood"] if name == "imagenet1k" else load_config()["ood"])
 
 
+def test_each_pin_and_recipe_value_is_written_once():
+    """The shared recipe holds the model pins and hyperparameters; the dataset configs extend it and
+    repeat none of its sections."""
+    import yaml
+
+    files = sorted((REPO / "config").glob("*.yaml"))
+    recipe = yaml.safe_load((REPO / "config" / "paper_recipe.yaml").read_text())
+    pins = [spec.get("revision") or spec.get("url") for spec in recipe["models"].values()]
+    for pin in pins:
+        holders = [f.name for f in files if pin in f.read_text()]
+        assert holders == ["paper_recipe.yaml"], (pin, holders)
+    shared = set(recipe) - {"dataset_defaults"}
+    for name in DATASETS + ["paper"]:
+        own = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+        assert not shared & set(own), (name, shared & set(own))
+        for ds in own.get("datasets", {}).values():
+            assert not {"prompt_template", "finetune_prompt_template", "negative_prompt", "image_size"} & set(ds), name
+
+
+def test_extends_merges_bases_beneath_the_file(tmp_path):
+    from realfake.config import ConfigError, read_config_file
+
+    (tmp_path / "base.yaml").write_text("threads: 2\nseeds: [0]\nclassify: {epochs: 3, lr: 0.5}\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\nclassify: {epochs: 4}\n")
+    (tmp_path / "top.yaml").write_text("extends: [mid.yaml]\nthreads: 5\n")
+    assert read_config_file(tmp_path / "top.yaml") == {"threads": 5, "seeds": [0], "classify": {"epochs": 4, "lr": 0.5}}
+    (tmp_path / "loop.yaml").write_text("extends: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="the files extend each other"):
+        read_config_file(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="config key extends in .*gone.yaml: base file .*nowhere.yaml not found"):
+        read_config_file(tmp_path / "gone.yaml")
+    (tmp_path / "odd.yaml").write_text("extends: {a: 1}\n")
+    with pytest.raises(ConfigError, match="config key extends in .*odd.yaml: a file name or a list"):
+        read_config_file(tmp_path / "odd.yaml")
+
+
+def test_dataset_defaults_sit_beneath_the_dataset():
+    from realfake.config import ConfigError
+
+    cfg = load_config(REPO / "config" / "paper.yaml")
+    ds = cfg["datasets"]
+    assert ds["imagenet10"]["prompt_template"] == "photo of {classname}, {caption}, best quality"
+    assert ds["cub"]["prompt_template"] == "photo of {classname}" and ds["cub"]["finetune_prompt_template"] is None
+    assert ds["celeba"]["prompt_template"] == "a {classname} person"
+    own = load_config(REPO / "config" / "cub.yaml", overrides={"datasets": {"cub": {"prompt_template": "a {classname}"}}})
+    assert own["datasets"]["cub"]["prompt_template"] == "a {classname}"
+    with pytest.raises(ConfigError, match="unknown config key dataset_defaults.all.prompt_templat"):
+        load_config(REPO / "config" / "cub.yaml", overrides={"dataset_defaults": {"all": {"prompt_templat": "x"}}})
+    with pytest.raises(ConfigError, match="dataset_defaults"):
+        load_config(REPO / "config" / "cub.yaml", overrides={"dataset_defaults": {"imagenette": {}}})
+
+
 def test_paper_hyperparameters():
     cfg = load_config(REPO / "config" / "paper.yaml")
     assert cfg["generate"] == {"steps": 30, "cfg": 2.0, "strength": 0.75, "lora_scale": 0.5,
@@ -70,3 +124,38 @@ def test_celeba_config_plans_table10_and_refuses_table1(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "results/tables/table1.csv", "--configfile", cfg, check=False)
     assert proc.returncode != 0
     assert "table 1 needs a single-label dataset" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_one_prompt_template_for_fine_tuning_and_generation(name):
+    """Paper Sec. 3.2 / G.1: the LoRA and its guidance token are trained on the prompt they are
+    sampled with (ImageNet: the official generate.py adds only ', best quality'); the FakeIt-style
+    baseline prompts 'a photo of [classname]'."""
+    from realfake.method import build_prompt
+
+    cfg = load_config(REPO / "config" / f"{name}.yaml")
+    ds = cfg["datasets"][name]
+    train = ds["finetune_prompt_template"] or ds["prompt_template"]
+    gen = build_prompt(ds["prompt_template"], "tench", "a fish on grass")
+    assert gen in (build_prompt(train, "tench", "a fish on grass"),
+                   build_prompt(train, "tench", "a fish on grass") + ", best quality")
+    if ds["kind"] in ("cub", "cars", "pets", "eurosat"):
+        assert ds["prompt_template"] == "photo of {classname}" and ds["finetune_prompt_template"] is None
+    base = cfg["variants"][cfg["tables"]["table1_baseline"]]
+    assert build_prompt(base["prompt_template"], "tench", None) == "a photo of tench" and base["captions"] is False
+
+
+def test_table2_first_row_is_the_caption_prompt():
+    """Paper G.5: table 2's no-component row is text-to-image with the caption prompt every other
+    row uses; table 1 keeps the caption-free FakeIt-style baseline."""
+    from realfake.report import component_flags
+
+    cfg = load_config(REPO / "config" / "paper.yaml")
+    rows = cfg["tables"]["table2_variants"]
+    none = [v for v in rows if not any(component_flags(cfg["variants"][v], cfg["loras"]).values())]
+    assert none == ["cip"] and rows[0] == "cip"
+    for v in rows:
+        var = cfg["variants"][v]
+        uses = var["captions"] if var["captions"] is not None else cfg["datasets"]["imagenet10"]["use_captions"]
+        assert uses and var["prompt_template"] is None, v
+    assert cfg["tables"]["table1_baseline"] == "base" and cfg["variants"]["base"]["captions"] is False

@@ -25,11 +25,19 @@ def _timm_info(name: str) -> Path:
     return Path(timm.data.__file__).parent / "_info" / name
 
 
+IMAGENET_NAMES = CLASSLISTS / "imagenet1k_names.tsv"
+
+
 def imagenet_classnames(wnids: list[str]) -> dict[str, str]:
-    """WordNet id -> first lemma ('n01440764' -> 'tench'), from the list timm ships."""
-    table = dict(ln.split("\t", 1) for ln in _timm_info("imagenet_synset_to_lemma.txt").read_text().splitlines()
-                 if "\t" in ln)
-    return {w: table[w].split(",")[0].strip() if w in table else w for w in wnids}
+    """WordNet id -> prompt name: the official code's curated list for the 1000 ImageNet-1K classes
+    (open_clip's ``IMAGENET_CLASSNAMES`` with 7 edits, shipped as ``imagenet1k_names.tsv``: 'crane
+    bird' and 'construction crane', not 'crane' twice); any other id gets its first WordNet lemma
+    (timm's synset list), or the id itself."""
+    curated = dict(ln.split("\t", 1) for ln in IMAGENET_NAMES.read_text().splitlines()
+                   if ln and not ln.startswith("#"))
+    lemmas = dict(ln.split("\t", 1) for ln in _timm_info("imagenet_synset_to_lemma.txt").read_text().splitlines()
+                  if "\t" in ln)
+    return {w: curated.get(w) or (lemmas[w].split(",")[0].strip() if w in lemmas else w) for w in wnids}
 
 
 def imagenet_1k_wnids() -> list[str]:

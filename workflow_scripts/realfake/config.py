@@ -69,6 +69,58 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+EXTENDS = "extends"  # a config file's base files (paths relative to it), merged beneath it
+
+
+def read_config_file(path: str | Path, _chain: tuple = ()) -> dict:
+    """One config file with the files its ``extends:`` names merged beneath it, left to right
+    (each base may extend others; a file that extends itself, directly or not, is an error)."""
+    path = Path(path).resolve()
+    if path in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path))
+        raise ConfigError(f"config key {EXTENDS} in {_chain[-1]}: the files extend each other ({cycle})")
+    data = read_yaml(path)
+    bases = data.pop(EXTENDS, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"config key {EXTENDS} in {path}: a file name or a list of file names (relative to "
+                          f"{path.parent}), got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"config key {EXTENDS} in {path}: base file {base_path} not found")
+        merged = deep_merge(merged, read_config_file(base_path, (*_chain, path)))
+    return deep_merge(merged, data)
+
+
+def read_config_files(paths, overrides: dict | None = None) -> dict:
+    """Config files merged left to right, each with its bases (``extends:``) beneath it, then
+    ``overrides`` (Snakemake's ``--config``) on top."""
+    merged: dict = {}
+    for path in paths:
+        merged = deep_merge(merged, read_config_file(path))
+    return deep_merge(merged, overrides or {})
+
+
+def apply_dataset_defaults(config: dict) -> dict:
+    """``dataset_defaults``: keys every dataset gets (``all``), then those of its kind, beneath what
+    the dataset itself sets. The shared recipe says a family's prompts once, not per dataset."""
+    defaults = config.get("dataset_defaults") or {}
+    if not isinstance(defaults, dict) or not isinstance(config.get("datasets") or {}, dict):
+        return config  # the schema names the key
+    for ds in (config.get("datasets") or {}).values():
+        if not isinstance(ds, dict):
+            continue
+        layered = {**(defaults.get("all") or {}), **(defaults.get(ds.get("kind", "digits")) or {})}
+        for key, value in layered.items():
+            ds.setdefault(key, copy.deepcopy(value))
+    return config
+
+
 def _fill_defaults(node, schema: dict):
     """Recursively insert schema defaults for missing keys (objects only)."""
     if not isinstance(node, dict) or schema.get("type") != "object":
@@ -104,7 +156,7 @@ def _format_error(err: jsonschema.ValidationError) -> str:
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Return a default-filled copy of ``config`` or raise ConfigError naming the bad key."""
     schema = schema or load_schema()
-    config = _fill_defaults(copy.deepcopy(config), schema)
+    config = _fill_defaults(apply_dataset_defaults(copy.deepcopy(config)), schema)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     errors += _override_errors(config, schema)
@@ -125,6 +177,12 @@ def _override_errors(config: dict, schema: dict) -> list:
     """``datasets.<name>.<section>_overrides`` checked against that section's own schema (same
     types and ranges), errors pathed to the override key."""
     errors = []
+    dataset = {k: v for k, v in schema["properties"]["datasets"]["additionalProperties"].items() if k != "required"}
+    for kind, keys in (config.get("dataset_defaults") or {}).items():
+        if isinstance(keys, dict):
+            for err in jsonschema.Draft202012Validator(dataset).iter_errors(keys):
+                err.path.extendleft(reversed(["dataset_defaults", kind]))
+                errors.append(err)
     for section in OVERRIDDEN:
         props = schema["properties"][section]["properties"]
         sub = {"type": "object", "properties": props, "additionalProperties": False}
@@ -193,23 +251,25 @@ def url_file_name(url: str) -> str:
 
 def _check_names(config: dict) -> None:
     """Names that become folders and wildcards, and prompt templates' placeholders."""
+    templates = [(f"variants.{v}.prompt_template", var.get("prompt_template")) for v, var in config["variants"].items()]
+    for name, ds in config["datasets"].items():
+        templates += [(f"datasets.{name}.{key}", ds.get(key)) for key in ("prompt_template", "finetune_prompt_template")]
+    for key, template in templates:
+        if template is None:
+            continue
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as exc:
+            raise ConfigError(f"config key {key}: {exc}") from None
+        unknown = sorted(fields - PROMPT_FIELDS)
+        if unknown:
+            raise ConfigError(f"config key {key}: unknown placeholder {{{unknown[0]}}} (known: {{classname}}, {{caption}})")
     for name, ds in config["datasets"].items():
         if not NAME_PATTERN.fullmatch(str(name)) or name in RESERVED_NAMES:
             why = (f"is reserved (results/{name} holds other things)" if name in RESERVED_NAMES else
                    "must start with a letter and hold only letters, digits, _ and - (at most 64): it names "
                    "folders under results/ and appears in shell commands")
             raise ConfigError(f"config key datasets.{name}: dataset name {name!r} {why}")
-        for key in ("prompt_template", "finetune_prompt_template"):
-            if ds.get(key) is None:
-                continue
-            try:
-                fields = {f for _, f, _, _ in string.Formatter().parse(ds[key]) if f is not None}
-            except ValueError as exc:
-                raise ConfigError(f"config key datasets.{name}.{key}: {exc}") from None
-            unknown = sorted(fields - PROMPT_FIELDS)
-            if unknown:
-                raise ConfigError(f"config key datasets.{name}.{key}: unknown placeholder "
-                                  f"{{{unknown[0]}}} (known: {{classname}}, {{caption}})")
     for section in ("variants", "loras"):
         for name in config[section]:
             if not NAME_PATTERN.fullmatch(str(name)):
@@ -356,13 +416,9 @@ def _check_privacy(config: dict) -> None:
 
 
 def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
-    """Merge YAML files left to right (then ``overrides``), fill defaults and validate."""
-    merged: dict = {}
-    for path in paths:
-        merged = deep_merge(merged, read_yaml(path))
-    if overrides:
-        merged = deep_merge(merged, overrides)
-    return validate(merged)
+    """Merge YAML files left to right, each with its ``extends:`` bases (then ``overrides``), fill
+    defaults and validate."""
+    return validate(read_config_files(paths, overrides))
 
 
 def deep_merge(a: dict, b: dict) -> dict:

@@ -7,6 +7,7 @@ one 0/1 column per attribute). Errors name the file or folder and what was expec
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,11 @@ def pets(root) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
+def spaced_words(name: str) -> str:
+    """A CamelCase folder name as prompt words: 'AnnualCrop' -> 'Annual Crop', 'SeaLake' -> 'Sea Lake'."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name)
+
+
 def eurosat(root, test_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
     """EuroSAT RGB: <Class>/<Class>_N.jpg (10 folders), split per class with a seeded shuffle."""
     root = _need(Path(root), "EuroSAT root")
@@ -157,7 +163,7 @@ def eurosat(root, test_fraction: float = 0.2, seed: int = 0) -> pd.DataFrame:
         n_test = int(round(len(files) * test_fraction))
         for rank, i in enumerate(order):
             sp = "test" if rank < n_test else "train"
-            rows.append((f"{sp}/{cls}/{files[i].stem}", sp, lab, cls, str(files[i])))
+            rows.append((f"{sp}/{cls}/{files[i].stem}", sp, lab, spaced_words(cls), str(files[i])))
     return pd.DataFrame(rows, columns=INDEX_COLUMNS).sort_values("image_id", ignore_index=True)
 
 

@@ -44,7 +44,8 @@ def shard_main(args, cfg: dict) -> None:
     jobs["key"] = [shard_key(i) for i in jobs.image_id]
     use_captions = ds.use_captions if variant.captions is None else variant.captions
     jobs["caption"] = [caps.get(i, "") if use_captions else "" for i in jobs.source_image]
-    jobs["prompt"] = [build_prompt(ds.prompt_template, c, cap) for c, cap in zip(jobs.class_name, jobs.caption)]
+    template = variant.prompt_template or ds.prompt_template
+    jobs["prompt"] = [build_prompt(template, c, cap) for c, cap in zip(jobs.class_name, jobs.caption)]
     guidance = guidance_table(variant.guidance, jobs.label, jobs.source_image, args.means, args.embeddings)
     lora_hash = file_hash(args.lora)
     batches = batches_of(jobs, g.batch_size)

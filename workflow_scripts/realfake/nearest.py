@@ -1,8 +1,8 @@
 """Stage `nearest`: do synthetic images copy real ones? (paper Fig. 4, copy detection).
 
 For seeded synthetic queries, the top-k real training images by inner product of L2-normalised
-copy-detection descriptors. Paper scale: SSCD (ResNeXt-101 DISC, TorchScript file at
-``models.sscd``; images resized to 288 px short side, ImageNet normalisation, 1024-d). Mini world
+copy-detection descriptors. Paper scale: SSCD (``sscd_disc_large``, ResNeXt-101 DISC, TorchScript
+file at ``models.sscd``, width checked on load; images resized to 288 px short side, ImageNet normalisation, 1024-d). Mini world
 (``models.sscd: null``): the named substitute ``pixels16``, the 16x16 grayscale thumbnail, mean-
 centred and L2-normalised, a classic near-duplicate descriptor; no trained copy detector exists in
 the mini world. Writes ``nearest.csv`` (every query's top-k) and ``fig4_nearest.{png,pdf}``.
@@ -37,12 +37,23 @@ def pixels16(images) -> np.ndarray:
     return arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-8)
 
 
-def load_sscd(path: str):
+def load_sscd(path: str, width: int | None = None):
+    """The SSCD TorchScript model; with ``width`` (``nearest.descriptor_width``) one small probe
+    image checks that it gives descriptors of that width (``sscd_disc_large``, the paper's
+    ResNeXt-101, gives 1024; ``sscd_disc_mixup``, a ResNet-50, gives 512)."""
     p = check_local(path, "SSCD TorchScript file", "models.sscd")
     try:
-        return torch.jit.load(str(p), map_location="cpu").eval()
+        model = torch.jit.load(str(p), map_location="cpu").eval()
     except RuntimeError as exc:
         raise ValueError(f"{p} is not a TorchScript model (config key models.sscd): {exc}") from exc
+    if width is not None:
+        with torch.no_grad():
+            got = model(torch.zeros(1, 3, 64, 64)).shape[-1]
+        if got != width:
+            raise ValueError(f"{p} gives {got}-d descriptors, not the {width} of config key "
+                             "nearest.descriptor_width: the paper's copy check uses sscd_disc_large (ResNeXt-101, "
+                             "1024-d); sscd_disc_mixup is the 512-d ResNet-50 (config key models.sscd)")
+    return model
 
 
 @torch.no_grad()
@@ -136,7 +147,7 @@ def search_main(args, cfg: dict) -> None:
     q_images = frame_images(queries)
     sscd = Models.of(cfg).sscd
     if sscd:
-        model, name = load_sscd(sscd), "SSCD"
+        model, name = load_sscd(sscd, n.descriptor_width), "SSCD"
         model = model.to("cuda" if torch.cuda.is_available() else "cpu")
         describe = lambda images: sscd_descriptors(model, images)  # noqa: E731
     else:

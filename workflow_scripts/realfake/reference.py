@@ -43,7 +43,18 @@ def reference() -> str:
     out = ["# Config reference\n",
            "Generated from `config/schema.yaml` by `python -m realfake.reference` (a test keeps this page",
            "equal to its output). Keys are dotted paths; `<name>` stands for a dataset, LoRA or variant",
-           "name you choose. Defaults apply to every key left out.\n"]
+           "name you choose. Defaults apply to every key left out.\n",
+           "## Configs as overlays\n",
+           "A config file may name base files under the top-level key `extends:` (a file name or a list,",
+           "relative to the file). The bases are merged first, left to right, and the file's own keys go",
+           "on top; a base may extend others. Mappings merge key by key; lists and values replace. Several",
+           "`--configfile` files merge left to right in the same way, then `--config` on top.\n",
+           "The paper configs use this. `config/paper_recipe.yaml` holds the model pins and every shared",
+           "hyperparameter, and `dataset_defaults` holds each family's prompts. Each dataset config",
+           "(`config/imagenet10.yaml`, `config/cub.yaml`, ...) extends it and holds only its data and what",
+           "differs. `config/paper.yaml` extends all the dataset configs. To change the recipe for every",
+           "dataset, edit `paper_recipe.yaml`; to change one dataset, edit its file; for your own run,",
+           "write a file with `extends: imagenet10.yaml` and the keys you change.\n"]
     for section, node in schema["properties"].items():
         out.append(f"## `{section}`\n")
         if node.get("description"):

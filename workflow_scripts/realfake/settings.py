@@ -176,6 +176,7 @@ class Variant:
     latent_prior: bool
     guidance: str
     captions: bool | None
+    prompt_template: str | None
     label: str
 
     @classmethod
@@ -241,6 +242,7 @@ class Nearest(Section):
     queries: int
     top_k: int
     seed: int
+    descriptor_width: int | None
 
 
 @dataclass(frozen=True)
