@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realfake.classifier import (MemoryData, Objective, SmallCNN, attribute_bits, make_optimizer, make_schedule,
+from realfake.optim import make_optimizer, make_schedule
+from realfake.classifier import (MemoryData, Objective, SmallCNN, attribute_bits,
                                  mix_batch, rand_augment, train_classifier)
 from realfake.config import load_config
 from realfake.settings import Classify
@@ -86,12 +87,13 @@ def test_lamb_and_warmup_cosine_schedule():
     assert no_decay, "norms and biases go without weight decay"
     sched = make_schedule(opt, cfg, steps_per_epoch=5)
     lrs = []
-    for _ in range(50):
+    for epoch in range(10):
         lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)  # linear warm-up over 10 steps
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.002  # cosine down to ~0
+        sched.after_step()
+        sched.after_epoch(epoch)
+    assert lrs[0] == pytest.approx(1e-5) and max(lrs) == lrs[2] > 0.09  # timm warm-up from 1e-5 over 2 epochs, then cosine
+    assert lrs[1] == pytest.approx(1e-5 + (0.1 - 1e-5) / 2)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:])) and lrs[-1] < 0.01  # cosine down towards 0
 
 
 def _attribute_images(n, rng):

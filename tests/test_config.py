@@ -106,21 +106,22 @@ def test_classify_overrides_apply_per_dataset():
 
 
 def test_multistep_schedule_decays_at_milestones():
+    """timm's multistep, per epoch: the decay for milestone m lands at epoch m - 1."""
     import torch
 
-    from realfake.classifier import make_schedule
+    from realfake.optim import make_schedule
     from realfake.settings import Classify
 
     c = Classify.of(load_config(REPO / "config" / "mini.yaml"), "mini").replace(
-        epochs=4, schedule="multistep", milestones=[1, 3], lr=0.1)
+        epochs=5, schedule="multistep", milestones=[2, 4], lr=0.1)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     sched = make_schedule(opt, c, 2)
     lrs = []
-    for _ in range(8):
+    for epoch in range(5):
         lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.02, 0.02, 0.004, 0.004])
+        sched.after_step()
+        sched.after_epoch(epoch)
+    assert lrs == pytest.approx([0.1, 0.02, 0.02, 0.004, 0.004])
 
 
 def test_a_key_given_twice_names_both_lines(tmp_path):

@@ -11,7 +11,8 @@ import torch
 import yaml
 from PIL import Image
 
-from realfake.classifier import Objective, build_model, make_optimizer, make_schedule
+from realfake.classifier import Objective, build_model
+from realfake.optim import make_optimizer, make_schedule
 from realfake.config import load_config
 from realfake.recipes import Seeded, eval_transform, train_transform
 from realfake.settings import Classify, Dataset, Finetune
@@ -76,19 +77,46 @@ def test_paper_classifier_recipe(name):
         assert type(opt).__name__ == "SGD" and opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
         assert c.batch_size == 512 and c.label_smoothing == 0.1 and c.mixup == c.cutmix == 0 and c.drop_path_rate == 0
         assert "ColorJitter" in ops(tt) and "RandAugment" not in ops(tt)
-    # schedule: 5 warm-up epochs, then multistep x0.2 at 50/100/150 or cosine
-    sched = make_schedule(opt, c, steps_per_epoch=10)
-    lrs = []
-    for _ in range(c.epochs * 10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(c.lr / 50) and lrs[49] == pytest.approx(c.lr)
-    if c.schedule == "multistep":
-        for epoch, factor in ((49, 1), (50, 0.2), (100, 0.04), (150, 0.008), (199, 0.008)):
-            assert lrs[epoch * 10] == pytest.approx(c.lr * factor), epoch
+    # timm's parameter groups: norms and biases without weight decay (official train.py)
+    groups = sorted((g["weight_decay"], len(g["params"])) for g in opt.param_groups)
+    assert groups == [(0.0, 107), (c.weight_decay, 54)]
+    # schedule: timm's, per epoch: warm-up from 1e-5 over 5 epochs, then multistep x0.2 or cosine
+    lrs = epoch_lrs(opt, make_schedule(opt, c, steps_per_epoch=3), c.epochs, 3)
+    assert lrs == pytest.approx(timm_lrs(c), rel=1e-12)
+    assert lrs[0] == pytest.approx(1e-5) and max(lrs) <= c.lr
+    if c.schedule == "multistep":  # timm's decay lands one epoch before each milestone
+        assert lrs[5] == pytest.approx(c.lr)
+        for epoch, factor in ((48, 1), (49, 0.2), (98, 0.2), (99, 0.04), (149, 0.008), (199, 0.008)):
+            assert lrs[epoch] == pytest.approx(c.lr * factor), epoch
     else:
-        assert lrs[-1] < c.lr * 1e-3 and all(a >= b for a, b in zip(lrs[50:], lrs[51:]))
+        assert lrs[-1] < c.lr * 0.01 and all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+
+
+def epoch_lrs(opt, sched, epochs: int, steps: int) -> list[float]:
+    """The learning rate each epoch starts with, stepping the schedule as the training loop does."""
+    lrs = []
+    sched.start(0)
+    for epoch in range(epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        for _ in range(steps):
+            opt.step()
+            sched.after_step()
+        sched.after_epoch(epoch)
+    return lrs
+
+
+def timm_lrs(c) -> list[float]:
+    """Every epoch's lr from timm's scheduler classes built as the official train.py/train.sh do
+    (warmup_lr 1e-5, min_lr 0, decay rate 0.2, no warm-up prefix), independently of realfake.optim."""
+    from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=c.lr)
+    if c.schedule == "multistep":
+        sched = MultiStepLRScheduler(opt, decay_t=c.milestones, decay_rate=0.2, warmup_t=c.warmup_epochs,
+                                     warmup_lr_init=1e-5, warmup_prefix=False)  # train.py default
+    else:
+        sched = CosineLRScheduler(opt, t_initial=c.epochs, lr_min=0.0, warmup_t=c.warmup_epochs, warmup_lr_init=1e-5)
+    return [sched._get_lr(e)[0] for e in range(c.epochs)]
 
 
 def test_paper_loss_matches_timm():

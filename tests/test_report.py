@@ -1,6 +1,7 @@
 """Table assembly: mean and std over seeds, the right rows, paper numbers beside ours."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,39 @@ def test_sample_figure_shows_at_most_twelve_evenly_spaced_classes():
     assert shown_classes(range(10)) == list(range(10))
     picked = shown_classes(range(1000))
     assert len(picked) == 12 and picked[0] == 0 and picked[-1] == 999 and picked == sorted(set(picked))
+
+
+def test_table9_std_is_the_papers_population_std(tmp_path):
+    """The paper's Tab. 9 std is ddof 0 (three runs 90.5/90.8/91.2 give 0.29, not 0.36)."""
+    cfg = mini_config()
+    rows = []
+    for seed, o in enumerate([90.5, 90.8, 91.2]):
+        rows += [("real", "", seed, 95.0), ("syn", "base", seed, 40.0), ("syn", "ours", seed, o),
+                 ("realsyn", "ours", seed, 96.0)]
+    t = table9(load_metrics(write_metrics(tmp_path, rows)), cfg).set_index("cell")
+    assert t.loc["syn_method", "top1_std_ddof0"] == pytest.approx(np.std([90.5, 90.8, 91.2]), abs=1e-9)
+    assert round(t.loc["syn_method", "top1_std_ddof0"], 2) == 0.29
+    assert "top1_std" not in t  # no unlabelled std beside it
+
+
+def test_table1_shows_every_number_the_paper_text_gives(tmp_path, monkeypatch):
+    """IN-10 / IN-100 ours (90.5 / 80.0), IN-1K real (79.6) and the real + synthetic gains (+2.1 /
+    +1.9) reach table 1; every stored paper number is read by some table."""
+    import realfake.report as report
+
+    cfg = mini_config()
+    t = {}
+    for ds in ("imagenet10", "imagenet100", "imagenet1k"):
+        rows = [("real", "", 0, 90.0), ("syn", "base", 0, 40.0), ("syn", "ours", 0, 80.0), ("realsyn", "ours", 0, 91.0)]
+        (tmp_path / ds).mkdir()
+        df = load_metrics(write_metrics(tmp_path / ds, rows)).assign(dataset=ds)
+        t[ds] = table1(df, cfg).set_index("cell")
+    assert t["imagenet10"].loc["syn_method", "paper_top1"] == 90.5
+    assert t["imagenet100"].loc["syn_method", "paper_top1"] == 80.0
+    assert t["imagenet1k"].loc["real", "paper_top1"] == 79.6
+    assert t["imagenet10"].loc["realsyn_method", "paper_delta_vs_real"] == 2.1
+    assert t["imagenet100"].loc["realsyn_method", "paper_delta_vs_real"] == 1.9
+    assert t["imagenet1k"].loc["syn_method", "paper_delta_vs_real"] == pytest.approx(70.9 - 79.6)
+    source = Path(report.__file__).read_text()
+    for key in report.PAPER:  # nothing stored goes unread
+        assert f'PAPER["{key}"]' in source or f'PAPER.get("{key}"' in source, key

@@ -25,6 +25,7 @@ from .chunks import ToTensor, image_batches
 from .data import check_table, frame_tensor, read_table
 from .distributed import World
 from .models import check_local
+from .optim import make_optimizer, make_schedule
 from .settings import Classify
 from .shards import FileList, ShardDataset
 
@@ -132,40 +133,6 @@ def evaluate(model, test: pd.DataFrame, size: int, batch_size: int = 256, attrib
     topk = logits.topk(k, dim=1).indices
     return {"top1": float((topk[:, 0] == y).float().mean() * 100),
             f"top{k}": float((topk == y[:, None]).any(1).float().mean() * 100), "n_test": len(y)}
-
-
-def make_optimizer(model: nn.Module, c: Classify):
-    """SGD (momentum 0.9, Nesterov with classify.nesterov as timm's ``sgd``), AdamW, or LAMB (timm;
-    no weight decay on norms and biases, as in timm's recipes)."""
-    if c.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=0.9, weight_decay=c.weight_decay,
-                               nesterov=c.nesterov)
-    if c.optimizer == "lamb":
-        from timm.optim import create_optimizer_v2
-
-        return create_optimizer_v2(model, "lamb", lr=c.lr, weight_decay=c.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-
-
-def make_schedule(opt, c: Classify, steps_per_epoch: int):
-    """Per-step LR schedule: one-cycle (mini world), multistep x0.2 (paper ImageNet) or cosine
-    (IN-1K), multistep and cosine after ``warmup_epochs`` of linear warm-up (timm's default 5)."""
-    total = c.epochs * steps_per_epoch
-    bounds = np.array([m * steps_per_epoch for m in c.milestones])
-    if c.warmup_epochs:  # multistep or cosine (config refuses warm-up with one-cycle)
-        warm = min(c.warmup_epochs * steps_per_epoch, total - 1)
-
-        def after(step: int) -> float:
-            if c.schedule == "multistep":
-                return float(0.2 ** int((bounds <= step).sum()))
-            return float(0.5 * (1 + np.cos(np.pi * (step - warm) / (total - warm))))
-
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (step + 1) / warm if step < warm else after(step))
-    if c.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=bounds.tolist(), gamma=0.2)
-    if c.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total)
 
 
 def rand_augment(x: torch.Tensor, num_ops: int, magnitude: int) -> torch.Tensor:
@@ -378,12 +345,13 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         start = state["epoch"] + 1
+    sched.start(start)
     net = model
     if world.size > 1:  # built after loading: DDP starts every process from rank 0's weights
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp = c.amp and device.type == "cuda"
-    every, total_steps = c.checkpoint_every, steps_per_epoch * c.epochs
-    taken = sched.last_epoch if state is not None else 0  # optimiser steps so far (the schedule counts them)
+    every = c.checkpoint_every
+    taken = state.get("taken", 0) if state is not None else 0  # optimiser steps so far
     for epoch in tqdm(range(start, c.epochs), desc="classify", mininterval=10, initial=start,
                       total=c.epochs, disable=not world.main):
         net.train()
@@ -405,18 +373,18 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
             loss.backward()
             opt.step()
             taken += 1
-            if sched.last_epoch < total_steps:  # a short last stream batch must not overrun one-cycle
-                sched.step()
+            sched.after_step()
             seen += torch.tensor([float(loss.detach()) * len(yb), len(yb)], dtype=torch.float64)  # waits for the device
             if on_step is not None:
                 on_step()
+        sched.after_epoch(epoch)
         world.average([seen])  # over all processes' rows: the global batch's mean loss
         log.info("epoch %d train loss %.6f", epoch, float(seen[0] / seen[1].clamp_min(1)))
         if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < c.epochs:
             if world.main:
                 checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {c.epochs}", epoch=epoch,
                                 model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                                gen=gen.get_state(), rng=torch.get_rng_state())
+                                gen=gen.get_state(), rng=torch.get_rng_state(), taken=taken)
             world.barrier()
             fault_hook("classify", epoch + 1)
     if taken == 0:
