@@ -203,3 +203,20 @@ def test_tables_missing_a_column_name_the_file_and_column(tmp_path):
         read_table(tmp_path / "c.parquet", "captions")
     with pytest.raises(FileNotFoundError, match="manifest table .*none.parquet does not exist"):
         read_table(tmp_path / "none.parquet", "manifest")
+
+
+def test_lora_training_rows_keep_a_seeded_stratified_fraction():
+    """finetune.train_fraction: 1 keeps the whole split (the paper's text), 0.5 a seeded half of
+    each class (the official split_half_data); other seeds pick other halves."""
+    import pandas as pd
+
+    from realfake.data import lora_training_rows
+
+    train = pd.DataFrame({"image_id": [f"train/{i:03d}" for i in range(40)], "split": "train",
+                          "label": [i % 4 for i in range(40)], "class_name": "c", "path": "p"})
+    assert lora_training_rows(train, 1.0, 0) is train
+    half = lora_training_rows(train, 0.5, 0)
+    assert len(half) == 20 and half.label.value_counts().tolist() == [5, 5, 5, 5]
+    assert half.equals(lora_training_rows(train.sample(frac=1, random_state=3), 0.5, 0))  # row order does not matter
+    assert not set(half.image_id) == set(lora_training_rows(train, 0.5, 1).image_id)
+    assert lora_training_rows(train, 0.01, 0).label.value_counts().tolist() == [1, 1, 1, 1]  # at least one per class

@@ -92,6 +92,17 @@ def member_half(index: pd.DataFrame, seed: int) -> pd.DataFrame:
     return _keep_per_class(index, train, lambda n: n // 2, np.random.default_rng([seed, 7919]))
 
 
+def lora_training_rows(train: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """The real training rows a LoRA is fine-tuned on: all of them (``fraction`` 1, the paper's
+    reading), or a seeded, class-stratified ``fraction`` of each class (at least one image; the
+    official script's ``split_half_data`` is 0.5)."""
+    if fraction >= 1:
+        return train
+    kept = _keep_per_class(train.iloc[:0], train.sort_values("image_id"), lambda n: max(1, round(n * fraction)),
+                           np.random.default_rng([seed, 4099]))
+    return kept.reset_index(drop=True)
+
+
 def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
     """Keep ``per_class`` random train images of each class (seeded); test stays whole."""
     if per_class is None:

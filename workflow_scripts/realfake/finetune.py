@@ -10,7 +10,7 @@ from . import checkpoint, distributed
 from .atomic import write_json
 from .cli import Command, loader_workers, provenance, run
 from .config import config_hash
-from .data import read_table
+from .data import lora_training_rows, read_table
 from .distributed import World
 from .lora import TrainImages, save_lora, train_lora
 from .method import build_prompt, guidance_table
@@ -32,7 +32,8 @@ def train_main(args, cfg: dict) -> None:
 def train_on(args, cfg: dict, ds: Dataset, lora: Lora, f: Finetune, world: World) -> None:
     pipe = load_pipeline(args.base, device=world.device())
     index = read_table(args.index, "index")
-    train = index[index.split == "train"].reset_index(drop=True)
+    train = lora_training_rows(index[index.split == "train"].reset_index(drop=True), f.train_fraction, args.seed)
+    log.info("fine-tuning on %d real training images (finetune.train_fraction %s)", len(train), f.train_fraction)
     caps = read_table(args.captions, "captions").set_index("image_id").caption
     template = ds.finetune_prompt_template or ds.prompt_template
     prompts = [build_prompt(template, c, caps.get(i, "") if ds.use_captions else "")

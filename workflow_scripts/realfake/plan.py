@@ -387,7 +387,7 @@ class Plan:
             return n_train, n_train
         if stage == "finetune":
             f = dataset_section(self.config, "finetune", ds)
-            seen = f["epochs"] * n_train if f.get("epochs") else f["steps"] * f["batch_size"]
+            seen = f["epochs"] * n_train * f["train_fraction"] if f.get("epochs") else f["steps"] * f["batch_size"]
             return n_train, int(seen)
         if stage == "generate":
             return n_train, n_train * scale // shard_count(self.config, ds, scale)

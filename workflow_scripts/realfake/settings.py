@@ -134,6 +134,7 @@ class Finetune:
     crop: str
     gpus: int
     dm_group: int | None
+    train_fraction: float
 
     @classmethod
     def of(cls, cfg: dict, dataset: str | None = None) -> "Finetune":
