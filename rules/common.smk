@@ -29,9 +29,7 @@ try:
     # key given twice in one mapping is an error (Snakemake's reading keeps the last one).
     # No --configfile: the mini world (make demo) is the default.
     _files = workflow.configfiles or [Path(workflow.basedir) / "config" / "mini.yaml"]
-    _resolved = validate(
-        read_config_files(_files, workflow.config_settings.config)
-    )
+    _resolved = validate(read_config_files(_files, workflow.config_settings.config))
     config.clear()
     config.update(_resolved)
     PLAN = Plan(config)
@@ -167,6 +165,13 @@ def use_real_flag(w):
 def quality_model_args(w, input):
     return PLAN.scorer_args(
         dict(input.items()), config["quality"]["features"] == "clip"
+    )
+
+
+def optional_arg(flag, name):
+    """Params function: ``flag <file>`` for each file of the optional input ``name``, or nothing."""
+    return lambda w, input: " ".join(
+        f"{flag} {shlex.quote(f)}" for f in getattr(input, name)
     )
 
 

@@ -176,6 +176,7 @@ rule claims:
     input:
         table1=rules.table1.output.table,
         table2=rules.table2.output.table,
+        table4=target_list("claims_tables"),
     output:
         table=report(
             "results/tables/claims.csv", category="Tables", labels={"table": "claims"}
@@ -188,6 +189,7 @@ rule claims:
         "../envs/reporting.yaml"
     params:
         cfg=cfg_for("seeds", "tables"),
+        table4=optional_arg("--table4", "table4"),
     shell:
         "python -m realfake.report claims --cfg {params.cfg:q} --table1 {input.table1:q} --table2 {input.table2:q}"
-        " --out {output.table:q} --log {log:q} 2>> {log:q}"
+        " {params.table4} --out {output.table:q} --log {log:q} 2>> {log:q}"

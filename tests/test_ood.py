@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from realfake.config import ConfigError, load_config
 from realfake.classlists import imagenet_1k_wnids, ood_classlist
 from realfake.ood import masked_topk, ood_index, table4
@@ -98,3 +98,31 @@ def test_ood_config_errors(fake_ood):
         load_config(overrides={"datasets": {"mini": {"kind": "digits"}}, "ood": {"dataset": "mini"}})
     with pytest.raises(ConfigError, match="ood.sets: give the root"):
         load_config(overrides={"datasets": {"in": {"kind": "imagenet", "root": str(root)}}, "ood": {"dataset": "in"}})
+
+
+def test_table4_rows_at_every_scale_and_the_ood_claims(tmp_path):
+    """Table 4 has the baselines, ours at every scale, real and real + ours; claims.csv checks the
+    paper's Sec. 4.4 statements on it (ours at the largest scale vs real only, real + ours vs real)."""
+    from realfake.report import claims
+
+    cfg = load_config(REPO / "config" / "imagenet1k.yaml")
+    files = []
+    runs = [("real", "", 0, 50.0), ("syn", "base", 1, 20.0), ("syn", "cip", 1, 25.0), ("syn", "ours", 1, 40.0),
+            ("syn", "ours", 2, 45.0), ("syn", "ours", 5, 52.0), ("syn", "ours", 10, 56.0), ("realsyn", "ours", 1, 53.0)]
+    for setting, variant, scale, top1 in runs:
+        for seed in range(3):
+            f = tmp_path / f"{setting}_{variant}_{scale}_{seed}.json"
+            f.write_text(json.dumps({"dataset": "imagenet1k", "ood_set": "sketch", "setting": setting, "variant": variant,
+                                     "scale": scale, "seed": seed, "top1": top1 + seed, "top5": 90.0, "n_images": 9,
+                                     "mask_classes": None}))
+            files.append(f)
+    t4 = table4(files, cfg)
+    assert list(t4.row) == ["real only", "synthetic only: base 1x", "synthetic only: cip 1x", "synthetic only: ours 1x",
+                            "synthetic only: ours 2x", "synthetic only: ours 5x", "synthetic only: ours 10x",
+                            "real + synthetic: ours 1x"]
+    t4.to_csv(tmp_path / "t4.csv", index=False)
+    t1 = pd.DataFrame(columns=["dataset", "cell", "seeds", "top1_per_seed"])
+    c = claims(t1, None, pd.read_csv(tmp_path / "t4.csv"), "ours").set_index("claim")
+    row = c.loc["ImageNet-Sketch: synthetic only (ours 10x) beats real only"]
+    assert row.delta_top1 == pytest.approx(6.0) and row.seeds == 3 and row.seeds_positive == 3
+    assert c.loc["ImageNet-Sketch: real + synthetic beats real only", "delta_top1"] == pytest.approx(3.0)

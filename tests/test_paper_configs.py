@@ -108,10 +108,12 @@ def test_paper_dry_run_plans_every_dataset_without_data(tmp_path):
 def test_paper_dry_run_plans_table4_ood(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "results/tables/table4.csv", "--configfile", str(REPO / "config" / "paper.yaml"))
     out = proc.stdout + proc.stderr
-    # real, synthetic and real + synthetic classifiers x 3 seeds x 4 OOD sets
-    assert re.search(r"^ood_eval\s+36$", out, re.M), out[-3000:]
+    # paper Tab. 4: FakeIt and CiP baselines, ours at 1/2/5/10x, real only, real + ours: 8 classifiers
+    # x 3 seeds x 4 OOD sets
+    assert re.search(r"^ood_eval\s+96$", out, re.M), out[-3000:]
     for name in ("v2", "sketch", "r", "a"):
-        assert f"results/imagenet1k/ood/syn/ours/1x/s2/{name}.json" in out
+        for run in ("syn/ours/1x", "syn/ours/10x", "syn/base/1x", "syn/cip/1x", "realsyn/ours/1x"):
+            assert f"results/imagenet1k/ood/{run}/s2/{name}.json" in out
     assert not (tmp_path / "results").exists()
 
 

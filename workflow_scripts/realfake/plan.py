@@ -328,9 +328,17 @@ class Plan:
         if o["dataset"] is None:
             raise ConfigError("table 4 needs config key ood.dataset (an ImageNet-kind dataset) and ood.sets")
         ds, m, k = o["dataset"], t["table1_method"], t["scale"]
-        runs = [f"real/s{s}" for s in self.seeds] + [f"{mix}/{m}/{k}x/s{s}" for mix in ("syn", "realsyn")
-                                                     for s in self.seeds]
+        baselines = [v for v in (t["table1_baseline"], t["table1_caption_baseline"]) if v]
+        runs = []  # paper Tab. 4: the baselines, ours at every scale, real only, real + ours
+        for s in self.seeds:
+            runs += [f"real/s{s}", *(f"syn/{v}/{k}x/s{s}" for v in baselines),
+                     *(f"syn/{m}/{scale}x/s{s}" for scale in self.config["scales"]), f"realsyn/{m}/{k}x/s{s}"]
+        runs = list(dict.fromkeys(runs))
         return [f"results/{ds}/ood/{r}/{name}.json" for r in runs for name, root in o["sets"].items() if root]
+
+    def claims_tables(self) -> list[str]:
+        """Tables the claims are read from besides tables 1 and 2: table 4 when OOD sets are configured."""
+        return ["results/tables/table4.csv"] if self.config["ood"]["dataset"] else []
 
     def demo_targets(self) -> list[str]:
         out = ["results/figures/samples.png", "results/figures/samples.pdf"]
