@@ -146,6 +146,10 @@ def lira_inputs(w):
     return PLAN.lira_inputs()
 
 
+def pipeline_shadow_inputs(w):
+    return PLAN.pipeline_shadow_inputs(int(w.k))
+
+
 def dataset_sample_manifests(w):
     return PLAN.dataset_sample_manifests(w.dataset)
 
@@ -169,9 +173,10 @@ def quality_model_args(w, input):
 
 
 def optional_arg(flag, name):
-    """Params function: ``flag <file>`` for each file of the optional input ``name``, or nothing."""
+    """Params function: ``flag <file> ...`` with the files of the optional input ``name``, or nothing."""
     return lambda w, input: " ".join(
-        f"{flag} {shlex.quote(f)}" for f in getattr(input, name)
+        ([flag] if getattr(input, name) else [])
+        + [shlex.quote(f) for f in getattr(input, name)]
     )
 
 

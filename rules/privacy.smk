@@ -24,6 +24,27 @@ rule shadow_classifier:
         " --out {output.scores:q} --threads {threads} --log {log:q} 2>> {log:q}"
 
 
+rule pipeline_shadow:
+    input:
+        unpack(pipeline_shadow_inputs),
+    output:
+        scores="results/{dataset}/privacy/pipeline_shadow/{k}.parquet",
+    log:
+        "results/logs/{dataset}/privacy/pipeline_shadow_{k}.log",
+    benchmark:
+        "results/benchmarks/{dataset}/privacy/pipeline_shadow_{k}.tsv"
+    conda:
+        "../envs/classify.yaml"
+    threads: threads_for("shadow_score")
+    resources:
+        **res("shadow_score"),
+    params:
+        cfg=cfg_for("datasets", "classify", "privacy", "models"),
+    shell:
+        "python -m realfake.privacy score --cfg {params.cfg:q} --index {input.index:q} --half-index {input.half_index:q}"
+        " --model {input.model:q} --out {output.scores:q} --threads {threads} --log {log:q} 2>> {log:q}"
+
+
 rule lira:
     input:
         unpack(lira_inputs),
@@ -48,8 +69,9 @@ rule lira:
         "../envs/classify.yaml"
     params:
         cfg=cfg_for("datasets", "classify", "privacy", "models"),
+        synthetic_shadows=optional_arg("--synthetic-shadows", "synthetic_shadows"),
     shell:
         "python -m realfake.privacy attack --cfg {params.cfg:q} --index {input.index:q}"
-        " --members-index {input.members_index:q} --shadows {input.shadows:q}"
+        " --members-index {input.members_index:q} --shadows {input.shadows:q} {params.synthetic_shadows}"
         " --real-target {input.real_target:q} --synthetic-target {input.synthetic_target:q}"
         " --out {output.table:q} --figure {output.png:q} {output.pdf:q} --log {log:q} 2>> {log:q}"

@@ -135,3 +135,22 @@ def test_table2_rows_default_to_every_variant_in_order():
     cfg = validate({"datasets": {"d": {"kind": "digits"}}, "variants": {"base": {}, "lp": {}, "ours": {}},
                     "tables": {"table1_baseline": "base", "table1_method": "ours"}})
     assert cfg["tables"]["table2_variants"] == ["base", "lp", "ours"]
+
+
+def test_pipeline_shadows_are_derived_datasets():
+    """privacy.synthetic_shadows pipeline: one derived dataset per shadow, the members' config with
+    its own seeded half; real: none; a dataset already holding a shadow's name is an error."""
+    cfg = load_config(REPO / "config" / "mini.yaml")
+    shadows = [d for d in cfg["datasets"] if "_shadow" in d]
+    assert shadows == [f"mini_members_shadow{k}" for k in range(4)]
+    halves = {cfg["datasets"][d]["member_half"] for d in shadows}
+    assert len(halves) == 4 and cfg["datasets"]["mini_members"]["member_half"] not in halves
+    for d in shadows:
+        same = {k: v for k, v in cfg["datasets"][d].items() if k not in ("member_half", "shadow_of")}
+        assert same == {k: v for k, v in cfg["datasets"]["mini_members"].items() if k not in ("member_half", "shadow_of")}
+    assert load_config(REPO / "config" / "mini.yaml", overrides={"privacy": {"synthetic_shadows": "real"}})["datasets"].keys() == {
+        "mini", "mini_members"}
+    again = load_config(REPO / "config" / "mini.yaml")  # validating a validated config changes nothing
+    assert again == cfg
+    with pytest.raises(ConfigError, match="config key datasets.mini_members_shadow1: the name is taken by the privacy shadows"):
+        load_config(REPO / "config" / "mini.yaml", overrides={"datasets": {"mini_members_shadow1": {"kind": "digits"}}})

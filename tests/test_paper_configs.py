@@ -16,10 +16,14 @@ DATASETS = ["imagenet10", "imagenet100", "imagenet1k", "cub", "cars", "pets", "e
 def test_per_dataset_config_equals_paper_section(name):
     paper = load_config(REPO / "config" / "paper.yaml")
     one = load_config(REPO / "config" / f"{name}.yaml")
-    assert sorted(one["datasets"]) == [name]
-    assert one["datasets"][name] == paper["datasets"][name]
+    privacy = [d for d in one["datasets"] if d.startswith(f"{name}_members")]  # LiRA: IN-10 only
+    assert sorted(one["datasets"]) == sorted([name] + privacy)
+    assert len(privacy) == (17 if name == "imagenet10" else 0)  # the members and 16 pipeline shadows
+    for ds in [name] + privacy:
+        assert one["datasets"][ds] == paper["datasets"][ds]
+    assert one["privacy"] == (paper["privacy"] if name == "imagenet10" else load_config()["privacy"] | {"pool": None})
     for key in paper:
-        if key not in ("datasets", "run_name", "ood"):  # ood belongs to the IN-1K run
+        if key not in ("datasets", "run_name", "ood", "privacy"):  # ood: the IN-1K run; privacy: the IN-10 run
             assert one[key] == paper[key], key
     assert one["ood"] == (paper["ood"] if name == "imagenet1k" else load_config()["ood"])
 
@@ -161,3 +165,18 @@ def test_table2_first_row_is_the_caption_prompt():
         uses = var["captions"] if var["captions"] is not None else cfg["datasets"]["imagenet10"]["use_captions"]
         assert uses and var["prompt_template"] is None, v
     assert cfg["tables"]["table1_baseline"] == "base" and cfg["variants"]["base"]["captions"] is False
+
+
+@pytest.mark.parametrize("name", ["imagenet10", "paper"])
+def test_paper_configs_plan_figure3_through_the_pipeline(tmp_path, name):
+    """Paper Fig. 3: 16 shadows; the synthetic target's each go through LoRA, generation and a
+    classifier on their own half of the pool."""
+    proc = run_snakemake(tmp_path, "-n", "results/figures/fig3_lira.png", "results/tables/table_privacy.csv",
+                         "--configfile", str(REPO / "config" / f"{name}.yaml"))
+    out = proc.stdout + proc.stderr
+    assert re.search(r"^shadow_classifier\s+16$", out, re.M) and re.search(r"^pipeline_shadow\s+16$", out, re.M)
+    # each pipeline shadow: its own LoRA, synthetic set and classifier; plus the members' target
+    assert re.search(r"^finetune\s+17$", out, re.M) and re.search(r"^classify_synthetic\s+17$", out, re.M)
+    assert "results/imagenet10_members_shadow15/lora/full/s0/lora.safetensors" in out
+    assert "results/imagenet10_members_shadow15/classify/syn/ours/1x/s0/model.pt" in out
+    assert not (tmp_path / "results").exists()

@@ -166,8 +166,32 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_models(config)
     _cross_check(config)
     _check_privacy(config)
+    _add_shadow_datasets(config)
     _check_ood(config)
     return config
+
+
+SHADOW_HALF_BASE = 2**31  # member_half seeds of the pipeline shadows: far from any a user writes
+
+
+def shadow_datasets(config: dict) -> list[str]:
+    """Names of the derived datasets of the pipeline shadows (privacy.synthetic_shadows pipeline):
+    ``<members>_shadow<k>``, each the pool with a seeded half kept (README "Privacy")."""
+    pc = config["privacy"]
+    if pc["pool"] is None or pc["synthetic_shadows"] != "pipeline":
+        return []
+    n = pc["pipeline_shadows"] or pc["shadows"]
+    return [f"{pc['members']}_shadow{k}" for k in range(n)]
+
+
+def _add_shadow_datasets(config: dict) -> None:
+    pc = config["privacy"]
+    for k, name in enumerate(shadow_datasets(config)):
+        if name in config["datasets"] and config["datasets"][name].get("shadow_of") != pc["members"]:
+            raise ConfigError(f"config key datasets.{name}: the name is taken by the privacy shadows (pipeline "
+                              "shadows are named <privacy.members>_shadow<k>); rename the dataset")
+        config["datasets"][name] = {**config["datasets"][pc["members"]],
+                                    "member_half": SHADOW_HALF_BASE + 1024 * pc["seed"] + k, "shadow_of": pc["members"]}
 
 
 OVERRIDDEN = ("classify", "finetune")  # sections a dataset may override: datasets.<name>.<section>_overrides

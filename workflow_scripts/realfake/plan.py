@@ -12,7 +12,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from .config import MODELS_DIR, class_count, dataset_section, get_dataset, get_variant, model_path, shard_count
+from .config import (MODELS_DIR, class_count, dataset_section, get_dataset, get_variant, model_path, shadow_datasets,
+                     shard_count)
 from .distributed import launcher
 from .errors import ConfigError
 
@@ -77,6 +78,7 @@ PAPER_COSTS = {
     "merge": Cost(4000, 0.1, 5, 0.00002, False),     # streaming: one shard's rows + 8-byte hashes (sorted copy)
     "classify": Cost(64000, 0.3, 20, 0.0012, True),  # ResNet-50 step per image incl. JPEG decode (8 workers)
     "shadow": Cost(64000, 0.3, 20, 0.0012, True),    # privacy's shadow classifiers: classify on one GPU
+    "shadow_score": Cost(16000, 0.2, 10, 0.002, True),  # a pipeline shadow's classifier scores the pool (inference)
     "quality": Cost(16000, 1.0, 15, 0.004, True),    # feature extraction; chunked precision/recall
     "ood": Cost(16000, 0.2, 10, 0.002, True),        # ResNet-50 inference
     "nearest": Cost(16000, 1.2, 15, 0.006, True),    # SSCD descriptors, 512 fp16 per real image
@@ -250,7 +252,18 @@ class Plan:
         p = self.config["privacy"]
         return {"index": self.index(p["pool"]), "members_index": self.index(p["members"]),
                 "shadows": [f"results/{p['pool']}/privacy/shadow/{k}.parquet" for k in range(p["shadows"])],
+                "synthetic_shadows": [f"results/{p['pool']}/privacy/pipeline_shadow/{k}.parquet"
+                                      for k in range(len(shadow_datasets(self.config)))],
                 **self.lira_targets()}
+
+    def pipeline_shadow_inputs(self, k: int) -> dict:
+        """A pipeline shadow's derived dataset index and its synthetic-data classifier."""
+        p = self.config["privacy"]
+        names = shadow_datasets(self.config)
+        if not 0 <= k < len(names):
+            raise ConfigError(f"pipeline shadow {k} is not planned (privacy.pipeline_shadows: {len(names)})")
+        return {"index": self.index(p["pool"]), "half_index": self.index(names[k]),
+                "model": self.model_file(names[k], "syn", self.seeds[0], p["variant"], p["scale"])}
 
     # ------------------------------------------------------------------ target lists
     def table_datasets(self, what: str, names: list[str], needs: str) -> list[str]:
@@ -407,6 +420,8 @@ class Plan:
             return n, int(dataset_section(self.config, "classify", ds)["epochs"] * n + n_test)
         if stage == "quality":
             return n_train * scale, n_train * scale + n_test
+        if stage == "shadow_score":  # the pipeline shadow's own LoRA, set and classifier are their own jobs
+            return n_train, n_train
         if stage == "ood":  # the largest OOD set (ImageNet-Sketch, 50,889 images)
             return 0, 50889
         return 0, 0

@@ -3,9 +3,11 @@
 Setup (METHOD.md section 5): the real training pool of ``privacy.pool`` is split into members (the
 half kept by dataset ``privacy.members``, ``member_half``) and non-members. Two target classifiers
 are attacked: one trained on the members directly, one trained on synthetic data made by the
-method from the members only (LoRA fine-tuned on members, latent prior from members). Shadow
-classifiers are trained on seeded random halves of the pool, so each pool image is "in" for about
-half of them. Per image, LiRA fits Gaussians to the shadows' logit-scaled confidences:
+method from the members only (LoRA fine-tuned on members, latent prior from members). The real
+target's shadows are classifiers trained on seeded random halves of the pool; the synthetic
+target's (``privacy.synthetic_shadows: pipeline``, the paper's design) each go through the whole
+method on their own half (LoRA, generation, classifier on the synthetic set). Each pool image is
+"in" for about half of the shadows. Per image, LiRA fits Gaussians to the shadows' logit-scaled confidences:
 
 * online: likelihood ratio of N(mu_in, s_in) vs N(mu_out, s_out) at the target's confidence;
 * offline: only the "out" Gaussian: how far above mu_out the target's confidence lies;
@@ -142,6 +144,33 @@ def shadow_main(args, cfg: dict) -> None:
                                 "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
 
 
+def score_main(args, cfg: dict) -> None:
+    """A pipeline shadow (privacy.synthetic_shadows pipeline): the classifier trained on synthetic
+    data made from the shadow's half of the pool (its own LoRA and set), scored on the whole pool."""
+    p = Privacy.of(cfg)
+    c = Classify.of(cfg, p.pool)
+    size = c.input_size(Dataset.of(cfg, p.pool))
+    pool = pool_of(args.index)
+    half = set(pool_of(args.half_index).image_id)
+    if not half <= set(pool.image_id):
+        raise ValueError(f"{args.half_index}: the shadow's images are not all in the pool {args.index}")
+    mask = pool.image_id.isin(half).to_numpy()
+    logits = predict_logits(load_classifier(args.model), pool, size, transform=eval_transform(c, size)).numpy()
+    log.info("pipeline shadow %s: made from %d of %d pool images", args.model, int(mask.sum()), len(pool))
+    write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
+                                "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
+
+
+def read_shadows(files: list[str], pool: pd.DataFrame, index_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """(confidences, in-half masks), each (shadows, pool images), of shadow score files."""
+    shadows = [pd.read_parquet(f) for f in files]
+    for f, sh in zip(files, shadows):
+        if list(sh.image_id) != list(pool.image_id):
+            raise ValueError(f"shadow file {f} scores other images than the pool {index_file}")
+    return (np.stack([sh.confidence.to_numpy() for sh in shadows]),
+            np.stack([sh.in_train.to_numpy() for sh in shadows]))
+
+
 TARGETS = {"real_target": "real members", "synthetic_target": "synthetic from members"}
 
 
@@ -154,25 +183,26 @@ def attack_main(args, cfg: dict) -> None:
     if not members <= set(pool.image_id):
         raise ValueError(f"{args.members_index}: member images are not all in the pool {args.index}")
     is_member = pool.image_id.isin(members).to_numpy()
-    shadows = [pd.read_parquet(f) for f in args.shadows]
-    for f, sh in zip(args.shadows, shadows):
-        if list(sh.image_id) != list(pool.image_id):
-            raise ValueError(f"shadow file {f} scores other images than the pool {args.index}")
-    conf = np.stack([sh.confidence.to_numpy() for sh in shadows])
-    shadow_in = np.stack([sh.in_train.to_numpy() for sh in shadows])
+    # the real target's shadows train on real halves; the synthetic target's go through the
+    # pipeline when --synthetic-shadows are given (the paper's design), else the real ones
+    shadow_files = {"real_target": args.shadows, "synthetic_target": args.synthetic_shadows or args.shadows}
+    kinds = {"real_target": "real data", "synthetic_target": "pipeline" if args.synthetic_shadows else "real data"}
     rows, curves = [], {}
     targets = {name: getattr(args, key) for key, name in TARGETS.items()}
-    for name, model_file in targets.items():
+    for key, name in TARGETS.items():
+        model_file = targets[name]
+        conf, shadow_in = read_shadows(shadow_files[key], pool, args.index)
         logits = predict_logits(load_classifier(model_file), pool, size, transform=eval_transform(c, size)).numpy()
         target = logit_confidence(logits, pool.label.to_numpy())
         for attack in ATTACKS:
             scores = lira_scores(target, conf, shadow_in, attack)
             rows.append({"target": name, "attack": attack, **roc_summary(scores, is_member),
                          "members": int(is_member.sum()), "non_members": int((~is_member).sum()),
-                         "shadows": len(shadows), "model": model_file})
+                         "shadows": len(conf), "shadow_kind": kinds[key], "model": model_file})
             curves[(name, attack)] = roc(scores, is_member)
     table = pd.DataFrame(rows)
-    inputs = [args.index, args.members_index, *args.shadows, *(f"{n}={m}" for n, m in targets.items())]
+    inputs = [args.index, args.members_index, *args.shadows, *(args.synthetic_shadows or []),
+              *(f"{n}={m}" for n, m in targets.items())]
     write_table(table, args.out, cfg, inputs, "%.4f")
     lira_figure(curves, table, args.figure)
 
@@ -209,10 +239,17 @@ def main(argv=None) -> None:
     p.add_argument("--index", required=True, help="the pool dataset's real_index.parquet")
     p.add_argument("--k", type=int, required=True)
     p.add_argument("--out", required=True)
+    p = cmd.action("score", "score the pool with a pipeline shadow's synthetic-data classifier", score_main)
+    p.add_argument("--index", required=True, help="the pool dataset's real_index.parquet")
+    p.add_argument("--half-index", required=True, help="the shadow's derived dataset's real_index.parquet")
+    p.add_argument("--model", required=True, help="model.pt of the classifier trained on the shadow's synthetic set")
+    p.add_argument("--out", required=True)
     p = cmd.action("attack", "LiRA against the two target classifiers; table and figure", attack_main)
     p.add_argument("--index", required=True, help="the pool dataset's real_index.parquet")
     p.add_argument("--members-index", required=True)
-    p.add_argument("--shadows", nargs="+", required=True)
+    p.add_argument("--shadows", nargs="+", required=True, help="real-data shadows' scores")
+    p.add_argument("--synthetic-shadows", nargs="*", default=[],
+                   help="pipeline shadows' scores (the synthetic target's; default: --shadows)")
     p.add_argument("--real-target", required=True, help="model.pt of the classifier trained on the members")
     p.add_argument("--synthetic-target", required=True,
                    help="model.pt of the classifier trained on synthetic data made from the members")

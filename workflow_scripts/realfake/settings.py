@@ -49,6 +49,7 @@ class Dataset:
     test_size: int
     split_seed: int
     member_half: int | None
+    shadow_of: str | None
     num_classes: int | None
     image_size: int
     use_captions: bool
@@ -256,6 +257,8 @@ class Privacy(Section):
     seed: int
     variant: str
     scale: int
+    synthetic_shadows: str
+    pipeline_shadows: int | None
 
 
 @dataclass(frozen=True)
