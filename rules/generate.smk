@@ -27,6 +27,7 @@ rule generate_shard:
     threads: threads_for("generate")
     resources:
         **res("generate"),
+        generate_slot=1,  # a profile's local limit on it runs a group's shards in series on one GPU
     params:
         cfg=cfg_for("datasets", "generate", "variants", "image_encoder"),
         base=PLAN.base_model_path(),

@@ -194,6 +194,32 @@ def test_slurm_profile_placeholder_stops_before_submission(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_shipped_profile_gives_each_job_the_gpus_it_declares(tmp_path):
+    """With the shipped slurm profile (placeholders filled), the paper's 8-GPU LoRA and 4-GPU
+    classifier jobs keep their GPU counts: no global gpu limit caps them; generation shards ask
+    for one GPU and a generate_slot, the local limit that runs a group's shards in series."""
+    import re
+
+    profile = tmp_path / "slurm"
+    profile.mkdir()
+    text = (REPO / "slurm" / "config.yaml").read_text().replace("EDIT_ME_partition", "gpu")
+    (profile / "config.yaml").write_text(
+        "\n".join(ln for ln in text.splitlines() if not ln.startswith("software-deployment-method")))
+    proc = run_snakemake(tmp_path, "-n", "results/imagenet10/lora/full/s0/lora.safetensors",
+                         "results/imagenet10/classify/real/s0/metrics.json",
+                         "results/synthetic/imagenet10/base/s0/1x/manifest.parquet", "--profile", str(profile),
+                         "--configfile", str(REPO / "config" / "imagenet10.yaml"))
+    out = proc.stdout + proc.stderr
+    found = {}
+    for rule, res in re.findall(r"^\s*rule (\w+):\n(?:.*\n)*?\s*resources: (.*)$", out, re.M):
+        gpu = re.search(r"\bgpu=(\d+)", res)
+        if gpu:  # fetch_model runs on the login node's partition defaults, without a gpu key
+            found.setdefault(rule, set()).add(gpu.group(1) + ("+slot" if "generate_slot=1" in res else ""))
+    assert found["finetune"] == {"8"} and found["classify_real"] == {"4"}, found
+    assert found["generate_shard"] == {"1+slot"}, found
+    assert not (tmp_path / "results").exists()
+
+
 GROWING_RULES = {"index_real", "caption", "embed", "finetune", "generate_shard", "merge_manifest", "classify_real",
                  "classify_synthetic", "quality_real_features", "quality_set", "filter_synthetic", "ood_eval",
                  "nearest", "shadow_classifier"}
