@@ -51,7 +51,7 @@ def test_defaults_are_filled():
      "privacy.pool: 'face' is an attribute (multi-label) dataset"),
     ({"datasets": {"mini": {"classify_overrides": {"epochs": "ten"}}}}, "datasets.mini.classify_overrides.epochs: 'ten'"),
     ({"datasets": {"mini": {"classify_overrides": {"lr": -1}}}}, "datasets.mini.classify_overrides.lr: -1"),
-    ({"seeds": [0, 0]}, "config key seeds: [0, 0] has non-unique elements"),
+    ({"seeds": [0, 0]}, "config key seeds: [0, 0] names an item twice"),
     ({"seeds": [2**32]}, "config key seeds.0: 4294967296 is greater than the maximum"),
     ({"pretrain": {"seed": 2**40}}, "config key pretrain.seed"),
     ({"datasets": {"my set": {"kind": "digits"}}}, "datasets.my set: dataset name 'my set' must start with a letter"),
@@ -154,3 +154,43 @@ def test_pipeline_shadows_are_derived_datasets():
     assert again == cfg
     with pytest.raises(ConfigError, match="config key datasets.mini_members_shadow1: the name is taken by the privacy shadows"):
         load_config(REPO / "config" / "mini.yaml", overrides={"datasets": {"mini_members_shadow1": {"kind": "digits"}}})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"generate": {"lora_scale": float("nan")}}, "config key generate.lora_scale: nan is not allowed here; give a finite number"),
+    ({"finetune": {"lr": float("inf")}}, "config key finetune.lr: inf is not allowed here; give a finite number"),
+    ({"seeds": [0.0]}, "config key seeds.0: 0.0 is not allowed here; give a whole number"),
+    ({"classify": {"epochs": 5.0}}, "config key classify.epochs: 5.0 is not allowed here; give a whole number"),
+    ({"classify": {"epochs": True}}, "config key classify.epochs: True is not allowed here; give a whole number"),
+    ({"generate": {"cfg": False}}, "config key generate.cfg: False is not allowed here; give a finite number"),
+    ({"scales": [1, 1]}, "config key scales: [1, 1] names an item twice"),
+    ({"tables": {"table2_variants": ["ours", "ours"]}}, "config key tables.table2_variants: ['ours', 'ours'] names an item twice"),
+    ({"datasets": {"smoke": {"image_size": 36}}}, "config key datasets.smoke.image_size: 36 is not a multiple of 8"),
+    ({"generate": {"strength": 1.5}}, "config key generate.strength: 1.5 is greater than the maximum of 1"),
+    ({"dataset_defaults": {"all": {"image_size": 12.0}}}, "config key dataset_defaults.all.image_size: 12.0 is not allowed"),
+    ({"datasets": {"smoke": {"classify_overrides": {"epochs": 2.5}}}},
+     "config key datasets.smoke.classify_overrides.epochs: 2.5 is not allowed"),
+])
+def test_numbers_the_method_cannot_use_are_refused(overrides, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(REPO / "config" / "smoke.yaml", overrides=overrides)
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"sd15": {"hub": "a/b", "revision": "0" * 40, "file": "../../etc/passwd"}}, "models.sd15.file: '../../etc/passwd' must be a path inside"),
+    ({"sd15": {"hub": "a/b", "revision": "0" * 40, "file": "/etc/passwd"}}, "models.sd15.file: '/etc/passwd' must be a path inside"),
+    ({"sscd": {"url": "https://example.org/", "sha256": None}}, "models.sscd.url: 'https://example.org/' names no file"),
+    ({"clip": {"hub": "../x", "revision": "0" * 40}}, "models.clip.hub: '../x' is not a hub repo id"),
+])
+def test_model_specs_cannot_point_outside_results_models(model, message):
+    with pytest.raises(ConfigError, match=None) as exc:
+        load_config(REPO / "config" / "smoke.yaml", overrides={"models": model})
+    assert message in str(exc.value)
+
+
+def test_an_empty_or_comment_only_config_file_is_named(tmp_path):
+    for text in ("", "# nothing but a comment\n"):
+        (tmp_path / "empty.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=r"config file .*empty.yaml is empty or holds only comments"):
+            load_config(tmp_path / "empty.yaml")

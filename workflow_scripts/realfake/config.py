@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 import string
 from pathlib import Path
@@ -63,7 +64,8 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:
-        return {}
+        raise ConfigError(f"config file {path} is empty or holds only comments: give at least one key (an empty "
+                          "file would otherwise run the defaults silently)")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at top level, got {type(data).__name__}")
     return data
@@ -138,6 +140,24 @@ def _fill_defaults(node, schema: dict):
     return node
 
 
+def _strict_integer(checker, value) -> bool:
+    """An integer is an int, never a bool and never a float: JSON Schema counts 5.0 as an integer,
+    and ``seeds: [0.0]`` would end up in paths as ``s0.0``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_number(checker, value) -> bool:
+    """A number is finite and not a bool: NaN and infinity pass every range check."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _strict_integer, "number": _finite_number}))
+
+
 def _dotted(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
@@ -150,6 +170,14 @@ def _format_error(err: jsonschema.ValidationError) -> str:
         keys = ", ".join(f"{where}.{k}" if err.absolute_path else k for k in extra)
         hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
         return f"unknown config key {keys}{hint}"
+    if err.validator == "type":
+        wanted = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        hints = {"integer": "a whole number without a decimal point (not true/false)",
+                 "number": "a finite number (not NaN, infinity or true/false)"}
+        allowed = ", or ".join(hints.get(t, "null" if t == "null" else f"a {t}") for t in wanted)
+        return f"config key {where}: {err.instance!r} is not allowed here; give {allowed}"
+    if err.validator == "uniqueItems":
+        return f"config key {where}: {err.instance!r} names an item twice; each may appear once"
     return f"config key {where}: {err.message}"
 
 
@@ -157,7 +185,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     """Return a default-filled copy of ``config`` or raise ConfigError naming the bad key."""
     schema = schema or load_schema()
     config = _fill_defaults(apply_dataset_defaults(copy.deepcopy(config)), schema)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     errors += _override_errors(config, schema)
     if errors:
@@ -204,7 +232,7 @@ def _override_errors(config: dict, schema: dict) -> list:
     dataset = {k: v for k, v in schema["properties"]["datasets"]["additionalProperties"].items() if k != "required"}
     for kind, keys in (config.get("dataset_defaults") or {}).items():
         if isinstance(keys, dict):
-            for err in jsonschema.Draft202012Validator(dataset).iter_errors(keys):
+            for err in Validator(dataset).iter_errors(keys):
                 err.path.extendleft(reversed(["dataset_defaults", kind]))
                 errors.append(err)
     for section in OVERRIDDEN:
@@ -214,7 +242,7 @@ def _override_errors(config: dict, schema: dict) -> list:
             overrides = ds.get(f"{section}_overrides") if isinstance(ds, dict) else None
             if not isinstance(overrides, dict):
                 continue
-            for err in jsonschema.Draft202012Validator(sub).iter_errors(overrides):
+            for err in Validator(sub).iter_errors(overrides):
                 err.path.extendleft(reversed(["datasets", name, f"{section}_overrides"]))
                 errors.append(err)
     return errors
@@ -239,7 +267,7 @@ def _check_models(config: dict) -> None:
         if unknown:
             raise ConfigError(f"unknown config key {key}.{unknown[0]} (a {kind} model takes {', '.join(sorted(allowed))})")
         if kind == "hub":
-            if not isinstance(spec["hub"], str) or spec["hub"].count("/") != 1:
+            if not isinstance(spec["hub"], str) or spec["hub"].count("/") != 1 or ".." in spec["hub"].split("/"):
                 raise ConfigError(f"config key {key}.hub: {spec['hub']!r} is not a hub repo id (<org>/<name>)")
             if not HEX40.fullmatch(str(spec.get("revision", ""))):
                 raise ConfigError(f"config key {key}.revision: {spec.get('revision')!r} is not a 40-hex commit: pin the "
@@ -249,11 +277,23 @@ def _check_models(config: dict) -> None:
                 raise ConfigError(f"config key {key}.sha256: a map from file path to a 64-hex sha256")
             if spec.get("files") is not None and not (isinstance(spec["files"], list) and spec["files"]):
                 raise ConfigError(f"config key {key}.files: a non-empty list of file patterns (or leave it out)")
+            if spec.get("file") is not None and not _inside(spec["file"]):
+                raise ConfigError(f"config key {key}.file: {spec['file']!r} must be a path inside the model's folder "
+                                  f"under {MODELS_DIR}/{name}/ (no leading /, no '..')")
         else:
             if not isinstance(spec["url"], str) or "://" not in spec["url"]:
                 raise ConfigError(f"config key {key}.url: {spec['url']!r} is not a URL")
+            if url_file_name(spec["url"]) in ("download", "", ".", ".."):
+                raise ConfigError(f"config key {key}.url: {spec['url']!r} names no file (its path must end in the "
+                                  "file's name, which the download keeps)")
             if spec.get("sha256") is not None and not HEX64.fullmatch(str(spec["sha256"])):
                 raise ConfigError(f"config key {key}.sha256: {spec['sha256']!r} is not a 64-hex sha256 (or null)")
+
+
+def _inside(relative: str) -> bool:
+    """A relative path that stays inside its folder (no absolute path, no '..' part)."""
+    p = Path(str(relative))
+    return bool(str(relative)) and not p.is_absolute() and ".." not in p.parts
 
 
 def model_path(config: dict, name: str) -> str | None:
