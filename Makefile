@@ -43,9 +43,10 @@ demo-all: venv
 	@$(PY) -c "import pandas as p; print(p.read_csv('results/tables/table2.csv')[['variant','label','top1_mean','top1_std']].to_string(index=False))"
 	@echo; $(PY) -c "import pandas as p; print(p.read_csv('results/tables/claims.csv')[['claim','delta_top1','seeds','seeds_positive','p_value','holds']].to_string(index=False))"
 
-# One HTML file with every table and figure of make demo-all, their provenance and the job graph.
+# One HTML file with every table and figure of a run, their provenance and the job graph:
+# make report (the mini world's make demo-all) or make report CONFIG=config/imagenet10.yaml TARGET=all.
 report: venv
-	$(SMK) all_ablation --configfile config/mini.yaml --report results/report.html
+	$(SMK) $(or $(TARGET),all_ablation) --configfile $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),config/mini.yaml) --report results/report.html
 	@echo "open results/report.html"
 
 test: venv lint

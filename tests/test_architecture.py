@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "workflow_scripts" / "realfake"
-GROUND = {"errors": set(), "images": set(), "atomic": set(), "classlists": {"errors"}, "distributed": set()}
+GROUND = {"errors": set(), "images": set(), "atomic": set(), "classlists": {"errors"}, "distributed": {"errors"}}
 STAGES = {"prepare", "pretrain", "caption", "embed", "finetune", "generate", "classify", "quality", "ood",
           "privacy", "nearest", "report"}
 

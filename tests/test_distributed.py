@@ -228,3 +228,24 @@ def test_classifier_on_two_processes_resumes_identically(real_inputs, smoke_cfg,
     sb = torch.load(b / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert json.loads((a / "metrics.json").read_text())["top1"] == json.loads((b / "metrics.json").read_text())["top1"]
+
+
+def test_a_job_granted_gpus_that_torch_cannot_see_stops(monkeypatch):
+    """Slurm's --gpus sets CUDA_VISIBLE_DEVICES; a CPU-only torch or a too-old driver must not
+    train on the CPU silently: the node, the grant and torch's CUDA state are named."""
+    from types import SimpleNamespace
+
+    from realfake.distributed import check_gpus, granted_gpus
+    from realfake.errors import DeviceError
+
+    assert granted_gpus({}) == [] and granted_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert granted_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == [] and granted_gpus({"CUDA_VISIBLE_DEVICES": "0,3"}) == ["0", "3"]
+    check_gpus({})  # no grant: the CPU is what was asked for
+    none = SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
+    with pytest.raises(DeviceError, match=r"granted 2 GPU\(s\) \(CUDA_VISIBLE_DEVICES=0,1\) on node .* torch sees 0 .*"
+                                          r"is_available\(\) = False"):
+        check_gpus({"CUDA_VISIBLE_DEVICES": "0,1"}, none)
+    one = SimpleNamespace(is_available=lambda: True, device_count=lambda: 1)
+    with pytest.raises(DeviceError, match="granted 2 GPU"):
+        check_gpus({"CUDA_VISIBLE_DEVICES": "0,1"}, one)
+    check_gpus({"CUDA_VISIBLE_DEVICES": "0"}, one)

@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 
 from .config import config_hash
-from .errors import ConfigError
+from .distributed import check_gpus
+from .errors import ConfigError, DeviceError
 
 
 def _common() -> argparse.ArgumentParser:
@@ -70,6 +71,7 @@ def setup(args) -> dict:
     except ImportError:  # the reporting env has no torch, and needs none
         return cfg
     torch.set_num_threads(int(cfg.get("threads", 1)))
+    check_gpus()
     return cfg
 
 
@@ -105,7 +107,7 @@ def run(main) -> None:
     """Run a stage's main; a known bad input ends with one clear line, not a traceback."""
     try:
         main()
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DeviceError, FileNotFoundError, ValueError) as exc:
         logging.getLogger("realfake").error("%s", exc)
         print(f"realfake error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -18,7 +18,40 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .errors import DeviceError
+
 log = logging.getLogger(__name__)
+
+
+def granted_gpus(env=None) -> list[str]:
+    """The GPUs the scheduler granted this job (``CUDA_VISIBLE_DEVICES``, which Slurm sets for
+    ``--gpus``); empty when none were asked for."""
+    visible = (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not visible or visible == "-1" or visible.lower() == "nodevfiles":
+        return []
+    return [d for d in visible.split(",") if d.strip()]
+
+
+def check_gpus(env=None, torch_cuda=None) -> None:
+    """A job granted GPUs that torch cannot use stops at once, instead of training on the CPU for
+    weeks: the node, the grant and torch's CUDA state are named (a driver older than the pinned
+    CUDA build is the usual cause)."""
+    granted = granted_gpus(env)
+    if not granted:
+        return
+    import socket
+
+    import torch
+
+    cuda = torch_cuda or torch.cuda
+    available = cuda.is_available()
+    count = cuda.device_count() if available else 0
+    if count < len(granted):
+        raise DeviceError(
+            f"this job was granted {len(granted)} GPU(s) (CUDA_VISIBLE_DEVICES={','.join(granted)}) on node "
+            f"{socket.gethostname()}, but torch sees {count} (torch {torch.__version__}, built for CUDA "
+            f"{torch.version.cuda}, torch.cuda.is_available() = {available}): check the node's NVIDIA driver "
+            "against that CUDA version (README, 'Running on Slurm'); stopping rather than running on the CPU")
 
 
 @dataclass(frozen=True)
