@@ -135,3 +135,22 @@ def test_checkpoints_and_models_load_without_pickled_code(tmp_path):
     back = read_torch(tmp_path / "c.pt")
     assert back["sched"]["warmup_t"] == c.warmup_epochs
     assert type(back["opt"]["param_groups"][0]["lr"]) is float
+
+
+def test_progress_in_a_log_file_is_written_as_lines():
+    """A rule's log gets one progress line per update, not carriage-return redraws on one line."""
+    import io
+
+    from tqdm import tqdm
+
+    from realfake.cli import LineProgress
+
+    buf = io.StringIO()
+    stream = LineProgress(buf)
+    for _ in tqdm(range(5), desc="train", file=stream, mininterval=0, miniters=1):
+        pass
+    stream.write("done\n")
+    text = buf.getvalue()
+    assert "\r" not in text and "\n\n" not in text
+    lines = text.splitlines()
+    assert len(lines) >= 6 and lines[-1] == "done" and "5/5" in lines[-2]

@@ -155,6 +155,9 @@ FT = {"steps": 1, "batch_size": 2, "checkpoint_every": 0}
 def test_dm_weight_reaches_the_loss(world, tmp_path, monkeypatch, dm_weight):
     seen = finetune_spy(world, config(finetune=FT, loras={"full": {"dm_weight": dm_weight}}), tmp_path, monkeypatch)
     assert seen["dm_weight"] == {dm_weight}
+    curve = pd.read_csv(tmp_path / "lora.safetensors.loss.csv")  # the loss curve beside the LoRA
+    assert list(curve.columns) == ["step", "loss", "min_snr", "dm"] and len(curve) == FT["steps"]
+    assert curve.loss[0] == pytest.approx(curve.min_snr[0] + dm_weight * curve.dm[0], rel=1e-5)
 
 
 @pytest.mark.parametrize("guidance, token", [("class_mean", True), ("per_image", True), ("none", False)])

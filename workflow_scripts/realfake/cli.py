@@ -9,6 +9,7 @@ status 2 instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import random
@@ -55,10 +56,40 @@ class Command:
         return self._handlers[args.action](args, cfg)
 
 
+class LineProgress(io.TextIOBase):
+    """stderr when it is a rule's log file: a progress bar's carriage-return redraws become lines
+    (one per tqdm update: every ``mininterval`` seconds, with count, rate and time left), so the log
+    reads top to bottom in an editor or ``tail -f`` instead of being one very long line."""
+
+    def __init__(self, stream):
+        self.stream, self.at_line_start = stream, True
+
+    def write(self, text: str) -> int:
+        out = []
+        for ch in text.replace("\r\n", "\n"):
+            if ch in "\r\n":
+                if not self.at_line_start:
+                    out.append("\n")
+                self.at_line_start = True
+            else:
+                out.append(ch)
+                self.at_line_start = False
+        self.stream.write("".join(out))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 def setup(args) -> dict:
     """Configure logging and torch threads; return the config dict. torch runs config ``threads``
     threads, not the job's granted CPUs: Snakemake scales ``{threads}`` down to ``--cores``, and
     CPU reductions (matmul, convolutions) give different floats on different thread counts."""
+    if not sys.stderr.isatty() and not isinstance(sys.stderr, LineProgress):
+        sys.stderr = LineProgress(sys.stderr)
     handlers = [logging.StreamHandler(sys.stderr)]
     if args.log:  # rules also append stderr (progress bars, warnings) to the same file
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +103,11 @@ def setup(args) -> dict:
         return cfg
     torch.set_num_threads(int(cfg.get("threads", 1)))
     check_gpus()
+    if torch.cuda.is_available():
+        logging.getLogger("realfake").info("device: cuda, %d GPU(s): %s", torch.cuda.device_count(),
+                                           torch.cuda.get_device_name(0))
+    else:
+        logging.getLogger("realfake").info("device: cpu, %d torch threads", torch.get_num_threads())
     return cfg
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 
+import pandas as pd
+
 from . import checkpoint, distributed
-from .atomic import write_json
+from .atomic import atomic_path, write_json
 from .cli import Command, loader_workers, provenance, run
 from .config import config_hash
 from .data import lora_training_rows, read_table
@@ -50,6 +52,8 @@ def train_on(args, cfg: dict, ds: Dataset, lora: Lora, f: Finetune, world: World
     if not world.main:
         return
     save_lora(pipe.unet, args.out)
+    with atomic_path(args.out + ".loss.csv") as tmp:  # the loss curve, one row per optimiser step
+        pd.DataFrame(history, columns=["loss", "min_snr", "dm"]).rename_axis("step").to_csv(tmp)
     checkpoint.remove(ckpt)
     write_json(provenance(cfg, dataset=args.dataset, lora=args.lora, seed=seed, base=args.base,
                           final_loss=history[-1], first_loss=history[0]), args.out + ".meta.json")
