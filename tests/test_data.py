@@ -220,3 +220,17 @@ def test_lora_training_rows_keep_a_seeded_stratified_fraction():
     assert half.equals(lora_training_rows(train.sample(frac=1, random_state=3), 0.5, 0))  # row order does not matter
     assert not set(half.image_id) == set(lora_training_rows(train, 0.5, 1).image_id)
     assert lora_training_rows(train, 0.01, 0).label.value_counts().tolist() == [1, 1, 1, 1]  # at least one per class
+
+
+def test_captions_that_do_not_match_the_index_are_an_error(tmp_path):
+    """With captions in the prompt, an image the captions file does not hold stops the job naming
+    the file; without captions the file is not read."""
+    import pandas as pd
+
+    from realfake.data import captions_for
+
+    pd.DataFrame({"image_id": ["a", "b"], "caption": ["a cat", "a dog"]}).to_parquet(tmp_path / "c.parquet")
+    assert captions_for(tmp_path / "c.parquet", ["b", "a"], True) == ["a dog", "a cat"]
+    assert captions_for(tmp_path / "missing.parquet", ["x"], False) == [""]
+    with pytest.raises(ValueError, match=r"c.parquet has no caption for 1 of 2 images \(first: z\)"):
+        captions_for(tmp_path / "c.parquet", ["a", "z"], True)

@@ -150,3 +150,31 @@ def test_gradient_clipping_bounds_the_update(tiny_base):
     assert runs[None][0] == runs[1e-6][0]  # same first batch and weights: the clip acts on the update
     assert runs[None][1:] != runs[1e-6][1:]
     assert all(np.isfinite(h).all() for r in runs.values() for h in r)
+
+
+def test_a_damaged_lora_file_is_refused_naming_it(tiny_base, tmp_path):
+    """A LoRA missing one tensor, a whole layer, or with a tensor of the wrong rank is an error
+    naming the file, not a library warning and different images."""
+    from safetensors.torch import load_file, save_file
+
+    from realfake.lora import add_lora
+    from realfake.synthesis import check_lora_fits
+
+    pipe = load_pipeline(tiny_base)
+    add_lora(pipe.unet, 4)
+    save_lora(pipe.unet, tmp_path / "ok.safetensors")
+    fresh = load_pipeline(tiny_base).unet
+    check_lora_fits(fresh, tmp_path / "ok.safetensors", str(tiny_base))
+    state = load_file(str(tmp_path / "ok.safetensors"))
+    a_key = sorted(k for k in state if k.endswith(("lora_A.weight", "lora.down.weight")))[0]
+    layer = a_key.rsplit(".lora", 1)[0]
+    cases = {
+        "one_tensor": ({k: v for k, v in state.items() if k != a_key}, "has \\['B'\\] of its down/up pair"),
+        "whole_layer": ({k: v for k, v in state.items() if not k.startswith(layer + ".")}, "have no LoRA weights"),
+        "wrong_rank": ({**state, a_key: state[a_key][:2]}, "both, of one rank, are needed"),
+        "not_a_matrix": ({**state, a_key: state[a_key][None]}, "a LoRA weight is a matrix"),
+    }
+    for name, (bad, message) in cases.items():
+        save_file(bad, str(tmp_path / f"{name}.safetensors"))
+        with pytest.raises(ValueError, match=f"LoRA file .*{name}.safetensors.*{message}"):
+            check_lora_fits(fresh, tmp_path / f"{name}.safetensors", str(tiny_base))

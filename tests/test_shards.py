@@ -161,3 +161,36 @@ def test_file_list_streams_like_a_list_of_pairs():
     a = list(stream_order(pairs[2::3], shards, 15, random.Random(4), 8, lambda s: s))
     b = list(stream_order(arrow[2::3], shards, 15, random.Random(4), 8, lambda s: s))
     assert a == b and len(a) == len(pairs[2::3]) + 15
+
+
+def _finished_shard(tmp_path, n=6):
+    from realfake.shards import ShardWriter
+
+    keys = [f"k{i}" for i in range(n)]
+    w = ShardWriter(tmp_path / "s.tar", [keys[:3], keys[3:]], {"x": 1})
+    for batch in ([keys[:3], keys[3:]]):
+        w.write_batch((k, f"img{k}".encode(), i) for i, k in enumerate(batch))
+    w.close()
+    return tmp_path / "s.tar"
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "cut_at_member", "bad_header"])
+def test_a_damaged_finished_shard_is_an_error_naming_it(tmp_path, damage):
+    """A shard cut short, cut at a member boundary or with a damaged header is never read as a
+    smaller set: the reader stops naming the file."""
+    from realfake.shards import iter_shard, scan
+
+    path = _finished_shard(tmp_path)
+    members = scan(path, finished=True)
+    assert len(list(iter_shard(path))) == 6 and len(members) == 12
+    data = bytearray(path.read_bytes())
+    if damage == "cut_short":
+        data = data[: members[7][1] + 3]
+    elif damage == "cut_at_member":
+        data = data[: members[7][3]]
+    else:
+        start = members[4][1] - 512
+        data[start + 148 : start + 156] = b"garbage!"  # the header checksum
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"damaged synthetic shard .*s.tar: .*after \d+ complete members"):
+        list(iter_shard(path))

@@ -92,6 +92,19 @@ def member_half(index: pd.DataFrame, seed: int) -> pd.DataFrame:
     return _keep_per_class(index, train, lambda n: n // 2, np.random.default_rng([seed, 7919]))
 
 
+def captions_for(path, image_ids, needed: bool) -> list[str]:
+    """The caption of each image id from a captions.parquet; with ``needed`` (captions in the
+    prompt) an id the file does not hold is an error naming the file, not an empty caption."""
+    if not needed:
+        return [""] * len(image_ids)
+    caps = read_table(path, "captions").set_index("image_id").caption
+    missing = [i for i in image_ids if i not in caps.index]
+    if missing:
+        raise ValueError(f"{path} has no caption for {len(missing)} of {len(image_ids)} images (first: {missing[0]}): "
+                         "it was written for another index; rerun the caption rule")
+    return [str(caps[i]) for i in image_ids]
+
+
 def lora_training_rows(train: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """The real training rows a LoRA is fine-tuned on: all of them (``fraction`` 1, the paper's
     reading), or a seeded, class-stratified ``fraction`` of each class (at least one image; the

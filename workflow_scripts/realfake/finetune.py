@@ -12,7 +12,7 @@ from . import checkpoint, distributed
 from .atomic import atomic_path, write_json
 from .cli import Command, loader_workers, provenance, run
 from .config import config_hash
-from .data import lora_training_rows, read_table
+from .data import captions_for, lora_training_rows, read_table
 from .distributed import World
 from .lora import TrainImages, save_lora, train_lora
 from .method import build_prompt, guidance_table
@@ -36,10 +36,9 @@ def train_on(args, cfg: dict, ds: Dataset, lora: Lora, f: Finetune, world: World
     index = read_table(args.index, "index")
     train = lora_training_rows(index[index.split == "train"].reset_index(drop=True), f.train_fraction, args.seed)
     log.info("fine-tuning on %d real training images (finetune.train_fraction %s)", len(train), f.train_fraction)
-    caps = read_table(args.captions, "captions").set_index("image_id").caption
     template = ds.finetune_prompt_template or ds.prompt_template
-    prompts = [build_prompt(template, c, caps.get(i, "") if ds.use_captions else "")
-               for i, c in zip(train.image_id, train.class_name)]
+    caps = captions_for(args.captions, list(train.image_id), ds.use_captions)
+    prompts = [build_prompt(template, c, cap) for c, cap in zip(train.class_name, caps)]
     images = TrainImages(list(train.path), ds.image_size, f.crop)
     guidance = guidance_table(lora.guidance, train.label, train.image_id, args.means, args.embeddings)
     seed = args.seed  # same seed for every LoRA kind: the ablation compares like with like

@@ -19,7 +19,7 @@ import torch
 
 from .atomic import atomic_path, write_json, write_parquet
 from .cli import Command, provenance, run
-from .data import read_table
+from .data import captions_for, read_table
 from .method import build_prompt, guidance_table
 from .settings import Dataset, Generate, ImageEncoder, Variant
 from .shards import ShardWriter, member_names
@@ -39,11 +39,10 @@ def shard_main(args, cfg: dict) -> None:
         raise ValueError(f"shard {args.shard} out of range: dataset {args.dataset} has {n_shards} shards")
     index = read_table(args.index, "index")
     train = index[index.split == "train"].reset_index(drop=True)
-    caps = read_table(args.captions, "captions").set_index("image_id").caption
     jobs = plan(args.dataset, train, args.scale, g.seed * 1000003 + args.seed, args.shard, n_shards)
     jobs["key"] = [shard_key(i) for i in jobs.image_id]
     use_captions = ds.use_captions if variant.captions is None else variant.captions
-    jobs["caption"] = [caps.get(i, "") if use_captions else "" for i in jobs.source_image]
+    jobs["caption"] = captions_for(args.captions, list(jobs.source_image), use_captions)
     template = variant.prompt_template or ds.prompt_template
     jobs["prompt"] = [build_prompt(template, c, cap) for c, cap in zip(jobs.class_name, jobs.caption)]
     guidance = guidance_table(variant.guidance, jobs.label, jobs.source_image, args.means, args.embeddings)

@@ -21,11 +21,10 @@ from .atomic import atomic_path, fault_hook
 from .cli import seed_everything
 from .distributed import World
 from .images import load_rgb
-from .method import inject_guidance, realfake_loss
+from .method import LORA_TARGETS, inject_guidance, realfake_loss
 from .settings import Finetune
 
 log = logging.getLogger(__name__)
-LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 
 def add_lora(unet, rank: int) -> list[torch.nn.Parameter]:

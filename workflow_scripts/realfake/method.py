@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from .atomic import read_torch
 
 
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # UNet attention projections the LoRA adapts (Tab. 7)
+
 def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio alpha_bar / (1 - alpha_bar) at each timestep."""
     ac = alphas_cumprod.to(timesteps.device)[timesteps].float()

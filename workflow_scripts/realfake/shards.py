@@ -49,29 +49,39 @@ def _padded(n: int) -> int:
     return (n + BLOCK - 1) // BLOCK * BLOCK
 
 
-def scan(path: str | os.PathLike) -> list[tuple[str, int, int, int]]:
+def scan(path: str | os.PathLike, finished: bool = False) -> list[tuple[str, int, int, int]]:
     """Complete members of a (possibly truncated) tar: (name, data offset, size, end offset).
 
     Stops at the end-of-archive block, at a header that does not parse, or at a member whose
-    data runs past the end of the file (the one a crash interrupted)."""
+    data runs past the end of the file (the one a crash interrupted). With ``finished`` (a shard
+    the workflow closed) anything but a clean end-of-archive block is an error naming the file and
+    the byte offset: a shard cut short, cut at a member boundary or with a damaged header would
+    otherwise be read as a smaller set without a word."""
     members = []
     size = os.path.getsize(path)
+    problem = "it ends without the end-of-archive block (cut at a member boundary?)"
     with open(path, "rb") as f:
         off = 0
         while off + BLOCK <= size:
             f.seek(off)
             buf = f.read(BLOCK)
             if buf.count(0) == BLOCK:
+                problem = None
                 break
             try:
                 info = tarfile.TarInfo.frombuf(buf, "utf-8", "strict")
-            except tarfile.HeaderError:
+            except tarfile.HeaderError as exc:
+                problem = f"the member header at byte {off} does not parse ({exc})"
                 break
             end = off + BLOCK + _padded(info.size)
             if end > size:
+                problem = f"member {info.name} at byte {off} runs past the end of the file (cut short)"
                 break
             members.append((info.name, off + BLOCK, info.size, end))
             off = end
+    if finished and problem:
+        raise ValueError(f"damaged synthetic shard {path}: {problem}, after {len(members)} complete members; "
+                         "delete it and rerun to regenerate it")
     return members
 
 
@@ -161,7 +171,7 @@ def iter_shard(path: str | os.PathLike) -> Iterator[tuple[str, bytes, int]]:
         raise FileNotFoundError(f"synthetic shard not found: {path} (regenerate it: it is listed in the manifest)")
     pending: dict[str, bytes] = {}
     with open(path, "rb") as f:
-        for name, off, size, _ in scan(path):
+        for name, off, size, _ in scan(path, finished=True):
             f.seek(off)
             data = f.read(size)
             key, ext = name.rsplit(".", 1)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .atomic import fault_hook
 from .images import load_rgb
-from .method import encode_text, inject_guidance
+from .method import LORA_TARGETS, encode_text, inject_guidance
 from .models import load_pipeline
 from .settings import Generate
 from .shards import ShardWriter
@@ -69,6 +69,7 @@ def check_lora_fits(unet, lora: str | Path, base: str) -> None:
     except Exception as exc:  # safetensors raises its own error types for a foreign file
         raise ValueError(f"LoRA file {lora} is not a readable safetensors file: {exc}") from exc
     modules = dict(unet.named_modules())
+    pairs: dict[str, dict[str, tuple]] = {}
     for key, tensor in state.items():
         if not torch.isfinite(tensor).all():
             raise ValueError(f"LoRA file {lora}: tensor {key!r} holds NaN or infinite values (the fine-tuning "
@@ -82,6 +83,10 @@ def check_lora_fits(unet, lora: str | Path, base: str) -> None:
                 if target is None or not hasattr(target, dim):
                     raise ValueError(f"LoRA file {lora} does not fit the base model {base}: it adapts layer "
                                      f"{name[: -len(tail)]!r}, which the base UNet does not have")
+                if tensor.dim() != 2:
+                    raise ValueError(f"LoRA file {lora}: tensor {key!r} has shape {tuple(tensor.shape)}; a LoRA "
+                                     "weight is a matrix (the file is damaged or not a LoRA)")
+                pairs.setdefault(name[: -len(tail)], {})["A" if dim == "in_features" else "B"] = tuple(tensor.shape)
                 want = getattr(target, dim)
                 got = tensor.shape[1] if dim == "in_features" else tensor.shape[0]
                 if got != want:
@@ -90,6 +95,16 @@ def check_lora_fits(unet, lora: str | Path, base: str) -> None:
                 break
         else:
             raise ValueError(f"LoRA file {lora}: unexpected tensor {key!r} (not a diffusers UNet LoRA)")
+    for layer, ab in pairs.items():
+        if set(ab) != {"A", "B"} or ab["A"][0] != ab["B"][1]:
+            raise ValueError(f"LoRA file {lora}: layer {layer!r} has {sorted(ab) or 'no'} of its down/up pair "
+                             f"({ab}); both, of one rank, are needed (the file is damaged)")
+    expected = {n for n, m in modules.items()
+                if n.endswith(tuple("." + t for t in LORA_TARGETS)) and hasattr(m, "in_features")}
+    missing = sorted(expected - set(pairs))
+    if pairs and missing:
+        raise ValueError(f"LoRA file {lora}: {len(missing)} of the base UNet's {len(expected)} attention projections "
+                         f"have no LoRA weights (first: {missing[0]!r}); the file is incomplete")
 
 
 def set_order(dataset: str, n_train: int, scale: int, base_seed: int):
