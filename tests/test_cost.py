@@ -60,7 +60,9 @@ def test_cost_counts_match_the_dry_run_and_a_cut_grid_costs_less(tmp_path, capsy
     for col in ("jobs", "gpu_hours", "disk_gb"):
         assert df_cut.loc["total", col] < df.loc["total", col], col
     assert df_cut.loc["finetune", "jobs"] < df.loc["finetune", "jobs"]  # the ablation LoRAs of seeds 1-2 go
-    assert "total" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "total" in out and f"priced: all_ablation of {IN10} from an empty results folder" in out
+    assert df.loc["pipeline_shadow", "jobs"] == 16 and df.loc["lira", "jobs"] == 1  # figure 3 is priced
 
 
 def test_grid_seeds_must_be_configured_seeds():

@@ -175,6 +175,8 @@ def main(argv=None) -> None:
                  f"{args.throughput}; the other stages at planning figures")
     print(f"\n{out}: expected GPU hours at the cost model's per-item times ({basis}; no safety factor); "
           "disk for what the jobs keep")
+    print(f"priced: {' '.join(args.target)} of {' '.join(args.configfile)}"
+          f"{' from an empty results folder' if args.from_scratch else ' (what this folder leaves to run)'}")
 
 
 if __name__ == "__main__":
