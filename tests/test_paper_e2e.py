@@ -19,7 +19,7 @@ from realfake.tiny_models import build_tiny_blip2
 
 pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage code
 
-WNIDS = ["n01440764", "n02102040", "n03000684"]  # tench, English springer, chain saw (Imagenette)
+WNIDS = ["n01440764", "n02102040", "n03000684"]  # tench, English Springer Spaniel, chainsaw (Imagenette)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_paper_config_runs_to_table1_with_the_real_model_classes(paper_run):
     r = paper_run
     caps = pd.read_parquet(r / "imagenet10" / "captions.parquet")
     assert len(caps) == 12 and caps.caption.map(lambda c: isinstance(c, str) and c.strip() != "").all()
-    assert sorted(caps.class_name.unique()) == ["English springer", "chain saw", "tench"]
+    assert sorted(caps.class_name.unique()) == ["English Springer Spaniel", "chainsaw", "tench"]  # the official names
     means = torch.load(r / "imagenet10" / "class_means.pt")["means"]
     assert sorted(means) == [0, 1, 2] and means[0].shape == (64,)
     manifest = pd.read_parquet(r / "synthetic/imagenet10/ours/s0/1x/manifest.parquet")
