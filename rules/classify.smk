@@ -12,6 +12,7 @@ rule classify_real:
         "results/logs/{dataset}/classify/real_s{seed}.log",
     benchmark:
         "results/benchmarks/{dataset}/classify/real_s{seed}.tsv"
+    retries: training_retries("classify")  # a job that ends a segment is rerun to continue
     conda:
         "../envs/classify.yaml"
     threads: threads_for("classify")
@@ -20,9 +21,10 @@ rule classify_real:
     params:
         launch=launcher("classify"),
         cfg=cfg_for("datasets", "classify", "models"),
+        segments=segments_of("classify"),
     shell:
         "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
-        " --index {input.index:q} --use-real --setting real --model-out {output.model:q} --metrics {output.metrics:q}"
+        " --index {input.index:q} --use-real --setting real --model-out {output.model:q} --metrics {output.metrics:q} --segments {params.segments}"
         " --threads {threads} --log {log:q} 2>> {log:q}"
 
 
@@ -39,6 +41,7 @@ rule classify_synthetic:
         "results/logs/{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}.log",
     benchmark:
         "results/benchmarks/{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}.tsv"
+    retries: training_retries("classify")  # a job that ends a segment is rerun to continue
     conda:
         "../envs/classify.yaml"
     threads: threads_for("classify")
@@ -48,8 +51,9 @@ rule classify_synthetic:
         launch=launcher("classify"),
         cfg=cfg_for("datasets", "classify", "models"),
         real=use_real_flag,
+        segments=segments_of("classify"),
     shell:
         "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index:q} {params.real} --synthetic {input.manifest:q}"
         " --setting {wildcards.mix} --variant {wildcards.variant} --scale {wildcards.scale}"
-        " --model-out {output.model:q} --metrics {output.metrics:q} --threads {threads} --log {log:q} 2>> {log:q}"
+        " --model-out {output.model:q} --metrics {output.metrics:q} --segments {params.segments} --threads {threads} --log {log:q} 2>> {log:q}"

@@ -82,6 +82,21 @@ def threads_for(stage):
     return PLAN.threads(stage)
 
 
+def segments_of(stage):
+    """Params function: the jobs (segments) a training run is split into to fit max_job_minutes."""
+    return lambda w: PLAN.segments(stage, dict(w.items()))
+
+
+def training_retries(stage):
+    """A training rule's retries: one rerun per segment after the first, plus the retries the
+    profile or --retries grants every job; None (Snakemake's default) when no job is segmented."""
+    extra = PLAN.max_segments(stage) - 1
+    if extra <= 0:
+        return None
+    settings = workflow.execution_settings  # None while only planning (-n)
+    return extra + (settings.retries if settings else 0)
+
+
 def launcher(stage):
     """Params function: `python -m realfake.<stage>`, or torchrun starting it once per GPU (README
     "GPUs per stage")."""

@@ -18,6 +18,7 @@ rule finetune:
     benchmark:
         "results/benchmarks/{dataset}/finetune/{lora}_s{seed}.tsv"
     priority: 10
+    retries: training_retries("finetune")  # a job that ends a segment is rerun to continue
     conda:
         "../envs/diffusion.yaml"
     threads: threads_for("finetune")
@@ -27,7 +28,8 @@ rule finetune:
         launch=launcher("finetune"),
         cfg=cfg_for("datasets", "finetune", "loras", "image_encoder"),
         base=PLAN.base_model_path(),
+        segments=segments_of("finetune"),
     shell:
         "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --lora {wildcards.lora}"
         " --seed {wildcards.seed} --base {params.base:q} --index {input.index:q} --captions {input.captions:q}"
-        " --means {input.means:q} --embeddings {input.embeddings:q} --out {output.lora:q} --threads {threads} --log {log:q} 2>> {log:q}"
+        " --means {input.means:q} --embeddings {input.embeddings:q} --out {output.lora:q} --segments {params.segments} --threads {threads} --log {log:q} 2>> {log:q}"

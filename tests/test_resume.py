@@ -186,3 +186,49 @@ def test_replicas_keep_replica_zero_and_average(real_inputs, smoke_cfg, tmp_path
     assert m3["replicas_top1"][0] == m1["top1"] and len(m3["replicas_top1"]) == 3
     assert m3["top1"] == pytest.approx(sum(m3["replicas_top1"]) / 3)
     assert not list(three.glob("*.ckpt"))
+
+
+def test_training_in_segments_equals_one_job_and_a_killed_segment_resumes(smoke_run, tmp_path):
+    """max_job_minutes below a training job's planned runtime splits LoRA fine-tuning and the
+    classifier into 3 jobs each (mini-scale jobs are planned at 60 minutes, so 20 gives 3); one
+    snakemake call carries them to the end, through a segment killed by SIGKILL, and the LoRA, the
+    synthetic shards, the classifier and its metrics are the bytes of unsegmented jobs."""
+    target = "results/smoke/classify/syn/ours/1x/s0/metrics.json"
+    runs = {}
+    for name, extra in (("one", {}), ("segmented", {"max_job_minutes": 20})):
+        work = tmp_path / name
+        shutil.copytree(smoke_run / "results", work / "results")
+        shutil.copytree(smoke_run / ".snakemake", work / ".snakemake")
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump({"classify": {"epochs": 3}, **extra}))
+        env = {"REALFAKE_TEST_KILL": "classify:2"} if extra else None
+        run_snakemake(work, target, "--forcerun", "finetune", "classify_synthetic", "--configfile",
+                      str(REPO / "config" / "smoke.yaml"), str(cfg), env=env)
+        runs[name] = work / "results"
+    log = (runs["segmented"] / "logs" / "smoke" / "classify" / "syn_ours_1x_s0.log").read_text()
+    assert "classifier segment ended at epoch 1 of 3" in log and "segment ended at epoch 2" not in log  # killed there
+    lora_log = (runs["segmented"] / "logs" / "smoke" / "finetune" / "full_s0.log").read_text()
+    assert "segment ended at step 2 of 5" in lora_log and "segment ended at step 4 of 5" in lora_log
+    for rel in ("smoke/lora/full/s0/lora.safetensors", "synthetic/smoke/ours/s0/1x/shards/00000.tar",
+                "smoke/classify/syn/ours/1x/s0/model.pt"):
+        assert (runs["one"] / rel).read_bytes() == (runs["segmented"] / rel).read_bytes(), rel
+    one, seg = (json.loads((r / "smoke/classify/syn/ours/1x/s0/metrics.json").read_text()) for r in runs.values())
+    assert one["top1"] == seg["top1"] and one["n_train"] == seg["n_train"]
+    assert not list(runs["segmented"].rglob("*.ckpt"))
+
+
+def test_paper_jobs_fit_the_partition_limit():
+    """IN-1K's LoRA (about 30 days on 8 GPUs) and 10x classifiers run as segments within
+    max_job_minutes; every planned job asks for at most the limit."""
+    from realfake.config import load_config
+    from realfake.plan import Plan
+
+    plan = Plan(load_config(REPO / "config" / "imagenet1k.yaml"))
+    lora = {"dataset": "imagenet1k", "lora": "full", "seed": "0"}
+    syn10 = {"dataset": "imagenet1k", "mix": "syn", "variant": "ours", "scale": "10", "seed": "0"}
+    assert plan.segments("finetune", lora) >= 10 and plan.segments("classify", syn10) >= 10
+    for stage, w in (("finetune", lora), ("classify", syn10), ("generate", {**syn10, "shard": "00000"})):
+        assert plan.resources(stage, w)["runtime"] <= 2880
+    short = Plan(load_config(REPO / "config" / "imagenet1k.yaml", overrides={"max_job_minutes": 600}))
+    assert short.segments("finetune", lora) > plan.segments("finetune", lora)
+    assert short.resources("finetune", lora)["runtime"] <= 600

@@ -24,6 +24,7 @@ from .cli import seed_everything
 from .chunks import ToTensor, image_batches
 from .data import check_table, frame_tensor, read_table
 from .distributed import World
+from .errors import SegmentDone, segment_stop
 from .models import check_local
 from .optim import make_optimizer, make_schedule
 from .settings import Classify
@@ -317,7 +318,8 @@ def fixed_batches(batches, size: int, steps: int):
 
 def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: str | None = None,
                      ckpt_path: str | None = None, fingerprint: dict | None = None,
-                     attributes: list[str] | None = None, world: World = World(), on_step=None):
+                     attributes: list[str] | None = None, world: World = World(), on_step=None,
+                     segments: int = 1):
     """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
     when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results.
     With ``attributes`` the model has one output per attribute (multi-label).
@@ -327,7 +329,8 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
     same augmentation and mixing randomness (per-row draws for the whole batch, then its part), so
     the processes stay in step and rank 0's checkpoint resumes them all. Batch norm statistics are
     per process, as in the official torchrun runs (no SyncBN). ``on_step()`` is called after every
-    optimiser step (the full-size rehearsal times steps with it)."""
+    optimiser step (the full-size rehearsal times steps with it). ``segments`` > 1: the run stops at
+    the end of its segment of epochs, saves the checkpoint and raises ``SegmentDone``."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     device = world.device()
@@ -352,7 +355,10 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
     amp = c.amp and device.type == "cuda"
     every = c.checkpoint_every
     taken = state.get("taken", 0) if state is not None else 0  # optimiser steps so far
-    for epoch in tqdm(range(start, c.epochs), desc="classify", mininterval=10, initial=start,
+    stop = segment_stop(start, c.epochs, segments)
+    if stop < c.epochs and not ckpt_path:
+        raise ValueError("classifier training in segments needs a checkpoint path")
+    for epoch in tqdm(range(start, stop), desc="classify", mininterval=10, initial=start,
                       total=c.epochs, disable=not world.main):
         net.train()
         seen = torch.zeros(2, dtype=torch.float64)  # loss x rows, rows
@@ -380,13 +386,15 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
         sched.after_epoch(epoch)
         world.average([seen])  # over all processes' rows: the global batch's mean loss
         log.info("epoch %d train loss %.6f", epoch, float(seen[0] / seen[1].clamp_min(1)))
-        if ckpt_path and every and (epoch + 1) % every == 0 and epoch + 1 < c.epochs:
+        if ckpt_path and ((every and (epoch + 1) % every == 0) or epoch + 1 == stop) and epoch + 1 < c.epochs:
             if world.main:
                 checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {c.epochs}", epoch=epoch,
                                 model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                                 gen=gen.get_state(), rng=torch.get_rng_state(), taken=taken)
             world.barrier()
             fault_hook("classify", epoch + 1)
+    if stop < c.epochs:
+        raise SegmentDone(f"classifier segment ended at epoch {stop} of {c.epochs}; checkpoint {ckpt_path}")
     if taken == 0:
         raise ValueError(f"the classifier took no optimiser step in {c.epochs} epochs: {len(data)} training images "
                          f"give no batch of at least 2 (classify.batch_size {c.batch_size}); its metrics would be "

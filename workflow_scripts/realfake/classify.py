@@ -51,7 +51,8 @@ def train_on(args, cfg: dict, world: distributed.World) -> None:
         fingerprint = {"cfg": cfg, "seed": seed, "use_real": args.use_real, "synthetic": args.synthetic,
                        "n_train": len(data)}
         ckpt = args.model_out + (".ckpt" if k == 0 else f".r{k}.ckpt")
-        trained = train_classifier(data, num_classes, c, seed, weights, ckpt, fingerprint, attributes, world)
+        trained = train_classifier(data, num_classes, c, seed, weights, ckpt, fingerprint, attributes, world,
+                                   segments=args.segments)
         if not world.main:
             continue
         runs.append(evaluate(trained.to(device), test.reset_index(drop=True), size, attributes=attributes,
@@ -110,6 +111,7 @@ def main(argv=None) -> None:
     p.add_argument("--scale", type=int, default=0, help="synthetic set size in multiples of the real set (recorded)")
     p.add_argument("--model-out", required=True)
     p.add_argument("--metrics", required=True)
+    p.add_argument("--segments", type=int, default=1, help="jobs the run is split into (max_job_minutes)")
     cmd.main(argv)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import config_hash
 from .distributed import check_gpus
-from .errors import ConfigError, DeviceError
+from .errors import SEGMENT_EXIT, ConfigError, DeviceError, SegmentDone
 
 
 def _common() -> argparse.ArgumentParser:
@@ -143,6 +143,10 @@ def run(main) -> None:
     """Run a stage's main; a known bad input ends with one clear line, not a traceback."""
     try:
         main()
+    except SegmentDone as done:
+        logging.getLogger("realfake").info("%s: Snakemake reruns this job to continue (the rule's retries)", done)
+        print(f"realfake: {done}; the next job continues from there", file=sys.stderr)
+        sys.exit(SEGMENT_EXIT)
     except (ConfigError, DeviceError, FileNotFoundError, ValueError) as exc:
         logging.getLogger("realfake").error("%s", exc)
         print(f"realfake error: {exc}", file=sys.stderr)

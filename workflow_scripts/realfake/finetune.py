@@ -47,7 +47,7 @@ def train_on(args, cfg: dict, ds: Dataset, lora: Lora, f: Finetune, world: World
                    "train_ids_hash": config_hash(list(train.image_id))}
     history = train_lora(pipe, images, prompts, guidance, f, lora.dm_weight, seed,
                          ImageEncoder.of(cfg).rescale_to_token_norm, ckpt, fingerprint,
-                         workers=loader_workers(args, cfg, world.size), world=world)
+                         workers=loader_workers(args, cfg, world.size), world=world, segments=args.segments)
     if not world.main:
         return
     save_lora(pipe.unet, args.out)
@@ -70,6 +70,7 @@ def main(argv=None) -> None:
     p.add_argument("--means", required=True)
     p.add_argument("--embeddings", required=True)
     p.add_argument("--out", required=True, help="lora.safetensors to write")
+    p.add_argument("--segments", type=int, default=1, help="jobs the run is split into (max_job_minutes)")
     cmd.main(argv)
 
 

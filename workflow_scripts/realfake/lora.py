@@ -20,6 +20,7 @@ from . import checkpoint
 from .atomic import atomic_path, fault_hook
 from .cli import seed_everything
 from .distributed import World
+from .errors import SegmentDone, segment_stop
 from .images import load_rgb
 from .method import LORA_TARGETS, inject_guidance, realfake_loss
 from .settings import Finetune
@@ -128,8 +129,11 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, seed: int, rescale: bool,
                ckpt_path: str | Path | None = None, fingerprint: dict | None = None, workers: int = 0,
-               world: World = World(), on_step=None):
+               world: World = World(), on_step=None, segments: int = 1):
     """The fine-tuning loop; returns the per-step (loss, base, dm) history.
+
+    ``segments`` > 1 (a run longer than a job may be): the run stops at the end of its segment,
+    saves the checkpoint and raises ``SegmentDone``; the next job resumes there.
 
     ``images`` is a map-style dataset of image tensors (``TrainImages``, or a float tensor in
     [-1, 1]); ``workers`` DataLoader processes decode the batches ahead of the GPU. With
@@ -176,7 +180,10 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     amp = f.amp and device.type == "cuda"
     every = f.checkpoint_every
-    bar = tqdm(range(start, steps), desc="finetune", mininterval=10, initial=start, total=steps,
+    stop = segment_stop(start, steps, segments)
+    if stop < steps and not ckpt_path:
+        raise ValueError("fine-tuning in segments needs a checkpoint path")
+    bar = tqdm(range(start, stop), desc="finetune", mininterval=10, initial=start, total=steps,
                disable=not world.main)
     for step, (keys, x) in zip(bar, zip(RankBatches(sampler, world), loader)):
         idx = torch.as_tensor([k[0] if isinstance(k, tuple) else k for k in keys])
@@ -214,12 +221,14 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
             on_step()
         if step % 50 == 0:
             log.info("step %d loss %.4f (min-snr %.4f, dm %.4f)", step, *history[-1])
-        if ckpt_path and every and (step + 1) % every == 0 and step + 1 < steps:
+        if ckpt_path and ((every and (step + 1) % every == 0) or step + 1 == stop) and step + 1 < steps:
             if world.main:  # every process holds the same LoRA, optimiser and generators
                 checkpoint.save(ckpt_path, fingerprint, f"step {step + 1} of {steps}", step=step,
                                 params=[p.detach().clone() for p in params], opt=opt.state_dict(),
                                 gen=gen.get_state(), rng=torch.get_rng_state(), history=history)
             world.barrier()
             fault_hook("finetune", step + 1)
+    if stop < steps:
+        raise SegmentDone(f"fine-tuning segment ended at step {stop} of {steps}; checkpoint {ckpt_path}")
     unet.eval()
     return history

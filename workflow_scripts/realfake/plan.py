@@ -86,6 +86,7 @@ PAPER_COSTS = {
     "fetch": Cost(4000, 0.0, 60, 0.0, False),        # one model download (SD 1.5's 4 GB at ~10 MB/s: 7 min)
 }
 MINI_RESOURCES = (3000, 60)
+SEGMENTED = ("finetune", "classify")  # training stages that can run as several jobs, resuming
 # Typical training images per class of each dataset kind (train_per_class null), for planning only.
 TRAIN_PER_CLASS = {"imagenet": 1281, "cub": 30, "cars": 42, "pets": 100, "eurosat": 2160, "digits": 110,
                    "celeba": 162770, "imagefolder": 500}
@@ -431,16 +432,48 @@ class Plan:
         and items the job's wildcards imply (``PAPER_COSTS``); fixed small values in the mini world."""
         if stage not in PAPER_COSTS:
             raise KeyError(f"no resources planned for stage {stage!r} (known: {sorted(PAPER_COSTS)})")
+        mem, minutes, gpu = self._whole_job(stage, wildcards or {})
+        segments = self.segments(stage, wildcards or {})
+        per_segment = -(-minutes // segments)
+        return {"mem_mb": mem, "runtime": int(min(-(-per_segment // 10) * 10, self.max_minutes)), "gpu": gpu}
+
+    @property
+    def max_minutes(self) -> int:
+        return int(self.config["max_job_minutes"])
+
+    def _whole_job(self, stage: str, w: dict) -> tuple[int, float, int]:
+        """(mem_mb, runtime in minutes, gpus) of a job as if it ran unsegmented."""
         cost = PAPER_COSTS[stage]
         if not self.paper_scale:
             mem, minutes = MINI_RESOURCES
-            return {"mem_mb": mem, "runtime": minutes, "gpu": 0}
-        rows, items = self.stage_items(stage, wildcards or {})
-        gpus = self.gpus(stage, wildcards or {})  # data-parallel processes: each holds its models and loader
+            return mem, minutes, 0
+        rows, items = self.stage_items(stage, w)
+        gpus = self.gpus(stage, w)  # data-parallel processes: each holds its models and loader
         mem = (cost.mem_mb + rows * cost.kb_per_row / 1024) * gpus
         minutes = SAFETY * (cost.minutes + items * cost.s_per_item / 60 / gpus)
-        return {"mem_mb": int(-(-mem // 1000) * 1000), "runtime": int(-(-minutes // 10) * 10),
-                "gpu": int(cost.gpu) * gpus}
+        return int(-(-mem // 1000) * 1000), minutes, int(cost.gpu) * gpus
+
+    def segments(self, stage: str, w: dict) -> int:
+        """Jobs (segments) a training run is split into so each fits ``max_job_minutes``: LoRA
+        fine-tuning and classifiers only, each segment resuming from the previous one's checkpoint
+        (README "Jobs longer than a partition allows"); every other stage runs as one job."""
+        if stage not in SEGMENTED:
+            return 1
+        n = max(1, int(-(-self._whole_job(stage, w)[1] // self.max_minutes)))
+        if n > 1 and stage == "classify" and w.get("dataset") and \
+                dataset_section(self.config, "classify", w["dataset"])["replicas"] > 1:
+            raise ConfigError(f"a classifier of dataset {w['dataset']} needs {n} jobs to fit max_job_minutes "
+                              f"{self.max_minutes}, and classify.replicas > 1 cannot run in segments: set replicas 1")
+        return n
+
+    def max_segments(self, stage: str) -> int:
+        """The most segments any job of a stage has (a rule's ``retries``: Snakemake reruns a job
+        that ended a segment, as it would a failed one)."""
+        if stage not in SEGMENTED:
+            return 0
+        jobs = [{"dataset": d, "scale": k, "mix": m} for d in self.config["datasets"] for k in self.config["scales"]
+                for m in ("real", "syn", "realsyn")]
+        return max([self.segments(stage, w) for w in jobs] or [1])
 
     def gpus(self, stage: str, wildcards: dict) -> int:
         """Data-parallel processes (GPUs) of one job: finetune.gpus / classify.gpus of the job's
