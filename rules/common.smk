@@ -89,7 +89,8 @@ def segments_of(stage):
 
 def training_retries(stage):
     """A training rule's retries: one rerun per segment after the first, plus the retries the
-    profile or --retries grants every job; None (Snakemake's default) when no job is segmented."""
+    profile or --retries grants every job; None (Snakemake's default) when no job is segmented.
+    """
     extra = PLAN.max_segments(stage) - 1
     if extra <= 0:
         return None
