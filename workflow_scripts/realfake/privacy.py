@@ -138,10 +138,23 @@ def shadow_main(args, cfg: dict) -> None:
     seed = p.seed * 1000 + args.k
     data = training_data(c, train, [], size, seed)
     model = train_classifier(data, int(pool.label.max()) + 1, c, seed)
-    logits = predict_logits(model, pool, size, transform=eval_transform(c, size)).numpy()
     log.info("shadow %d trained on %d of %d pool images", args.k, int(mask.sum()), len(pool))
     write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
-                                "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
+                                "confidence": confidences(model, pool, c, size)}), args.out)
+
+
+def confidences(model, pool: pd.DataFrame, c: Classify, size: int) -> np.ndarray:
+    """A classifier's logit-scaled confidence on every pool image (the test transform)."""
+    logits = predict_logits(model, pool, size, transform=eval_transform(c, size)).numpy()
+    return logit_confidence(logits, pool.label.to_numpy())
+
+
+def in_pool(pool: pd.DataFrame, index_file: str, what: str, pool_file: str) -> np.ndarray:
+    """Bool mask of the pool images that ``index_file``'s training split holds; each must be a pool image."""
+    ids = set(pool_of(index_file).image_id)
+    if not ids <= set(pool.image_id):
+        raise ValueError(f"{index_file}: {what} are not all in the pool {pool_file}")
+    return pool.image_id.isin(ids).to_numpy()
 
 
 def score_main(args, cfg: dict) -> None:
@@ -149,16 +162,12 @@ def score_main(args, cfg: dict) -> None:
     data made from the shadow's half of the pool (its own LoRA and set), scored on the whole pool."""
     p = Privacy.of(cfg)
     c = Classify.of(cfg, p.pool)
-    size = c.input_size(Dataset.of(cfg, p.pool))
     pool = pool_of(args.index)
-    half = set(pool_of(args.half_index).image_id)
-    if not half <= set(pool.image_id):
-        raise ValueError(f"{args.half_index}: the shadow's images are not all in the pool {args.index}")
-    mask = pool.image_id.isin(half).to_numpy()
-    logits = predict_logits(load_classifier(args.model), pool, size, transform=eval_transform(c, size)).numpy()
+    mask = in_pool(pool, args.half_index, "the shadow's images", args.index)
     log.info("pipeline shadow %s: made from %d of %d pool images", args.model, int(mask.sum()), len(pool))
     write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,
-                                "confidence": logit_confidence(logits, pool.label.to_numpy())}), args.out)
+                                "confidence": confidences(load_classifier(args.model), pool, c,
+                                                          c.input_size(Dataset.of(cfg, p.pool)))}), args.out)
 
 
 def read_shadows(files: list[str], pool: pd.DataFrame, index_file: str) -> tuple[np.ndarray, np.ndarray]:
@@ -179,10 +188,7 @@ def attack_main(args, cfg: dict) -> None:
     c = Classify.of(cfg, p.pool)
     size = c.input_size(Dataset.of(cfg, p.pool))
     pool = pool_of(args.index)
-    members = set(pool_of(args.members_index).image_id)
-    if not members <= set(pool.image_id):
-        raise ValueError(f"{args.members_index}: member images are not all in the pool {args.index}")
-    is_member = pool.image_id.isin(members).to_numpy()
+    is_member = in_pool(pool, args.members_index, "member images", args.index)
     # the real target's shadows train on real halves; the synthetic target's go through the
     # pipeline when --synthetic-shadows are given (the paper's design), else the real ones
     shadow_files = {"real_target": args.shadows, "synthetic_target": args.synthetic_shadows or args.shadows}
@@ -192,8 +198,7 @@ def attack_main(args, cfg: dict) -> None:
     for key, name in TARGETS.items():
         model_file = targets[name]
         conf, shadow_in = read_shadows(shadow_files[key], pool, args.index)
-        logits = predict_logits(load_classifier(model_file), pool, size, transform=eval_transform(c, size)).numpy()
-        target = logit_confidence(logits, pool.label.to_numpy())
+        target = confidences(load_classifier(model_file), pool, c, size)
         for attack in ATTACKS:
             scores = lira_scores(target, conf, shadow_in, attack)
             rows.append({"target": name, "attack": attack, **roc_summary(scores, is_member),
