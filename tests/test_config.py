@@ -194,3 +194,12 @@ def test_an_empty_or_comment_only_config_file_is_named(tmp_path):
         (tmp_path / "empty.yaml").write_text(text)
         with pytest.raises(ConfigError, match=r"config file .*empty.yaml is empty or holds only comments"):
             load_config(tmp_path / "empty.yaml")
+
+
+def test_architecture_and_encoder_names_are_checked_against_the_libraries():
+    with pytest.raises(ConfigError, match=r"config key classify.arch: 'resnet5O' is neither smallcnn nor a timm "
+                                          r"model \(did you mean resnet50"):
+        load_config(REPO / "config" / "imagenet10.yaml", overrides={"classify": {"arch": "resnet5O"}})
+    with pytest.raises(ConfigError, match=r"config key image_encoder.model_name: 'ViT-L-41' is neither"):
+        load_config(REPO / "config" / "imagenet10.yaml", overrides={"image_encoder": {"model_name": "ViT-L-41"}})
+    load_config(REPO / "config" / "imagenet10.yaml")  # resnet50 and ViT-L-14 are known

@@ -194,6 +194,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_models(config)
     _cross_check(config)
     _check_privacy(config)
+    _check_library_names(config)
     _add_shadow_datasets(config)
     _check_ood(config)
     return config
@@ -405,6 +406,36 @@ def _check_data_parallel(c: dict, f: dict, dataset: str) -> None:
 
 
 RAND_AUGMENT = re.compile(r"rand(-(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+(\.\d+)?|inc[01]|p\d+(\.\d+)?|w\d+))*")
+
+
+def _check_library_names(config: dict) -> None:
+    """Architecture and encoder names that timm or open_clip must know: a typo ('resnet5O') stops
+    the plan naming the key and the nearest names, not a traceback in a GPU job hours later."""
+    import difflib
+
+    archs = {dataset_section(config, "classify", d)["arch"] for d in config["datasets"]} | {config["classify"]["arch"]}
+    archs.discard("smallcnn")
+    if archs:
+        import timm
+
+        for arch in sorted(archs):
+            if not timm.is_model(arch):
+                near = difflib.get_close_matches(arch, timm.list_models(), n=3)
+                raise ConfigError(f"config key classify.arch: {arch!r} is neither smallcnn nor a timm model"
+                                  f"{' (did you mean ' + ', '.join(near) + '?)' if near else ''}")
+    name = config["image_encoder"]["model_name"]
+    tiny = sorted(p.stem for p in TINY_ENCODERS.glob("*.json"))  # the mini world's, registered by models.py
+    if name not in tiny:
+        import open_clip
+
+        known = open_clip.list_models()
+        if name not in known:
+            near = difflib.get_close_matches(name, known + tiny, n=3)
+            raise ConfigError(f"config key image_encoder.model_name: {name!r} is neither one of {', '.join(tiny)} "
+                              f"nor an open_clip model{' (did you mean ' + ', '.join(near) + '?)' if near else ''}")
+
+
+TINY_ENCODERS = Path(__file__).with_name("model_configs")
 
 
 def _check_recipe(c: dict, dataset: str) -> None:

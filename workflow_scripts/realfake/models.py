@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from .atomic import write_torch
+from .config import TINY_ENCODERS
 from .errors import ConfigError
 
-_TINY_CONFIGS = Path(__file__).with_name("model_configs")
 
 
 def check_local(path: str | Path, what: str, key: str) -> Path:
@@ -41,7 +41,7 @@ def load_pipeline(path: str | Path, key: str = "models.sd15", device: str = "cpu
 def register_tiny_clip() -> None:
     import open_clip
 
-    open_clip.add_model_config(_TINY_CONFIGS)
+    open_clip.add_model_config(TINY_ENCODERS)
 
 
 def create_open_clip(model_name: str, pretrained: str | Path | None, key: str = "models.clip"):
