@@ -57,6 +57,7 @@ def paper_run(tmp_path_factory, tiny_base):
         "classify": {"epochs": 1, "batch_size": 4, "gpus": 1, "image_size": 32, "milestones": [1], "num_workers": 0,
                      "shuffle_buffer": 8},
         "tables": {"table2_variants": ["base", "ours"]},
+        "privacy": {"pool": None},  # figure 3 is planned by test_paper_configs; this run stops at tables 1 and quality
         "quality": {"features": "clip", "filter": "clip_score", "keep_fraction": 0.5, "kid_subsets": 3},
         "datasets": {"imagenet10": {"root": str(root / "imagenet"), "classlist": str(root / "classes.txt"),
                                     "image_size": 32}},
