@@ -132,7 +132,8 @@ def price(jobs: list[Job], plan: Plan, stages: dict[str, str], s_per_item: dict[
         r["images"] += items
         if cost.gpu:
             per_item = s_per_item.get(stage, cost.s_per_item)
-            r["gpu_hours"] += gpus * (cost.minutes / 60 + items * per_item / 3600 / gpus)
+            starts = plan.segments(stage, w)  # a run in segments (max_job_minutes) pays its start-up per job
+            r["gpu_hours"] += gpus * (starts * cost.minutes / 60 + items * per_item / 3600 / gpus)
         mb = DISK_MB.get(stage, 0.0)
         r["disk_gb"] += (mb if stage in PER_JOB else mb * items) / 1000
     df = pd.DataFrame(list(rows.values()), columns=["rule", "jobs", "images", "gpu_hours", "disk_gb"])

@@ -432,7 +432,7 @@ class Plan:
         and items the job's wildcards imply (``PAPER_COSTS``); fixed small values in the mini world."""
         if stage not in PAPER_COSTS:
             raise KeyError(f"no resources planned for stage {stage!r} (known: {sorted(PAPER_COSTS)})")
-        mem, minutes, gpu = self._whole_job(stage, wildcards or {})
+        mem, minutes, gpu = self.unsegmented(stage, wildcards or {})
         segments = self.segments(stage, wildcards or {})
         per_segment = -(-minutes // segments)
         return {"mem_mb": mem, "runtime": int(min(-(-per_segment // 10) * 10, self.max_minutes)), "gpu": gpu}
@@ -441,7 +441,7 @@ class Plan:
     def max_minutes(self) -> int:
         return int(self.config["max_job_minutes"])
 
-    def _whole_job(self, stage: str, w: dict) -> tuple[int, float, int]:
+    def unsegmented(self, stage: str, w: dict) -> tuple[int, float, int]:
         """(mem_mb, runtime in minutes, gpus) of a job as if it ran unsegmented."""
         cost = PAPER_COSTS[stage]
         if not self.paper_scale:
@@ -459,7 +459,7 @@ class Plan:
         (README "Jobs longer than a partition allows"); every other stage runs as one job."""
         if stage not in SEGMENTED:
             return 1
-        n = max(1, int(-(-self._whole_job(stage, w)[1] // self.max_minutes)))
+        n = max(1, int(-(-self.unsegmented(stage, w)[1] // self.max_minutes)))
         if n > 1 and stage == "classify" and w.get("dataset") and \
                 dataset_section(self.config, "classify", w["dataset"])["replicas"] > 1:
             raise ConfigError(f"a classifier of dataset {w['dataset']} needs {n} jobs to fit max_job_minutes "
