@@ -91,10 +91,10 @@ def test_paper_config_runs_to_table1_with_the_real_model_classes(paper_run):
     official = pd.read_parquet(r / "synthetic/imagenet10/ours_official/s0/1x/manifest.parquet")
     assert (official.guidance == "per_image").all() and len(official) == 12  # each source image's own embedding
     assert t1.top1_mean.between(0, 100).all()
-    # FakeIt-style base: class-name prompt; CiP-style: the source image's BLIP-2 caption in the prompt
+    # FakeIt-style base: "a photo of [classname]" (G.1); CiP-style: the source image's BLIP-2 caption in the prompt
     base = pd.read_parquet(r / "synthetic/imagenet10/base/s0/1x/manifest.parquet")
     cip = pd.read_parquet(r / "synthetic/imagenet10/cip/s0/1x/manifest.parquet")
-    assert (base.prompt == "photo of " + base.class_name + ", best quality").all() and (base.caption == "").all()
+    assert (base.prompt == "a photo of " + base.class_name).all() and (base.caption == "").all()
     caption_of = caps.set_index("image_id").caption
     assert (cip.caption == cip.source_image.map(caption_of)).all()
     assert (cip.prompt == "photo of " + cip.class_name + ", " + cip.caption + ", best quality").all()
