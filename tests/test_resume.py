@@ -202,13 +202,17 @@ def test_training_in_segments_equals_one_job_and_a_killed_segment_resumes(smoke_
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump({"classify": {"epochs": 3}, **extra}))
         env = {"REALFAKE_TEST_KILL": "classify:2"} if extra else None
-        run_snakemake(work, target, "--forcerun", "finetune", "classify_synthetic", "--configfile",
-                      str(REPO / "config" / "smoke.yaml"), str(cfg), env=env)
+        proc = run_snakemake(work, target, "--forcerun", "finetune", "classify_synthetic", "--configfile",
+                             str(REPO / "config" / "smoke.yaml"), str(cfg), env=env)
         runs[name] = work / "results"
+        restarts = (proc.stdout + proc.stderr).count("Trying to restart job")
+        # segmented: the LoRA's 2 segment ends, the classifier's segment end at epoch 1 and its kill at 2
+        assert restarts == (4 if extra else 0), (name, restarts)
+    # Snakemake clears a job's log before it runs again: the last job's log shows where it resumed
     log = (runs["segmented"] / "logs" / "smoke" / "classify" / "syn_ours_1x_s0.log").read_text()
-    assert "classifier segment ended at epoch 1 of 3" in log and "segment ended at epoch 2" not in log  # killed there
+    assert "(epoch 2 of 3)" in log and "resuming from" in log
     lora_log = (runs["segmented"] / "logs" / "smoke" / "finetune" / "full_s0.log").read_text()
-    assert "segment ended at step 2 of 5" in lora_log and "segment ended at step 4 of 5" in lora_log
+    assert "resuming from" in lora_log and "(step 4 of 5)" in lora_log
     for rel in ("smoke/lora/full/s0/lora.safetensors", "synthetic/smoke/ours/s0/1x/shards/00000.tar",
                 "smoke/classify/syn/ours/1x/s0/model.pt"):
         assert (runs["one"] / rel).read_bytes() == (runs["segmented"] / rel).read_bytes(), rel
