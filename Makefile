@@ -11,7 +11,7 @@ PY := .venv/bin/python
 SMK := .venv/bin/snakemake
 CORES ?= 2
 
-.PHONY: venv demo demo-all report test test-quick lint dryrun bench rehearsal rehearsal-full cost slurm-test clean-results clean-partial
+.PHONY: venv demo demo-all report results-doc test test-quick lint dryrun bench rehearsal rehearsal-full cost slurm-test clean-results clean-partial
 
 venv: $(STAMP)
 	@ln -sfn $(VENV) .venv
@@ -48,6 +48,11 @@ demo-all: venv
 report: venv
 	$(SMK) $(or $(TARGET),all_ablation) --configfile $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),config/mini.yaml) --report results/report.html
 	@echo "open results/report.html"
+
+# docs/results.md from this folder's results/ (tables with their sidecars' commit, figures, time per
+# stage): make results-doc PRODUCED_BY="make demo-all on <machine>" [RESULTS=other/results].
+results-doc: venv
+	$(PY) -m realfake.resultsdoc --results $(or $(RESULTS),results) --out docs/results.md $(if $(PRODUCED_BY),--produced-by "$(PRODUCED_BY)")
 
 test: venv lint
 	$(PY) -m pytest -q tests
