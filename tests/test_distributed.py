@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from conftest import REPO, snakemake_env
-from realfake.classifier import fixed_batches, split_shards
+from realfake.classifier import fixed_batches, rank_units, split_shards
 from realfake.config import ConfigError, dataset_section, load_config
 from realfake.distributed import World, launcher
 from realfake.method import distribution_matching_loss, grouped_dm_loss
@@ -49,6 +49,13 @@ def test_split_shards_balances_rows_and_keeps_order():
     assert max(loads) - min(loads) <= 10 and loads == [20, 19]
     for p in parts:
         assert p == sorted(p, key=list(counts).index)
+
+
+def test_fewer_shards_than_processes_are_cut_into_parts():
+    units = rank_units({"a": 7}, 2)
+    assert units == {("a", 0, 2): 4, ("a", 1, 2): 3}
+    assert [len(p) for p in split_shards(units, 2)] == [1, 1]  # both processes stream rows
+    assert rank_units({"a": 7, "b": 3}, 2) == {"a": 7, "b": 3}  # enough shards: whole
 
 
 def test_fixed_batches_give_exact_counts_and_pad_from_the_first_rows():

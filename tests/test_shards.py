@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from realfake.shards import ShardDataset, ShardWriter, iter_shard, read_images, scan, stream_order
+from realfake.shards import (ShardDataset, ShardWriter, iter_shard, read_images, scan, split_unit, stream_order,
+                             worker_units)
 
 
 def png(value: int) -> bytes:
@@ -92,6 +93,35 @@ def test_stream_covers_every_image_once_across_workers(tmp_path):
     first = [lab for _, lab in ShardDataset(shards, 8, seed=1, shuffle_buffer=4)]
     again = [lab for _, lab in ShardDataset(shards, 8, seed=1, shuffle_buffer=4)]
     assert first == again
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_more_workers_than_shards_share_them_and_read_each_image_once(tmp_path):
+    """Two shards, five loader workers: every worker streams images (parts of a shard), and the
+    images read are the set's, each once; the parts of a filtered shard split its kept members."""
+    keys = [[f"{s}_{i}" for i in range(7)] for s in range(2)]
+    shards = []
+    for s, ks in enumerate(keys):
+        p = tmp_path / f"{s}.tar"
+        write(p, [ks])
+        shards.append(str(p))
+    units = [worker_units(shards, w, 5) for w in range(5)]
+    assert all(len(u) == 1 for u in units)  # one part each
+    read = [[lab for _, lab in ShardDataset(u, 4, seed=0, shard_images=14 * len(u))] for u in units]
+    assert all(read) and sorted(sum(read, [])) == sorted(list(range(7)) * 2)
+    assert sorted(len(r) for r in read) == [2, 2, 3, 3, 4]  # shard 0 cut in 3 parts (7 = 3+2+2), shard 1 in 2
+    loader = torch.utils.data.DataLoader(ShardDataset(shards, 4, seed=0, shuffle_buffer=3, shard_images=14),
+                                         batch_size=3, num_workers=5)
+    assert sorted(torch.cat([y for _, y in loader]).tolist()) == sorted(list(range(7)) * 2)
+    keep = {shards[0]: {"0_1", "0_2", "0_5"}}
+    parts = [[lab for _, lab in ShardDataset([u], 4, seed=0, keep=keep)] for u in split_unit(shards[0], 2)]
+    assert sorted(sum(parts, [])) == [1, 2, 5] and [len(p) for p in parts] == [2, 1]
+
+
+def test_worker_units_with_enough_shards_are_whole_shards():
+    assert worker_units(["a", "b", "c"], 1, 2) == ["b"]
+    assert worker_units(["a"], 2, 3) == [("a", 2, 3)]
+    assert split_unit(("a", 1, 2), 2) == [("a", 1, 4), ("a", 3, 4)]
 
 
 def test_stream_keeps_only_the_listed_keys_of_each_shard(tmp_path):

@@ -28,7 +28,7 @@ from .errors import SegmentDone, segment_stop
 from .models import check_local
 from .optim import make_optimizer, make_schedule
 from .settings import Classify
-from .shards import FileList, ShardDataset
+from .shards import FileList, ShardDataset, as_unit, split_unit
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +243,15 @@ class StreamData:
         if not files and not counts:
             raise ValueError("classifier has no training data: neither real data nor a synthetic manifest was given")
         self.n = len(files) + sum(counts.values())
-        parts = split_shards(counts, world.size)
-        self.rank_rows = [len(range(r, len(files), world.size)) + sum(counts[s] for s in part)
+        units = rank_units(counts, world.size)
+        parts = split_shards(units, world.size)
+        self.rank_rows = [len(range(r, len(files), world.size)) + sum(units[u] for u in part)
                           for r, part in enumerate(parts)]
         mine = parts[world.rank]
-        filtered = {s for s in mine if counts[s] < shard_rows(s)}  # a filtered manifest decides which members
-        keep = manifest_members(manifests, filtered) if filtered else {}
+        filtered = {as_unit(u)[0] for u in mine if counts[as_unit(u)[0]] < shard_rows(as_unit(u)[0])}
+        keep = manifest_members(manifests, filtered) if filtered else {}  # a filtered manifest decides which members
         self.dataset = ShardDataset(mine, size, seed, c.shuffle_buffer, files=files[world.rank :: world.size],
-                                    shard_images=sum(counts[s] for s in mine), keep=keep, transform=transform,
+                                    shard_images=sum(units[u] for u in mine), keep=keep, transform=transform,
                                     rank=world.rank)
         self.workers, self.world = c.num_workers, world
 
@@ -268,7 +269,17 @@ class StreamData:
         yield from fixed_batches(batches, local, self.steps_per_epoch(batch_size))
 
 
-def split_shards(counts: dict[str, int], n: int) -> list[list[str]]:
+def rank_units(counts: dict[str, int], n: int) -> dict:
+    """{stream unit: rows} for ``n`` data-parallel processes: the shards whole, or, when there are
+    fewer shards than processes, each shard cut into interleaved parts (``shards.split_unit``) so
+    that every process has rows to stream."""
+    if len(counts) >= n or not counts:
+        return dict(counts)
+    k = -(-n // len(counts))
+    return {u: len(range(u[1], rows, u[2])) for shard, rows in counts.items() for u in split_unit(shard, k)}
+
+
+def split_shards(counts: dict, n: int) -> list[list]:
     """Shards over ``n`` processes, balanced by rows (largest first, each to the least loaded
     process; ties to the lower rank); each process's shards keep the manifests' order."""
     names = list(counts)

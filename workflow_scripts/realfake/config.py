@@ -572,11 +572,7 @@ def class_count(config: dict, name: str) -> int:
 def shard_count(config: dict, name: str, scale: int) -> int:
     """Generation jobs (tar shards) of one synthetic set, from config alone (DAG time): a shard holds
     about ``generate.classes_per_shard`` classes' worth of images per 1x of scale, so a job's size
-    and runtime do not grow with the scale; with the stream loader at least one shard per loader
-    worker of every data-parallel process (``classify.gpus`` x ``num_workers``), so every worker has
-    data to read."""
-    n = -(-class_count(config, name) * int(scale) // config["generate"]["classes_per_shard"])
-    c = dataset_section(config, "classify", name)
-    if c.get("loader") == "stream":
-        n = max(n, int(c.get("num_workers", 1)) * int(c.get("gpus", 1)))
-    return n
+    and runtime do not grow with the scale, and a small set is one job. The number of loader workers
+    does not matter: a classifier with more workers than shards streams interleaved parts of them
+    (``shards.worker_units``)."""
+    return -(-class_count(config, name) * int(scale) // config["generate"]["classes_per_shard"])

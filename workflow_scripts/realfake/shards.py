@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+from fractions import Fraction
 import tarfile
 from pathlib import Path
 from collections.abc import Sequence
@@ -282,6 +283,29 @@ class FileList(Sequence):
         return self.paths[int(i)].as_py(), int(self.labels[i])
 
 
+def as_unit(unit) -> tuple[str, int, int]:
+    """A stream unit: a whole shard (its path) or ``(path, part, parts)``, the shard's streamed
+    members whose ordinal ``i`` has ``i % parts == part``."""
+    return (unit, 0, 1) if isinstance(unit, str) else tuple(unit)
+
+
+def split_unit(unit, k: int) -> list[tuple[str, int, int]]:
+    """A unit cut into ``k`` interleaved parts that together hold its members once each."""
+    shard, part, parts = as_unit(unit)
+    return [(shard, part + parts * j, parts * k) for j in range(k)]
+
+
+def worker_units(units: list, wid: int, nw: int) -> list:
+    """Loader worker ``wid`` of ``nw``'s units: every ``nw``-th unit when there are at least as many
+    units as workers; otherwise one part of a unit, the unit cut among the workers that share it,
+    so every worker streams images and none is read twice, whatever the number of shards."""
+    if len(units) >= nw or not units:
+        return units[wid::nw]
+    n = len(units)
+    sharing = len(range(wid % n, nw, n))
+    return [split_unit(units[wid % n], sharing)[wid // n]]
+
+
 def _lazy(fn, *args):
     """An iterable that calls ``fn(*args)`` only when first iterated (a shard opens when read)."""
     yield from fn(*args)
@@ -341,11 +365,15 @@ class ShardDataset(IterableDataset):
             return self.transform(im, aug.getrandbits(63))
         return to_tensor([im])[0]
 
-    def _read(self, shard):
+    def _read(self, unit):
+        shard, part, parts = as_unit(unit)
         want = self.keep.get(shard)
+        i = 0
         for key, data, label in iter_shard(shard):
             if want is None or key in want:
-                yield data, label
+                if i % parts == part:
+                    yield data, label
+                i += 1
 
     def __iter__(self):
         info = get_worker_info()
@@ -353,9 +381,13 @@ class ShardDataset(IterableDataset):
         g = self.rank * nw + wid  # the worker's number across a data-parallel job (rank 0: its id)
         rng = random.Random(f"{self.seed}|{self.epoch}|{g}")
         aug = random.Random(f"{self.seed}|{self.epoch}|{g}|augment")
-        mine = self.shards[wid::nw]
+        mine = worker_units(self.shards, wid, nw)
         files = self.files[wid::nw]
-        n_shard = self.shard_images * len(mine) // max(1, len(self.shards))
+        if all(as_unit(u)[2] == 1 for u in self.shards) and len(self.shards) >= nw:
+            n_shard = self.shard_images * len(mine) // max(1, len(self.shards))
+        else:  # parts of shards: this worker's share of the images, by the parts' sizes
+            share = sum(Fraction(1, as_unit(u)[2]) for u in mine) / sum(Fraction(1, as_unit(u)[2]) for u in self.shards)
+            n_shard = int(self.shard_images * share)
         for data, label in stream_order(files, [_lazy(self._read, s) for s in mine], n_shard, rng, self.buffer,
                                         lambda s: s):
             yield self._decode(data, aug), label
