@@ -180,3 +180,24 @@ def test_paper_configs_plan_figure3_through_the_pipeline(tmp_path, name):
     assert "results/imagenet10_members_shadow15/lora/full/s0/lora.safetensors" in out
     assert "results/imagenet10_members_shadow15/classify/syn/ours/1x/s0/model.pt" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_own_dataset_template_names_its_placeholders_and_plans_when_filled(tmp_path):
+    """config/my_dataset.yaml: left as shipped, the first EDIT_ME is named; filled in, it plans the
+    paper recipe on the folder, one generation job per small set, with the pinned models."""
+    from realfake.config import ConfigError, shard_count
+    from realfake.plan import Plan
+
+    template = REPO / "config" / "my_dataset.yaml"
+    with pytest.raises(ConfigError, match=r"datasets\.my_dataset\.root: still the template's placeholder"):
+        load_config(template)
+    filled = tmp_path / "foxes.yaml"
+    text = template.read_text().replace("extends: paper_recipe.yaml", f"extends: {REPO / 'config' / 'paper_recipe.yaml'}")
+    filled.write_text(text.replace("root: EDIT_ME", "root: /data/foxes").replace("num_classes: EDIT_ME", "num_classes: 3"))
+    cfg = load_config(filled)
+    assert cfg["datasets"]["my_dataset"]["kind"] == "imagefolder"
+    assert cfg["models"]["sd15"]["hub"] == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert [shard_count(cfg, "my_dataset", k) for k in (1, 10)] == [1, 3]
+    plan = Plan(cfg)
+    assert "results/my_dataset/captions.parquet" in plan.demo_targets()
+    assert len(plan.shard_paths("my_dataset", "ours", 0, 1, "tar")) == 1

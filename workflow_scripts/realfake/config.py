@@ -184,6 +184,7 @@ def _format_error(err: jsonschema.ValidationError) -> str:
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Return a default-filled copy of ``config`` or raise ConfigError naming the bad key."""
     schema = schema or load_schema()
+    _check_placeholders(config)
     config = _fill_defaults(apply_dataset_defaults(copy.deepcopy(config)), schema)
     validator = Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -197,7 +198,34 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     _check_library_names(config)
     _add_shadow_datasets(config)
     _check_ood(config)
+    _check_substitutes(config)
     return config
+
+
+def _check_placeholders(node, path=()) -> None:
+    """A template's ``EDIT_ME`` left in place (``config/my_dataset.yaml``) is named before the
+    schema reports it as a wrong type."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_placeholders(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_placeholders(v, (*path, i))
+    elif isinstance(node, str) and "EDIT_ME" in node:
+        raise ConfigError(f"config key {_dotted(path)}: still the template's placeholder {node!r}; replace it "
+                          "with your value (README, 'Apply it to your own dataset')")
+
+
+def _check_substitutes(config: dict) -> None:
+    """No silent stand-ins: the tiny digit-font base model and the random image encoder serve the
+    digits datasets of the mini world, and other datasets only where ``mini_substitutes`` says so."""
+    photos = sorted(d for d, ds in config["datasets"].items() if ds["kind"] != "digits")
+    missing = [k for k in ("sd15", "clip") if config["models"].get(k) is None]
+    if photos and missing and not config["mini_substitutes"]:
+        raise ConfigError(f"config key models.{missing[0]}: null selects the mini world's stand-in (a tiny "
+                          f"digit-font model or a random encoder), but dataset {photos[0]!r} is kind "
+                          f"{config['datasets'][photos[0]]['kind']!r}; give the model (extends: paper_recipe.yaml "
+                          "pins SD 1.5 and CLIP ViT-L/14) or set mini_substitutes: true for a test run")
 
 
 SHADOW_HALF_BASE = 2**31  # member_half seeds of the pipeline shadows: far from any a user writes

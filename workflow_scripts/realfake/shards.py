@@ -383,7 +383,7 @@ class ShardDataset(IterableDataset):
         aug = random.Random(f"{self.seed}|{self.epoch}|{g}|augment")
         mine = worker_units(self.shards, wid, nw)
         files = self.files[wid::nw]
-        if all(as_unit(u)[2] == 1 for u in self.shards) and len(self.shards) >= nw:
+        if not self.shards or (all(as_unit(u)[2] == 1 for u in self.shards) and len(self.shards) >= nw):
             n_shard = self.shard_images * len(mine) // max(1, len(self.shards))
         else:  # parts of shards: this worker's share of the images, by the parts' sizes
             share = sum(Fraction(1, as_unit(u)[2]) for u in mine) / sum(Fraction(1, as_unit(u)[2]) for u in self.shards)
