@@ -99,7 +99,7 @@ def training_retries(stage):
 
 
 def launcher(stage):
-    """Params function: `python -m realfake.<stage>`, or torchrun starting it once per GPU (README
+    """Params function: `python -m realfake.<stage>`, or torchrun starting it once per GPU (docs/cluster.md,
     "GPUs per stage")."""
     return lambda w: PLAN.launcher(stage, dict(w.items()))
 
@@ -219,7 +219,7 @@ def check_profile_placeholders():
         raise WorkflowError(
             "profile value left as placeholder ("
             + "; ".join(left)
-            + "): edit slurm/config.yaml (README, 'Running on Slurm') before submitting"
+            + "): edit slurm/config.yaml (docs/cluster.md) before submitting"
         )
 
 

@@ -1,7 +1,7 @@
 # Stage generate: synthetic training sets per variant, replicate seed and scale. One job per tar
 # shard (a run of the set's seeded global order, about generate.classes_per_shard classes' worth of
 # images per 1x of scale); shard jobs share the group "generate" so a profile can bundle several
-# into one scheduler submission (--group-components, README "Grouping"). The merge streams the
+# into one scheduler submission (--group-components, docs/cluster.md, "Grouping"). The merge streams the
 # shards' rows into the manifest.
 
 

@@ -1,4 +1,4 @@
-"""realfake.look: the above-grid energy share behind README "The mini recipe and why"."""
+"""realfake.look: the above-grid energy share behind docs/mini-world.md."""
 
 import io
 

@@ -1,6 +1,6 @@
 """The paper's classifier and LoRA recipes: built from each paper config (transforms, loss,
 optimiser, schedule) and checked against the paper (Tab. 7-8), the official code's settings, and
-the README's recipe tables; per-image transforms are seeded."""
+the recipe tables of docs/recipes.md; per-image transforms are seeded."""
 
 import random
 import re
@@ -202,12 +202,10 @@ def test_stream_loader_applies_the_timm_transform_per_image(tmp_path):
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(first, epoch(1)))
 
 
-def readme_recipe_tables():
-    """{(config stem, section): {key: value}} from the README's recipe tables: each table's heading
-    names its config files; the last column holds `key: value` settings."""
-    text = (REPO / "README.md").read_text()
-    part = text[text.index("## Paper recipes"):]
-    part = part[:part.index("\n## ", 4)]
+def recipe_tables():
+    """{(config stem, section): {key: value}} from the recipe tables of docs/recipes.md: each table's
+    heading names its config files; the last column holds `key: value` settings."""
+    part = (REPO / "docs" / "recipes.md").read_text()
     out = {}
     for block in re.split(r"\n#### ", part)[1:]:
         heading, body = block.split("\n", 1)
@@ -224,8 +222,8 @@ def readme_recipe_tables():
     return out
 
 
-def test_readme_recipe_tables_match_the_configs():
-    tables = readme_recipe_tables()
+def test_recipe_tables_match_the_configs():
+    tables = recipe_tables()
     assert {stem for stem, _ in tables} == set(PAPER_CONFIGS)
     assert sum(1 for _, sec in tables if sec == "finetune") >= 1
     for (stem, section), values in tables.items():
@@ -236,4 +234,4 @@ def test_readme_recipe_tables_match_the_configs():
             got = getattr(settings, key) if hasattr(settings, key) else getattr(ds, key)
             if key == "image_size" and section == "classify":
                 got = c.input_size(ds)
-            assert got == value, f"README says {key}: {value} for config/{stem}.yaml ({section}); config gives {got}"
+            assert got == value, f"docs/recipes.md says {key}: {value} for config/{stem}.yaml ({section}); config gives {got}"

@@ -233,7 +233,7 @@ SHADOW_HALF_BASE = 2**31  # member_half seeds of the pipeline shadows: far from 
 
 def shadow_datasets(config: dict) -> list[str]:
     """Names of the derived datasets of the pipeline shadows (privacy.synthetic_shadows pipeline):
-    ``<members>_shadow<k>``, each the pool with a seeded half kept (README "Privacy")."""
+    ``<members>_shadow<k>``, each the pool with a seeded half kept (docs/evaluation.md)."""
     pc = config["privacy"]
     if pc["pool"] is None or pc["synthetic_shadows"] != "pipeline":
         return []
@@ -416,7 +416,7 @@ def _cross_check(config: dict) -> None:
 
 
 def _check_data_parallel(c: dict, f: dict, dataset: str) -> None:
-    """Global batches that split evenly over the data-parallel processes (README "GPUs per stage")."""
+    """Global batches that split evenly over the data-parallel processes (docs/cluster.md, "GPUs per stage")."""
     where = f"(dataset {dataset})"
     if f["batch_size"] % f["gpus"]:
         raise ConfigError(f"config key finetune.batch_size {where}: {f['batch_size']} does not split evenly over "

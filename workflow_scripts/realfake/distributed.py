@@ -51,7 +51,7 @@ def check_gpus(env=None, torch_cuda=None) -> None:
             f"this job was granted {len(granted)} GPU(s) (CUDA_VISIBLE_DEVICES={','.join(granted)}) on node "
             f"{socket.gethostname()}, but torch sees {count} (torch {torch.__version__}, built for CUDA "
             f"{torch.version.cuda}, torch.cuda.is_available() = {available}): check the node's NVIDIA driver "
-            "against that CUDA version (README, 'Running on Slurm'); stopping rather than running on the CPU")
+            "against that CUDA version (docs/cluster.md); stopping rather than running on the CPU")
 
 
 @dataclass(frozen=True)

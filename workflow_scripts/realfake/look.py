@@ -1,5 +1,5 @@
-"""How far a set's images are from the look of the mini world's real digits (README "The mini recipe
-and why").
+"""How far a set's images are from the look of the mini world's real digits (docs/mini-world.md,
+"The mini recipe and why").
 
 The real digits are 8x8 images upsampled to 32 px, so they hold almost nothing finer than an 8x8 grid;
 the base model draws crisp font digits. ``above_grid_share`` measures that: the share of an image's

@@ -1,5 +1,5 @@
 """Classifier optimiser and learning-rate schedule, from timm's factories as the official
-``train.py`` builds them (README "Paper recipes"), plus the mini world's AdamW + one-cycle.
+``train.py`` builds them (docs/recipes.md), plus the mini world's AdamW + one-cycle.
 
 - ``sgd`` / ``lamb``: timm's ``create_optimizer_v2``, which puts norms and biases (every tensor of
   one dimension) in a group without weight decay: on ResNet-50, 107 tensors at 0 and 54 at

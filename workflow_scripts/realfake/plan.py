@@ -52,7 +52,7 @@ def table1_spec(tables: dict) -> list[Row]:
 
 @dataclass(frozen=True)
 class Cost:
-    """The cost model behind one stage's declared resources at paper scale (README "Resources").
+    """The cost model behind one stage's declared resources at paper scale (docs/paper-scale.md, "Resources").
 
     Memory: ``mem_mb`` fixed (models, batches, loader workers) plus ``kb_per_row`` for each row of
     the per-row table the stage keeps (index rows, manifest rows, embeddings, descriptors); every
@@ -456,7 +456,7 @@ class Plan:
     def segments(self, stage: str, w: dict) -> int:
         """Jobs (segments) a training run is split into so each fits ``max_job_minutes``: LoRA
         fine-tuning and classifiers only, each segment resuming from the previous one's checkpoint
-        (README "Jobs longer than a partition allows"); every other stage runs as one job."""
+        (docs/cluster.md); every other stage runs as one job."""
         if stage not in SEGMENTED:
             return 1
         n = max(1, int(-(-self.unsegmented(stage, w)[1] // self.max_minutes)))
