@@ -3,14 +3,14 @@
 
 rule caption:
     input:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
         models=fetched("blip2"),
     output:
-        captions="results/{dataset}/captions.parquet",
+        captions=P.captions,
     log:
-        "results/logs/{dataset}/caption.log",
+        log_file("{dataset}/caption"),
     benchmark:
-        "results/benchmarks/{dataset}/caption.tsv"
+        bench_file("{dataset}/caption")
     priority: 20
     conda:
         "../envs/captioning.yaml"

@@ -3,15 +3,15 @@
 
 rule classify_real:
     input:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
         models=classifier_weights,
     output:
-        model="results/{dataset}/classify/real/s{seed}/model.pt",
-        metrics="results/{dataset}/classify/real/s{seed}/metrics.json",
+        model=P.real_model,
+        metrics=P.real_metrics,
     log:
-        "results/logs/{dataset}/classify/real_s{seed}.log",
+        log_file("{dataset}/classify/real_s{seed}"),
     benchmark:
-        "results/benchmarks/{dataset}/classify/real_s{seed}.tsv"
+        bench_file("{dataset}/classify/real_s{seed}")
     retries: training_retries("classify")  # a job that ends a segment is rerun to continue
     conda:
         "../envs/classify.yaml"
@@ -30,17 +30,17 @@ rule classify_real:
 
 rule classify_synthetic:
     input:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
         manifest=training_manifest,
         shards=shard_tars,
         models=classifier_weights,
     output:
-        model="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/model.pt",
-        metrics="results/{dataset}/classify/{mix}/{variant}/{scale}x/s{seed}/metrics.json",
+        model=P.syn_model,
+        metrics=P.syn_metrics,
     log:
-        "results/logs/{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}.log",
+        log_file("{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}"),
     benchmark:
-        "results/benchmarks/{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}.tsv"
+        bench_file("{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}")
     retries: training_retries("classify")  # a job that ends a segment is rerun to continue
     conda:
         "../envs/classify.yaml"

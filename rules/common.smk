@@ -22,7 +22,21 @@ shell.prefix(
 )
 
 from realfake.config import ConfigError, read_config_files, validate  # noqa: E402
-from realfake.plan import Plan, placeholders  # noqa: E402
+from realfake.plan import (
+    DATA_PARALLEL,
+    MINI_RESOURCES,
+    Plan,
+    placeholders,
+)  # noqa: E402
+from realfake.paths import (
+    MIXES,
+    P,
+    bench_file,
+    figure,
+    log_file,
+    sidecar,
+    table,
+)  # noqa: E402
 
 try:
     # Our own reading of the files: a base file named by `extends:` goes beneath each file, and a
@@ -47,9 +61,9 @@ wildcard_constraints:
     lora=r"[A-Za-z0-9_.-]+",
     seed=r"\d+",
     scale=r"\d+",
-    mix="syn|realsyn|synfilt|realsynfilt",
+    mix="|".join(MIXES),
     which="manifest|filtered",
-    run=r"real/s\d+|(syn|realsyn)(filt)?/[A-Za-z0-9_.-]+/\d+x/s\d+",
+    run=r"real/s\d+|(" + "|".join(MIXES) + r")/[A-Za-z0-9_.-]+/\d+x/s\d+",
     oodset="v2|sketch|r|a",
     shard=r"\d{5}",
     k=r"\d+",
@@ -77,7 +91,7 @@ def res(stage):
 
 def threads_for(stage):
     """Threads of a stage's jobs; a data-parallel stage's depend on the dataset's GPU count."""
-    if stage in ("finetune", "classify"):
+    if stage in DATA_PARALLEL:
         return lambda w: PLAN.threads(stage, dict(w.items()))
     return PLAN.threads(stage)
 

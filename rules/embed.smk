@@ -4,11 +4,11 @@
 
 rule image_encoder_init:
     output:
-        ckpt="results/image_encoder/random_init.pt",
+        ckpt=P.random_encoder,
     log:
-        "results/logs/image_encoder_init.log",
+        log_file("image_encoder_init"),
     benchmark:
-        "results/benchmarks/image_encoder_init.tsv"
+        bench_file("image_encoder_init")
     priority: 20
     conda:
         "../envs/diffusion.yaml"
@@ -20,15 +20,15 @@ rule image_encoder_init:
 
 rule embed:
     input:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
         init=encoder_init,
     output:
-        embeddings="results/{dataset}/embeddings.pt",
-        means="results/{dataset}/class_means.pt",
+        embeddings=P.embeddings,
+        means=P.class_means,
     log:
-        "results/logs/{dataset}/embed.log",
+        log_file("{dataset}/embed"),
     benchmark:
-        "results/benchmarks/{dataset}/embed.tsv"
+        bench_file("{dataset}/embed")
     priority: 20
     conda:
         "../envs/diffusion.yaml"

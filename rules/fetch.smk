@@ -1,5 +1,5 @@
 # Stage fetch: models the config gives as pinned downloads (hub repo + commit, or URL + sha256) ->
-# results/models/<name>/ and its manifest of file hashes, which the jobs that load the model depend on.
+# P.model_dir and its manifest P.model_manifest of file hashes, which the jobs that load the model depend on.
 # A local rule: it runs where Snakemake runs (a login node has internet; compute nodes often have not).
 
 
@@ -9,12 +9,12 @@ localrules:
 
 rule fetch_model:
     output:
-        folder=directory("results/models/{model}"),
-        manifest="results/models/{model}.manifest.json",
+        folder=directory(P.model_dir),
+        manifest=P.model_manifest,
     log:
-        "results/logs/models/{model}.log",
+        log_file("models/{model}"),
     benchmark:
-        "results/benchmarks/models/{model}.tsv"
+        bench_file("models/{model}")
     conda:
         "../envs/diffusion.yaml"
     params:

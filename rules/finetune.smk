@@ -8,15 +8,15 @@ rule finetune:
     input:
         base=base_model,
         index=lora_index,
-        captions="results/{dataset}/captions.parquet",
-        means="results/{dataset}/class_means.pt",
-        embeddings="results/{dataset}/embeddings.pt",
+        captions=P.captions,
+        means=P.class_means,
+        embeddings=P.embeddings,
     output:
-        lora="results/{dataset}/lora/{lora}/s{seed}/lora.safetensors",
+        lora=P.lora,
     log:
-        "results/logs/{dataset}/finetune/{lora}_s{seed}.log",
+        log_file("{dataset}/finetune/{lora}_s{seed}"),
     benchmark:
-        "results/benchmarks/{dataset}/finetune/{lora}_s{seed}.tsv"
+        bench_file("{dataset}/finetune/{lora}_s{seed}")
     priority: 10
     retries: training_retries("finetune")  # a job that ends a segment is rerun to continue
     conda:

@@ -9,17 +9,17 @@ rule generate_shard:
     input:
         base=base_model,
         lora=variant_lora,
-        index="results/{dataset}/real_index.parquet",
-        captions="results/{dataset}/captions.parquet",
-        means="results/{dataset}/class_means.pt",
-        embeddings="results/{dataset}/embeddings.pt",
+        index=P.index,
+        captions=P.captions,
+        means=P.class_means,
+        embeddings=P.embeddings,
     output:
-        shard="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/shards/{shard}.tar",
-        rows="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/shards/{shard}.parquet",
+        shard=P.shard_tar,
+        rows=P.shard_rows,
     log:
-        "results/logs/{dataset}/generate/{variant}_s{seed}_{scale}x_{shard}.log",
+        log_file("{dataset}/generate/{variant}_s{seed}_{scale}x_{shard}"),
     benchmark:
-        "results/benchmarks/{dataset}/generate/{variant}_s{seed}_{scale}x_{shard}.tsv"
+        bench_file("{dataset}/generate/{variant}_s{seed}_{scale}x_{shard}")
     group:
         "generate"
     conda:
@@ -46,11 +46,11 @@ rule merge_manifest:
         rows=shard_rows,
         shards=shard_tars,
     output:
-        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/manifest.parquet",
+        manifest=P.manifest,
     log:
-        "results/logs/{dataset}/generate/{variant}_s{seed}_{scale}x_manifest.log",
+        log_file("{dataset}/generate/{variant}_s{seed}_{scale}x_manifest"),
     benchmark:
-        "results/benchmarks/{dataset}/generate/{variant}_s{seed}_{scale}x_manifest.tsv"
+        bench_file("{dataset}/generate/{variant}_s{seed}_{scale}x_manifest")
     conda:
         "../envs/diffusion.yaml"
     threads: threads_for("merge")

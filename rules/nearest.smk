@@ -3,26 +3,26 @@
 
 rule nearest:
     input:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
         manifest=nearest_manifest,
         models=fetched("sscd"),
     output:
         table=report(
-            "results/tables/nearest_{dataset}.csv",
+            table("nearest_{dataset}"),
             category="Tables",
             labels={"table": "nearest {dataset}"},
         ),
-        sidecar="results/tables/nearest_{dataset}.csv.json",
+        sidecar=sidecar("nearest_{dataset}"),
         png=report(
-            "results/figures/fig4_nearest_{dataset}.png",
+            figure("fig4_nearest_{dataset}", "png"),
             category="Figures",
             labels={"figure": "4 nearest {dataset}"},
         ),
-        pdf="results/figures/fig4_nearest_{dataset}.pdf",
+        pdf=figure("fig4_nearest_{dataset}", "pdf"),
     log:
-        "results/logs/{dataset}/nearest.log",
+        log_file("{dataset}/nearest"),
     benchmark:
-        "results/benchmarks/{dataset}/nearest.tsv"
+        bench_file("{dataset}/nearest")
     conda:
         "../envs/classify.yaml"
     threads: threads_for("nearest")

@@ -1,18 +1,18 @@
 # Stage ood: ImageNet classifiers on ImageNet-V2/-Sketch/-R/-A (paper Tab. 4); R and A masked to
-# their 200 classes. {run} is the classifier's path under results/<dataset>/classify/; its labels
+# their 200 classes. {run} is the classifier's folder in P.run_classifier; its labels
 # (setting, variant, scale, seed) are read from the classifier's metrics.json.
 
 
 rule ood_eval:
     input:
-        model="results/{dataset}/classify/{run}/model.pt",
-        classifier_metrics="results/{dataset}/classify/{run}/metrics.json",
+        model=P.run_model,
+        classifier_metrics=P.run_metrics,
     output:
-        metrics="results/{dataset}/ood/{run}/{oodset}.json",
+        metrics=P.ood_metrics,
     log:
-        "results/logs/{dataset}/ood/{run}_{oodset}.log",
+        log_file("{dataset}/ood/{run}_{oodset}"),
     benchmark:
-        "results/benchmarks/{dataset}/ood/{run}_{oodset}.tsv"
+        bench_file("{dataset}/ood/{run}_{oodset}")
     conda:
         "../envs/classify.yaml"
     threads: threads_for("ood")
@@ -29,14 +29,12 @@ rule table4:
     input:
         metrics=table_inputs("ood"),
     output:
-        table=report(
-            "results/tables/table4.csv", category="Tables", labels={"table": "4 OOD"}
-        ),
-        sidecar="results/tables/table4.csv.json",
+        table=report(table("table4"), category="Tables", labels={"table": "4 OOD"}),
+        sidecar=sidecar("table4"),
     log:
-        "results/logs/report/table4.log",
+        log_file("report/table4"),
     benchmark:
-        "results/benchmarks/report/table4.tsv"
+        bench_file("report/table4")
     conda:
         "../envs/classify.yaml"
     params:

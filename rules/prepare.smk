@@ -5,11 +5,11 @@
 
 rule prepare_digits:
     output:
-        data=directory("results/{dataset}/data"),
+        data=directory(P.digits_data),
     log:
-        "results/logs/{dataset}/prepare_digits.log",
+        log_file("{dataset}/prepare_digits"),
     benchmark:
-        "results/benchmarks/{dataset}/prepare_digits.tsv"
+        bench_file("{dataset}/prepare_digits")
     priority: 20
     conda:
         "../envs/classify.yaml"
@@ -24,11 +24,11 @@ rule index_real:
     input:
         data=digits_data,
     output:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
     log:
-        "results/logs/{dataset}/index_real.log",
+        log_file("{dataset}/index_real"),
     benchmark:
-        "results/benchmarks/{dataset}/index_real.tsv"
+        bench_file("{dataset}/index_real")
     priority: 20
     conda:
         "../envs/classify.yaml"

@@ -3,17 +3,17 @@
 
 rule pretrain_base:
     output:
-        model=directory("results/base_model/tiny"),
+        model=directory(P.tiny_base),
     log:
-        "results/logs/pretrain_base.log",
+        log_file("pretrain_base"),
     benchmark:
-        "results/benchmarks/pretrain_base.tsv"
+        bench_file("pretrain_base")
     conda:
         "../envs/diffusion.yaml"
     threads: threads_for("pretrain")
     resources:
-        mem_mb=3000,
-        runtime=60,
+        mem_mb=MINI_RESOURCES[0],
+        runtime=MINI_RESOURCES[1],
     params:
         cfg=cfg_for("pretrain"),
     shell:

@@ -4,14 +4,14 @@
 
 rule shadow_classifier:
     input:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
         models=classifier_weights,
     output:
-        scores="results/{dataset}/privacy/shadow/{k}.parquet",
+        scores=P.shadow,
     log:
-        "results/logs/{dataset}/privacy/shadow_{k}.log",
+        log_file("{dataset}/privacy/shadow_{k}"),
     benchmark:
-        "results/benchmarks/{dataset}/privacy/shadow_{k}.tsv"
+        bench_file("{dataset}/privacy/shadow_{k}")
     conda:
         "../envs/classify.yaml"
     threads: threads_for("shadow")
@@ -28,11 +28,11 @@ rule pipeline_shadow:
     input:
         unpack(pipeline_shadow_inputs),
     output:
-        scores="results/{dataset}/privacy/pipeline_shadow/{k}.parquet",
+        scores=P.pipeline_shadow,
     log:
-        "results/logs/{dataset}/privacy/pipeline_shadow_{k}.log",
+        log_file("{dataset}/privacy/pipeline_shadow_{k}"),
     benchmark:
-        "results/benchmarks/{dataset}/privacy/pipeline_shadow_{k}.tsv"
+        bench_file("{dataset}/privacy/pipeline_shadow_{k}")
     conda:
         "../envs/classify.yaml"
     threads: threads_for("shadow_score")
@@ -50,21 +50,21 @@ rule lira:
         unpack(lira_inputs),
     output:
         table=report(
-            "results/tables/table_privacy.csv",
+            table("table_privacy"),
             category="Tables",
             labels={"table": "privacy"},
         ),
-        sidecar="results/tables/table_privacy.csv.json",
+        sidecar=sidecar("table_privacy"),
         png=report(
-            "results/figures/fig3_lira.png",
+            figure("fig3_lira", "png"),
             category="Figures",
             labels={"figure": "3 LiRA"},
         ),
-        pdf="results/figures/fig3_lira.pdf",
+        pdf=figure("fig3_lira", "pdf"),
     log:
-        "results/logs/report/lira.log",
+        log_file("report/lira"),
     benchmark:
-        "results/benchmarks/report/lira.tsv"
+        bench_file("report/lira")
     conda:
         "../envs/classify.yaml"
     params:

@@ -5,13 +5,13 @@
 rule quality_real_features:
     input:
         unpack(quality_models),
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
     output:
-        features="results/{dataset}/quality/real_features.pt",
+        features=P.real_features,
     log:
-        "results/logs/{dataset}/quality/real_features.log",
+        log_file("{dataset}/quality/real_features"),
     benchmark:
-        "results/benchmarks/{dataset}/quality/real_features.tsv"
+        bench_file("{dataset}/quality/real_features")
     conda:
         "../envs/classify.yaml"
     threads: threads_for("quality")
@@ -28,16 +28,16 @@ rule quality_real_features:
 rule quality_set:
     input:
         unpack(quality_models),
-        index="results/{dataset}/real_index.parquet",
-        real="results/{dataset}/quality/real_features.pt",
-        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/{which}.parquet",
+        index=P.index,
+        real=P.real_features,
+        manifest=P.set_file,
         shards=shard_tars,
     output:
-        table="results/{dataset}/quality/{variant}/s{seed}/{scale}x/{which}.parquet",
+        table=P.quality_set,
     log:
-        "results/logs/{dataset}/quality/{variant}_s{seed}_{scale}x_{which}.log",
+        log_file("{dataset}/quality/{variant}_s{seed}_{scale}x_{which}"),
     benchmark:
-        "results/benchmarks/{dataset}/quality/{variant}_s{seed}_{scale}x_{which}.tsv"
+        bench_file("{dataset}/quality/{variant}_s{seed}_{scale}x_{which}")
     conda:
         "../envs/classify.yaml"
     threads: threads_for("quality")
@@ -56,15 +56,15 @@ rule quality_set:
 rule filter_synthetic:
     input:
         unpack(filter_models),
-        index="results/{dataset}/real_index.parquet",
-        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/manifest.parquet",
+        index=P.index,
+        manifest=P.manifest,
         shards=shard_tars,
     output:
-        manifest="results/synthetic/{dataset}/{variant}/s{seed}/{scale}x/filtered.parquet",
+        manifest=P.filtered,
     log:
-        "results/logs/{dataset}/quality/filter_{variant}_s{seed}_{scale}x.log",
+        log_file("{dataset}/quality/filter_{variant}_s{seed}_{scale}x"),
     benchmark:
-        "results/benchmarks/{dataset}/quality/filter_{variant}_s{seed}_{scale}x.tsv"
+        bench_file("{dataset}/quality/filter_{variant}_s{seed}_{scale}x")
     conda:
         "../envs/classify.yaml"
     threads: threads_for("quality")
@@ -84,27 +84,27 @@ rule quality_table:
         metrics=table_inputs("quality"),
     output:
         table=report(
-            "results/tables/quality.csv",
+            table("quality"),
             category="Tables",
             labels={"table": "quality"},
         ),
-        sidecar="results/tables/quality.csv.json",
-        per_class="results/tables/quality_per_class.csv",
+        sidecar=sidecar("quality"),
+        per_class=table("quality_per_class"),
         ordering=report(
-            "results/tables/quality_ordering.csv",
+            table("quality_ordering"),
             category="Tables",
             labels={"table": "quality ordering"},
         ),
         png=report(
-            "results/figures/quality.png",
+            figure("quality", "png"),
             category="Figures",
             labels={"figure": "quality"},
         ),
-        pdf="results/figures/quality.pdf",
+        pdf=figure("quality", "pdf"),
     log:
-        "results/logs/report/quality.log",
+        log_file("report/quality"),
     benchmark:
-        "results/benchmarks/report/quality.tsv"
+        bench_file("report/quality")
     conda:
         "../envs/classify.yaml"
     params:

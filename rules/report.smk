@@ -5,14 +5,12 @@ rule table1:
     input:
         metrics=table_inputs("table1"),
     output:
-        table=report(
-            "results/tables/table1.csv", category="Tables", labels={"table": "1 main"}
-        ),
-        sidecar="results/tables/table1.csv.json",
+        table=report(table("table1"), category="Tables", labels={"table": "1 main"}),
+        sidecar=sidecar("table1"),
     log:
-        "results/logs/report/table1.log",
+        log_file("report/table1"),
     benchmark:
-        "results/benchmarks/report/table1.tsv"
+        bench_file("report/table1")
     conda:
         "../envs/reporting.yaml"
     params:
@@ -27,21 +25,21 @@ rule table2:
         metrics=table_inputs("table2"),
     output:
         table=report(
-            "results/tables/table2.csv",
+            table("table2"),
             category="Tables",
             labels={"table": "2 ablation"},
         ),
-        sidecar="results/tables/table2.csv.json",
+        sidecar=sidecar("table2"),
         png=report(
-            "results/figures/ablation.png",
+            figure("ablation", "png"),
             category="Figures",
             labels={"figure": "ablation"},
         ),
-        pdf="results/figures/ablation.pdf",
+        pdf=figure("ablation", "pdf"),
     log:
-        "results/logs/report/table2.log",
+        log_file("report/table2"),
     benchmark:
-        "results/benchmarks/report/table2.tsv"
+        bench_file("report/table2")
     conda:
         "../envs/reporting.yaml"
     params:
@@ -56,21 +54,21 @@ rule table3:
         metrics=table_inputs("table3"),
     output:
         table=report(
-            "results/tables/table3.csv",
+            table("table3"),
             category="Tables",
             labels={"table": "3 scaling"},
         ),
-        sidecar="results/tables/table3.csv.json",
+        sidecar=sidecar("table3"),
         png=report(
-            "results/figures/fig2_scaling.png",
+            figure("fig2_scaling", "png"),
             category="Figures",
             labels={"figure": "2 scaling"},
         ),
-        pdf="results/figures/fig2_scaling.pdf",
+        pdf=figure("fig2_scaling", "pdf"),
     log:
-        "results/logs/report/table3.log",
+        log_file("report/table3"),
     benchmark:
-        "results/benchmarks/report/table3.tsv"
+        bench_file("report/table3")
     conda:
         "../envs/reporting.yaml"
     params:
@@ -84,14 +82,12 @@ rule table9:
     input:
         metrics=table_inputs("table1"),
     output:
-        table=report(
-            "results/tables/table9.csv", category="Tables", labels={"table": "9 seeds"}
-        ),
-        sidecar="results/tables/table9.csv.json",
+        table=report(table("table9"), category="Tables", labels={"table": "9 seeds"}),
+        sidecar=sidecar("table9"),
     log:
-        "results/logs/report/table9.log",
+        log_file("report/table9"),
     benchmark:
-        "results/benchmarks/report/table9.tsv"
+        bench_file("report/table9")
     conda:
         "../envs/reporting.yaml"
     params:
@@ -106,15 +102,15 @@ rule table10:
         metrics=table_inputs("table10"),
     output:
         table=report(
-            "results/tables/table10.csv",
+            table("table10"),
             category="Tables",
             labels={"table": "10 attributes"},
         ),
-        sidecar="results/tables/table10.csv.json",
+        sidecar=sidecar("table10"),
     log:
-        "results/logs/report/table10.log",
+        log_file("report/table10"),
     benchmark:
-        "results/benchmarks/report/table10.tsv"
+        bench_file("report/table10")
     conda:
         "../envs/reporting.yaml"
     params:
@@ -126,19 +122,19 @@ rule table10:
 
 rule samples_figure:
     input:
-        index=expand("results/{dataset}/real_index.parquet", dataset=DATASETS),
+        index=expand(P.index, dataset=DATASETS),
         manifests=target_list("sample_manifests"),
     output:
         png=report(
-            "results/figures/samples.png",
+            figure("samples", "png"),
             category="Figures",
             labels={"figure": "samples"},
         ),
-        pdf="results/figures/samples.pdf",
+        pdf=figure("samples", "pdf"),
     log:
-        "results/logs/report/samples.log",
+        log_file("report/samples"),
     benchmark:
-        "results/benchmarks/report/samples.tsv"
+        bench_file("report/samples")
     conda:
         "../envs/reporting.yaml"
     params:
@@ -150,19 +146,19 @@ rule samples_figure:
 
 rule samples_dataset:
     input:
-        index="results/{dataset}/real_index.parquet",
+        index=P.index,
         manifests=dataset_sample_manifests,
     output:
         png=report(
-            "results/figures/samples_{dataset}.png",
+            figure("samples_{dataset}", "png"),
             category="Figures",
             labels={"figure": "samples {dataset}"},
         ),
-        pdf="results/figures/samples_{dataset}.pdf",
+        pdf=figure("samples_{dataset}", "pdf"),
     log:
-        "results/logs/report/samples_{dataset}.log",
+        log_file("report/samples_{dataset}"),
     benchmark:
-        "results/benchmarks/report/samples_{dataset}.tsv"
+        bench_file("report/samples_{dataset}")
     conda:
         "../envs/reporting.yaml"
     params:
@@ -178,13 +174,11 @@ rule claims:
         table2=rules.table2.output.table,
         table4=target_list("claims_tables"),
     output:
-        table=report(
-            "results/tables/claims.csv", category="Tables", labels={"table": "claims"}
-        ),
+        table=report(table("claims"), category="Tables", labels={"table": "claims"}),
     log:
-        "results/logs/report/claims.log",
+        log_file("report/claims"),
     benchmark:
-        "results/benchmarks/report/claims.tsv"
+        bench_file("report/claims")
     conda:
         "../envs/reporting.yaml"
     params:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "workflow_scripts" / "realfake"
-GROUND = {"errors": set(), "images": set(), "atomic": set(), "classlists": {"errors"}, "distributed": {"errors"}}
+GROUND = {"errors": set(), "images": set(), "atomic": set(), "classlists": {"errors"}, "distributed": {"errors"},
+          "paths": set()}
 STAGES = {"prepare", "pretrain", "caption", "embed", "finetune", "generate", "classify", "quality", "ood",
           "privacy", "nearest", "report"}
 
@@ -75,3 +76,16 @@ def test_every_stage_has_one_cli_pattern():
         text = (PKG / f"{stage}.py").read_text()
         assert "Command(__doc__)" in text and "run(main)" in text, stage
         assert "argparse" not in text, f"{stage} builds its own argparse"
+
+
+def test_artifact_paths_are_spelled_once_in_the_path_table():
+    """Rules and the planner take every path under results/ from realfake.paths; no string
+    literal there starts with results/ (comments may still name folders)."""
+    import re
+
+    repo = PKG.parents[1]
+    files = [repo / "Snakefile", *sorted((repo / "rules").glob("*.smk")), PKG / "plan.py", PKG / "config.py"]
+    literal = re.compile(r"""(?<![\w])[fr]?["']results/""")
+    found = [f"{f.name}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
+             if literal.search(line.split("#", 1)[0])]
+    assert not found, found

@@ -16,6 +16,7 @@ from .atomic import write_json, write_torch
 from .classifier import evaluate, train_classifier, training_data
 from .cli import Command, loader_workers, provenance, run
 from .data import read_table
+from .paths import MIXES
 from .recipes import eval_transform
 from .settings import Classify, Dataset, Models
 
@@ -105,7 +106,7 @@ def main(argv=None) -> None:
     p.add_argument("--index", required=True, help="the dataset's real_index.parquet")
     p.add_argument("--use-real", action="store_true", help="train on the real training split too")
     p.add_argument("--synthetic", nargs="*", default=[], help="synthetic manifest.parquet files")
-    p.add_argument("--setting", required=True, choices=["real", "syn", "realsyn", "synfilt", "realsynfilt"],
+    p.add_argument("--setting", required=True, choices=["real", *MIXES],
                    help="what the classifier trains on (recorded in metrics.json)")
     p.add_argument("--variant", default="", help="generation variant of the synthetic set (recorded)")
     p.add_argument("--scale", type=int, default=0, help="synthetic set size in multiples of the real set (recorded)")

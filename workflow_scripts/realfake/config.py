@@ -20,6 +20,7 @@ import yaml
 
 from .classlists import read_classlist
 from .errors import ConfigError
+from .paths import MODELS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 # A dataset name becomes a folder under results/ and a wildcard value: letters, digits, _ and -,
@@ -279,7 +280,7 @@ def _override_errors(config: dict, schema: dict) -> list:
 
 HEX40, HEX64 = re.compile(r"[0-9a-f]{40}"), re.compile(r"[0-9a-f]{64}")
 HUB_KEYS, URL_KEYS = {"hub", "revision", "files", "file", "sha256"}, {"url", "sha256"}
-MODELS_DIR = "results/models"
+MODELS_DIR = MODELS
 
 
 def _check_models(config: dict) -> None:

@@ -12,14 +12,14 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from .config import (MODELS_DIR, class_count, dataset_section, get_dataset, get_variant, model_path, shadow_datasets,
+from .config import (class_count, dataset_section, get_dataset, get_variant, model_path, shadow_datasets,
                      shard_count)
 from .distributed import launcher
 from .errors import ConfigError
+from .paths import MIXES, P, figure, table
 
-MIXES = ("syn", "realsyn", "synfilt", "realsynfilt")
-TINY_BASE = "results/base_model/tiny"
-RANDOM_ENCODER = "results/image_encoder/random_init.pt"
+TINY_BASE = P.tiny_base
+RANDOM_ENCODER = P.random_encoder
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,8 @@ PAPER_COSTS = {
     "fetch": Cost(4000, 0.0, 60, 0.0, False),        # one model download (SD 1.5's 4 GB at ~10 MB/s: 7 min)
 }
 MINI_RESOURCES = (3000, 60)
-SEGMENTED = ("finetune", "classify")  # training stages that can run as several jobs, resuming
+DATA_PARALLEL = ("finetune", "classify")  # stages whose jobs run one process per GPU (torchrun)
+SEGMENTED = DATA_PARALLEL  # training stages that can run as several jobs, resuming
 # Typical training images per class of each dataset kind (train_per_class null), for planning only.
 TRAIN_PER_CLASS = {"imagenet": 1281, "cub": 30, "cars": 42, "pets": 100, "eurosat": 2160, "digits": 110,
                    "celeba": 162770, "imagefolder": 500}
@@ -114,12 +115,12 @@ class Plan:
     # ------------------------------------------------------------------ artifact paths
     @staticmethod
     def index(dataset: str) -> str:
-        return f"results/{dataset}/real_index.parquet"
+        return P.index.format(dataset=dataset)
 
     @staticmethod
     def set_dir(dataset: str, variant: str, seed, scale) -> str:
         """Folder of one synthetic set (manifest, filtered manifest, shards)."""
-        return f"results/synthetic/{dataset}/{variant}/s{seed}/{scale}x"
+        return P.set_dir.format(dataset=dataset, variant=variant, seed=seed, scale=scale)
 
     def manifest(self, dataset: str, variant: str, seed, scale, which: str = "manifest") -> str:
         return f"{self.set_dir(dataset, variant, seed, scale)}/{which}.parquet"
@@ -134,8 +135,8 @@ class Plan:
     def classifier_file(dataset, setting, seed, variant=None, scale=None, name="metrics.json") -> str:
         """A classify-stage output: metrics.json (default) or model.pt of one classifier."""
         if setting == "real":
-            return f"results/{dataset}/classify/real/s{seed}/{name}"
-        return f"results/{dataset}/classify/{setting}/{variant}/{scale}x/s{seed}/{name}"
+            return P.real_classifier.format(dataset=dataset, seed=seed, name=name)
+        return P.syn_classifier.format(dataset=dataset, mix=setting, variant=variant, scale=scale, seed=seed, name=name)
 
     def metrics(self, dataset, setting, seed, variant=None, scale=None) -> str:
         return self.classifier_file(dataset, setting, seed, variant, scale)
@@ -144,13 +145,13 @@ class Plan:
         return self.classifier_file(dataset, setting, seed, variant, scale, "model.pt")
 
     def lora_file(self, dataset: str, lora: str, seed) -> str:
-        return f"results/{dataset}/lora/{lora}/s{seed}/lora.safetensors"
+        return P.lora.format(dataset=dataset, lora=lora, seed=seed)
 
     # ------------------------------------------------------------------ models
     def fetched(self, *names: str) -> list[str]:
         """Manifests of the models among ``names`` that the config gives as downloads (fetch_model
         makes them); nothing for local paths."""
-        return [f"{MODELS_DIR}/{n}.manifest.json" for n in names if isinstance(self.config["models"][n], dict)]
+        return [P.model_manifest.format(model=n) for n in names if isinstance(self.config["models"][n], dict)]
 
     def classifier_weights(self, dataset: str) -> list[str]:
         """The fetched ImageNet ResNet-50 when the dataset's classifiers start from it."""
@@ -178,7 +179,7 @@ class Plan:
     # ------------------------------------------------------------------ stage inputs
     def digits_data(self, dataset: str) -> list[str]:
         """The mini world's digits folder for a digits dataset; nothing for a dataset on disk."""
-        return [f"results/{dataset}/data"] if get_dataset(self.config, dataset)["kind"] == "digits" else []
+        return [P.digits_data.format(dataset=dataset)] if get_dataset(self.config, dataset)["kind"] == "digits" else []
 
     def lora_index(self, dataset: str, lora: str) -> str:
         """Input of finetune: the real index, after checking both names."""
@@ -252,8 +253,8 @@ class Plan:
     def lira_inputs(self) -> dict:
         p = self.config["privacy"]
         return {"index": self.index(p["pool"]), "members_index": self.index(p["members"]),
-                "shadows": [f"results/{p['pool']}/privacy/shadow/{k}.parquet" for k in range(p["shadows"])],
-                "synthetic_shadows": [f"results/{p['pool']}/privacy/pipeline_shadow/{k}.parquet"
+                "shadows": [P.shadow.format(dataset=p["pool"], k=k) for k in range(p["shadows"])],
+                "synthetic_shadows": [P.pipeline_shadow.format(dataset=p["pool"], k=k)
                                       for k in range(len(shadow_datasets(self.config)))],
                 **self.lira_targets()}
 
@@ -277,7 +278,7 @@ class Plan:
         return self.table_datasets(
             what, self.class_datasets,
             f"a single-label dataset under config key datasets; attribute datasets "
-            f"({', '.join(self.attr_datasets) or 'none'}) report in results/tables/table10.csv")
+            f"({', '.join(self.attr_datasets) or 'none'}) report in {table('table10')}")
 
     def table1_metrics(self, datasets: list[str] | None = None) -> list[str]:
         """metrics.json of every table-1 cell (table_spec rows x seeds)."""
@@ -322,11 +323,11 @@ class Plan:
     def quality_sets(self) -> list[str]:
         t, q = self.config["tables"], self.config["quality"]
         seeds = self.grid_seeds("table2")
-        out = [f"results/{ds}/quality/{v}/s{s}/{t['table2_scale']}x/manifest.parquet"
+        out = [P.quality_set.format(dataset=ds, variant=v, seed=s, scale=t["table2_scale"], which="manifest")
                for ds in self.class_datasets for v in t["table2_variants"] for s in seeds]
         if q["filter"] != "none":
-            out += [f"results/{ds}/quality/{t['table1_method']}/s{s}/{t['table2_scale']}x/filtered.parquet"
-                    for ds in self.class_datasets for s in seeds]
+            out += [P.quality_set.format(dataset=ds, variant=t["table1_method"], seed=s, scale=t["table2_scale"],
+                                         which="filtered") for ds in self.class_datasets for s in seeds]
         return out
 
     def quality_metrics(self) -> list[str]:
@@ -348,34 +349,32 @@ class Plan:
             runs += [f"real/s{s}", *(f"syn/{v}/{k}x/s{s}" for v in baselines),
                      *(f"syn/{m}/{scale}x/s{s}" for scale in self.config["scales"]), f"realsyn/{m}/{k}x/s{s}"]
         runs = list(dict.fromkeys(runs))
-        return [f"results/{ds}/ood/{r}/{name}.json" for r in runs for name, root in o["sets"].items() if root]
+        return [P.ood_metrics.format(dataset=ds, run=r, oodset=name) for r in runs for name, root in o["sets"].items() if root]
 
     def claims_tables(self) -> list[str]:
         """Tables the claims are read from besides tables 1 and 2: table 4 when OOD sets are configured."""
-        return ["results/tables/table4.csv"] if self.config["ood"]["dataset"] else []
+        return [table("table4")] if self.config["ood"]["dataset"] else []
 
     def demo_targets(self) -> list[str]:
-        out = ["results/figures/samples.png", "results/figures/samples.pdf"]
-        out += ["results/tables/table1.csv"] if self.class_datasets else []
-        out += ["results/tables/table10.csv"] if self.attr_datasets else []
+        out = [figure("samples", "png"), figure("samples", "pdf")]
+        out += [table("table1")] if self.class_datasets else []
+        out += [table("table10")] if self.attr_datasets else []
         for ds in self.datasets:
-            out += [f"results/{ds}/captions.parquet", f"results/{ds}/class_means.pt"]
+            out += [P.captions.format(dataset=ds), P.class_means.format(dataset=ds)]
         return out
 
     def ablation_targets(self) -> list[str]:
         out = []
         if self.class_datasets:
-            out += ["results/tables/table2.csv", "results/figures/ablation.png", "results/figures/ablation.pdf",
-                    "results/tables/claims.csv", "results/tables/table3.csv", "results/figures/fig2_scaling.png",
-                    "results/figures/fig2_scaling.pdf", "results/tables/table9.csv", "results/tables/quality.csv",
-                    "results/figures/quality.png", "results/figures/quality.pdf"]
-        out += [f"results/figures/samples_{ds}.{ext}" for ds in self.datasets for ext in ("png", "pdf")]
-        out += [f"results/figures/fig4_nearest_{ds}.{ext}" for ds in self.datasets for ext in ("png", "pdf")]
+            out += [table("table2"), figure("ablation", "png"), figure("ablation", "pdf"), table("claims"),
+                    table("table3"), figure("fig2_scaling", "png"), figure("fig2_scaling", "pdf"), table("table9"),
+                    table("quality"), figure("quality", "png"), figure("quality", "pdf")]
+        out += [figure(f"samples_{ds}", ext) for ds in self.datasets for ext in ("png", "pdf")]
+        out += [figure(f"fig4_nearest_{ds}", ext) for ds in self.datasets for ext in ("png", "pdf")]
         if self.config["privacy"]["pool"]:
-            out += ["results/tables/table_privacy.csv", "results/figures/fig3_lira.png",
-                    "results/figures/fig3_lira.pdf"]
+            out += [table("table_privacy"), figure("fig3_lira", "png"), figure("fig3_lira", "pdf")]
         if self.config["ood"]["dataset"]:
-            out += ["results/tables/table4.csv"]
+            out += [table("table4")]
         return out
 
     # ------------------------------------------------------------------ resources and rule params
@@ -480,7 +479,7 @@ class Plan:
         dataset for those stages; every other stage runs one process (generation's parallelism is
         its shards)."""
         ds = wildcards.get("dataset")
-        if ds is None or stage not in ("finetune", "classify"):
+        if ds is None or stage not in DATA_PARALLEL:
             return 1
         return int(dataset_section(self.config, stage, ds)["gpus"])
 
