@@ -21,7 +21,7 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={shlex.quote(_SCRIPTS)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "  # braces doubled: the prefix is formatted too
 )
 
-from realfake.config import ConfigError, read_config_files, validate  # noqa: E402
+from realfake.config import ConfigError, command_line_values, read_config_files, validate  # noqa: E402
 from realfake.plan import (
     DATA_PARALLEL,
     MINI_RESOURCES,
@@ -43,7 +43,8 @@ try:
     # key given twice in one mapping is an error (Snakemake's reading keeps the last one).
     # No --configfile: the mini world (make demo) is the default.
     _files = workflow.configfiles or [Path(workflow.basedir) / "config" / "mini.yaml"]
-    _resolved = validate(read_config_files(_files, workflow.config_settings.config))
+    _overrides = command_line_values(workflow.config_settings.config)
+    _resolved = validate(read_config_files(_files, _overrides))
     config.clear()
     config.update(_resolved)
     PLAN = Plan(config)

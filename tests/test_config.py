@@ -207,3 +207,14 @@ def test_architecture_and_encoder_names_are_checked_against_the_libraries():
     with pytest.raises(ConfigError, match=r"config key image_encoder.model_name: 'ViT-L-41' is neither"):
         load_config(REPO / "config" / "imagenet10.yaml", overrides={"image_encoder": {"model_name": "ViT-L-41"}})
     load_config(REPO / "config" / "imagenet10.yaml")  # resnet50 and ViT-L-14 are known
+
+
+def test_command_line_values_read_as_yaml_would():
+    """Snakemake's --config reads [0] as ['0']; the workflow reads it as YAML does."""
+    from realfake.config import command_line_values
+
+    got = command_line_values({"seeds": ["0", "1"], "finetune": {"lr": "1e-4", "epochs": "3"},
+                               "classify": {"amp": "false", "crop_pct": "null"}, "run_name": "run 2", "x": 5})
+    assert got == {"seeds": [0, 1], "finetune": {"lr": 1e-4, "epochs": 3},
+                   "classify": {"amp": False, "crop_pct": None}, "run_name": "run 2", "x": 5}
+    assert isinstance(got["finetune"]["epochs"], int) and command_line_values("photo of {classname}") == "photo of {classname}"

@@ -201,3 +201,12 @@ def test_own_dataset_template_names_its_placeholders_and_plans_when_filled(tmp_p
     plan = Plan(cfg)
     assert "results/my_dataset/captions.parquet" in plan.demo_targets()
     assert len(plan.shard_paths("my_dataset", "ours", 0, 1, "tar")) == 1
+
+
+def test_command_line_config_cuts_the_seeds(tmp_path):
+    """--config 'seeds=[0]' (a list on the command line) plans one seed of IN-10's table 1."""
+    proc = run_snakemake(tmp_path, "-n", "results/tables/table1.csv", "--configfile",
+                         str(REPO / "config" / "imagenet10.yaml"), "--config", "seeds=[0]")
+    out = proc.stdout + proc.stderr
+    assert re.search(r"^classify_real\s+1$", out, re.M), out[-2000:]
+    assert "results/imagenet10/classify/real/s0/metrics.json" in out and "/s1/" not in out

@@ -109,6 +109,29 @@ def read_config_files(paths, overrides: dict | None = None) -> dict:
     return deep_merge(merged, overrides or {})
 
 
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?")
+_WORDS = {"true": True, "True": True, "false": False, "False": False, "null": None, "None": None}
+
+
+def command_line_values(node):
+    """Values of Snakemake's ``--config`` as YAML would read them: Snakemake reads a list or mapping
+    there as strings (``seeds=[0]`` gives ``['0']``), so each string that spells a number, a boolean
+    or null becomes one; any other string stays as given."""
+    if isinstance(node, dict):
+        return {k: command_line_values(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [command_line_values(v) for v in node]
+    if not isinstance(node, str):
+        return node
+    text = node.strip()
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return _WORDS.get(text, node)
+
+
 def apply_dataset_defaults(config: dict) -> dict:
     """``dataset_defaults``: keys every dataset gets (``all``), then those of its kind, beneath what
     the dataset itself sets. The shared recipe says a family's prompts once, not per dataset."""
