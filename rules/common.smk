@@ -21,7 +21,12 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={shlex.quote(_SCRIPTS)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "  # braces doubled: the prefix is formatted too
 )
 
-from realfake.config import ConfigError, command_line_values, read_config_files, validate  # noqa: E402
+from realfake.config import (
+    ConfigError,
+    command_line_values,
+    read_config_files,
+    validate,
+)  # noqa: E402
 from realfake.plan import (
     DATA_PARALLEL,
     MINI_RESOURCES,
