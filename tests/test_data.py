@@ -22,6 +22,14 @@ def make_folder(root, classes=("cat", "dog"), n=3, size=16):
     return root
 
 
+def folder_entry() -> dict:
+    """A validated imagefolder dataset entry (every key at its schema default), as a stage gets it."""
+    from realfake.config import validate
+
+    cfg = validate({"datasets": {"d": {"kind": "imagefolder", "root": "/x", "num_classes": 3}}, "mini_substitutes": True})
+    return cfg["datasets"]["d"]
+
+
 def test_scan_imagefolder_indexes_every_image(tmp_path):
     idx = scan_imagefolder(make_folder(tmp_path / "ds"))
     assert len(idx) == 12
@@ -64,7 +72,7 @@ def test_classnames_must_match_folders(tmp_path):
 def test_corrupt_image_is_skipped_and_counted(tmp_path, caplog):
     root = make_folder(tmp_path / "ds")
     (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    ds = {"train_per_class": None, "split_seed": 0, "classnames": None}
+    ds = folder_entry()
     with caplog.at_level("INFO"):
         idx = build_index(ds, root, tmp_path / "index.parquet")
     assert len(idx) == 12 and not idx.path.str.contains("broken").any()
@@ -78,7 +86,7 @@ def test_bombs_and_symlink_loops_are_skipped_and_counted(tmp_path, caplog, monke
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "train" / "cat" / "bomb.png")
     os.symlink("loop.png", root / "train" / "dog" / "loop.png")  # a link to itself
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is over twice this: Pillow's bomb error
-    ds = {"train_per_class": None, "split_seed": 0, "classnames": None}
+    ds = folder_entry()
     with caplog.at_level("INFO"):
         idx = build_index(ds, root, tmp_path / "index.parquet")
     names = {Path(p).name for p in idx.path}
@@ -144,7 +152,7 @@ def test_classifier_loads_local_pretrained_weights(tmp_path):
 
 def test_class_count_mismatch_with_config_names_root_and_writes_nothing(tmp_path):
     root = make_folder(tmp_path / "ds")  # 2 classes
-    ds = {"train_per_class": None, "split_seed": 0, "classnames": None}
+    ds = folder_entry()
     with pytest.raises(ValueError, match=f"{root} holds 2 classes but the config plans 3"):
         build_index(ds, root, tmp_path / "index.parquet", expected_classes=3)
     assert not (tmp_path / "index.parquet").exists()

@@ -132,16 +132,17 @@ def command_line_values(node):
     return _WORDS.get(text, node)
 
 
-def apply_dataset_defaults(config: dict) -> dict:
+def apply_dataset_defaults(config: dict, schema: dict | None = None) -> dict:
     """``dataset_defaults``: keys every dataset gets (``all``), then those of its kind, beneath what
     the dataset itself sets. The shared recipe says a family's prompts once, not per dataset."""
     defaults = config.get("dataset_defaults") or {}
     if not isinstance(defaults, dict) or not isinstance(config.get("datasets") or {}, dict):
         return config  # the schema names the key
+    kind_default = (schema or load_schema())["properties"]["datasets"]["additionalProperties"]["properties"]["kind"]["default"]
     for ds in (config.get("datasets") or {}).values():
         if not isinstance(ds, dict):
             continue
-        layered = {**(defaults.get("all") or {}), **(defaults.get(ds.get("kind", "digits")) or {})}
+        layered = {**(defaults.get("all") or {}), **(defaults.get(ds.get("kind", kind_default)) or {})}
         for key, value in layered.items():
             ds.setdefault(key, copy.deepcopy(value))
     return config
@@ -209,7 +210,7 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     """Return a default-filled copy of ``config`` or raise ConfigError naming the bad key."""
     schema = schema or load_schema()
     _check_placeholders(config)
-    config = _fill_defaults(apply_dataset_defaults(copy.deepcopy(config)), schema)
+    config = _fill_defaults(apply_dataset_defaults(copy.deepcopy(config), schema), schema)
     validator = Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     errors += _override_errors(config, schema)

@@ -155,21 +155,21 @@ def check_images(index: pd.DataFrame, workers: int = 0) -> tuple[pd.DataFrame, l
 def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: int | None = None,
                 workers: int = 0) -> pd.DataFrame:
     """Read a dataset layout into the index table; ``expected_classes`` (from config) is checked."""
-    kind = ds.get("kind", "imagefolder")
-    kw = {"classnames": ds.get("classnames")}
+    kind = ds["kind"]  # a validated dataset entry: every key has its schema default
+    kw = {"classnames": ds["classnames"]}
     if kind == "imagenet":
-        kw["classlist"] = ds.get("classlist")
+        kw["classlist"] = ds["classlist"]
     if kind == "celeba":
         kw["attributes"] = ds.get("attributes")
     if kind == "eurosat":
-        kw.update(test_fraction=ds.get("test_fraction", 0.2), seed=ds.get("split_seed", 0))
+        kw.update(test_fraction=ds["test_fraction"], seed=ds["split_seed"])
     index = read_dataset("imagefolder" if kind == "digits" else kind, root, **kw)
     index, bad = check_images(index, workers)
     log.info("indexed %d images under %s; %d corrupt images skipped", len(index), root, len(bad))
     index = subsample_per_class(index, ds["train_per_class"], ds["split_seed"])
-    if ds.get("member_half") is not None:
+    if ds["member_half"] is not None:
         index = member_half(index, ds["member_half"])
-    names = ds.get("classnames") or {}
+    names = ds["classnames"] or {}
     index["class_name"] = [names.get(c, c) for c in index.class_name]
     found = index.label[index.label >= 0].nunique()
     if expected_classes is not None and (index.label >= 0).any() and found != expected_classes:
