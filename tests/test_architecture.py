@@ -89,3 +89,19 @@ def test_artifact_paths_are_spelled_once_in_the_path_table():
     found = [f"{f.name}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
              if literal.search(line.split("#", 1)[0])]
     assert not found, found
+
+
+LIBRARIES = {"datasets", "data", "shards", "chunks", "models", "method", "encoders", "lora", "classifier", "optim",
+             "synthesis", "features", "quality_metrics", "tables", "checkpoint", "tiny_sd", "tiny_models",
+             "provenance", "paths", "tablespec", "config", "settings", "plan"}
+
+
+def test_libraries_do_not_import_the_command_line():
+    """Seeding and provenance live below the libraries (realfake.provenance); cli is for stages and tools."""
+    users = sorted(m for m in LIBRARIES if "cli" in GRAPH[m][0])
+    assert not users, users
+
+
+def test_reporting_does_not_import_the_planner():
+    """The report reads the table spec from realfake.tablespec, not from the planner."""
+    assert "plan" not in GRAPH["report"][0] and "plan" not in GRAPH["tables"][0]

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from realfake.config import ConfigError, load_config, load_schema
-from realfake.plan import Plan, placeholders, table1_spec
+from realfake.plan import Plan, placeholders
+from realfake.tablespec import table1_spec
 from realfake.settings import SECTIONS, Dataset, Lora, Variant
 
 from conftest import REPO

@@ -13,10 +13,11 @@ import torch
 
 from .atomic import write_json, write_parquet
 from .chunks import Chunks
-from .cli import Command, loader_workers, provenance, run
+from .cli import Command, loader_workers, run
 from .config import config_hash
 from .data import read_table
 from .encoders import caption_paths, load_blip2
+from .provenance import provenance
 from .settings import Caption, Models
 
 log = logging.getLogger(__name__)

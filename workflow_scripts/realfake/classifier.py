@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from . import checkpoint, recipes
 from .atomic import fault_hook, read_torch
-from .cli import seed_everything
 from .chunks import ToTensor, image_batches
 from .data import check_table, frame_tensor, read_table
 from .distributed import World
 from .errors import SegmentDone, segment_stop
 from .models import check_local
 from .optim import make_optimizer, make_schedule
+from .provenance import seed_everything
 from .settings import Classify
 from .shards import FileList, ShardDataset, as_unit, split_unit
 

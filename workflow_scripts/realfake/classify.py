@@ -14,9 +14,10 @@ import numpy as np
 from . import checkpoint, distributed
 from .atomic import write_json, write_torch
 from .classifier import evaluate, train_classifier, training_data
-from .cli import Command, loader_workers, provenance, run
+from .cli import Command, loader_workers, run
 from .data import read_table
 from .paths import MIXES
+from .provenance import provenance
 from .recipes import eval_transform
 from .settings import Classify, Dataset, Models
 

@@ -12,15 +12,10 @@ import argparse
 import io
 import json
 import logging
-import random
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from .config import config_hash
 from .distributed import check_gpus
 from .errors import SEGMENT_EXIT, ConfigError, DeviceError, SegmentDone
 
@@ -117,26 +112,6 @@ def loader_workers(args, cfg: dict, processes: int = 1) -> int:
     (decode in the main process, the mini world)."""
     threads = (args.threads or cfg.get("threads", 1)) // processes
     return threads if threads > 1 else 0
-
-
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def provenance(cfg: dict, **extra) -> dict:
-    return {"config": cfg, "config_hash": config_hash(cfg), "git_commit": git_commit(), **extra}
 
 
 def run(main) -> None:

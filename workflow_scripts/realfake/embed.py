@@ -15,11 +15,12 @@ import torch
 
 from .atomic import write_json, write_torch
 from .chunks import Chunks
-from .cli import Command, loader_workers, provenance, run, seed_everything
+from .cli import Command, loader_workers, run
 from .config import config_hash
 from .data import read_table
 from .encoders import class_means, embed_paths
 from .models import create_open_clip, write_random_open_clip
+from .provenance import provenance, seed_everything
 from .settings import ImageEncoder
 
 log = logging.getLogger(__name__)

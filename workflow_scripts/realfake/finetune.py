@@ -10,13 +10,14 @@ import pandas as pd
 
 from . import checkpoint, distributed
 from .atomic import atomic_path, write_json
-from .cli import Command, loader_workers, provenance, run
+from .cli import Command, loader_workers, run
 from .config import config_hash
 from .data import captions_for, lora_training_rows, read_table
 from .distributed import World
 from .lora import TrainImages, save_lora, train_lora
 from .method import build_prompt, guidance_table
 from .models import load_pipeline
+from .provenance import provenance
 from .settings import Dataset, Finetune, ImageEncoder, Lora
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,10 @@ import pandas as pd
 import torch
 
 from .atomic import atomic_path, write_json, write_parquet
-from .cli import Command, provenance, run
+from .cli import Command, run
 from .data import captions_for, read_table
 from .method import build_prompt, guidance_table
+from .provenance import provenance
 from .settings import Dataset, Generate, ImageEncoder, Variant
 from .shards import ShardWriter, member_names
 from .synthesis import MANIFEST_COLUMNS, batches_of, file_hash, generate, make_pipelines, plan, shard_key

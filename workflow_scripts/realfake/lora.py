@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .atomic import atomic_path, fault_hook
-from .cli import seed_everything
 from .distributed import World
 from .errors import SegmentDone, segment_stop
 from .images import load_rgb
 from .method import LORA_TARGETS, inject_guidance, realfake_loss
+from .provenance import seed_everything
 from .settings import Finetune
 
 log = logging.getLogger(__name__)

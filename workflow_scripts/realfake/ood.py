@@ -19,9 +19,10 @@ import torch
 from .atomic import write_json
 from .classifier import load_classifier, predict_logits
 from .classlists import imagenet_1k_wnids, read_classlist
-from .cli import Command, provenance, run
+from .cli import Command, run
 from .datasets import ood
 from .errors import ConfigError
+from .provenance import provenance
 from .recipes import eval_transform
 from .settings import Classify, Dataset, Ood
 from .tables import summarize, write_table

@@ -17,37 +17,10 @@ from .config import (class_count, dataset_section, get_dataset, get_variant, mod
 from .distributed import launcher
 from .errors import ConfigError
 from .paths import MIXES, P, figure, table
+from .tablespec import table1_spec
 
 TINY_BASE = P.tiny_base
 RANDOM_ENCODER = P.random_encoder
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of table 1 (and table 10): its label, the classifier setting and variant behind it,
-    and the cell key the paper's numbers and the claims are stored under."""
-
-    label: str
-    setting: str
-    variant: str
-    cell: str
-
-
-def table1_spec(tables: dict) -> list[Row]:
-    """Table 1's rows (also table 10's and table 9's): real only, the text-to-image baseline, the
-    caption baseline when configured, ours synthetic only, the official-guidance variant when
-    configured, real + ours."""
-    t = tables
-    spec = [Row("real only", "real", "", "real"),
-            Row(f"synthetic only: {t['table1_baseline']}", "syn", t["table1_baseline"], "syn_baseline")]
-    if t["table1_caption_baseline"]:
-        spec.append(Row(f"synthetic only: {t['table1_caption_baseline']}", "syn", t["table1_caption_baseline"],
-                        "syn_caption_baseline"))
-    spec.append(Row(f"synthetic only: {t['table1_method']}", "syn", t["table1_method"], "syn_method"))
-    if t["table1_official"]:
-        spec.append(Row(f"synthetic only: {t['table1_official']}", "syn", t["table1_official"], "syn_official"))
-    spec.append(Row(f"real + synthetic: {t['table1_method']}", "realsyn", t["table1_method"], "realsyn_method"))
-    return spec
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from .atomic import write_json
-from .cli import Command, loader_workers, provenance, run
+from .cli import Command, loader_workers, run
 from .config import class_count, get_dataset
 from .data import build_index, write_digits_imagefolder
+from .provenance import provenance
 
 
 def digits_main(args, cfg: dict) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .atomic import write_json
-from .cli import Command, provenance, run
+from .cli import Command, run
+from .provenance import provenance
 from .settings import Pretrain
 from .tiny_sd import pretrain_base
 

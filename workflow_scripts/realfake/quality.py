@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 
 from .atomic import read_torch, write_json, write_parquet, write_torch
-from .cli import Command, provenance, run
+from .cli import Command, run
 from .data import read_table
 from .features import ClassifierFeatures, ClipFeatures, cap_per_class, chunked, extractor, features_of, real_train
+from .provenance import provenance
 from .quality_metrics import compare
 from .settings import Classify, Dataset, ImageEncoder, Quality
 from .tables import load_metrics, save_fig, write_table

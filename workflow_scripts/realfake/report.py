@@ -13,8 +13,8 @@ import yaml
 
 from .cli import Command, run
 from .data import frame_images, read_table
-from .plan import table1_spec
 from .tables import load_metrics, mean_std, save_fig, summarize, write_table
+from .tablespec import table1_spec
 
 log = logging.getLogger(__name__)
 PAPER = yaml.safe_load(Path(__file__).with_name("paper_numbers.yaml").read_text())

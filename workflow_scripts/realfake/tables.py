@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json
-from .cli import provenance
+from .provenance import provenance
 
 
 def load_metrics(files) -> pd.DataFrame:
