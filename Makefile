@@ -52,7 +52,7 @@ report: venv
 # docs/results.md from this folder's results/ (tables with their sidecars' commit, figures, time per
 # stage): make results-doc PRODUCED_BY="make demo-all on <machine>" [RESULTS=other/results].
 results-doc: venv
-	$(PY) -m realfake.resultsdoc --results $(or $(RESULTS),results) --out docs/results.md $(if $(PRODUCED_BY),--produced-by "$(PRODUCED_BY)")
+	$(PY) -m realfake.tools.resultsdoc --results $(or $(RESULTS),results) --out docs/results.md $(if $(PRODUCED_BY),--produced-by "$(PRODUCED_BY)")
 
 test: venv lint
 	$(PY) -m pytest -q tests
@@ -74,12 +74,12 @@ slurm-test: venv
 	bash tests/slurm/run.sh
 
 bench: venv
-	$(PY) -m realfake.bench
+	$(PY) -m realfake.tools.bench
 
 # Every stage's entry point at paper-like counts (100k tiny images, 12.8 M synthetic rows) under its
 # declared memory: results/rehearsal/{stages,shuffle,projection}.csv (about 20 minutes on 2 cores).
 rehearsal: venv
-	$(PY) -m realfake.rehearsal
+	$(PY) -m realfake.tools.rehearsal
 
 # The paper's real architectures (SD 1.5, open_clip ViT-L/14, ResNet-50) with random weights through
 # each stage's code at 512 px: results/rehearsal/fullsize.csv, seconds per item and peak memory per
@@ -87,7 +87,7 @@ rehearsal: venv
 # generation loop for the speed-up.
 DEVICE ?= $(shell $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 rehearsal-full: venv
-	$(PY) -m realfake.fullsize --device $(DEVICE)
+	$(PY) -m realfake.tools.fullsize --device $(DEVICE)
 
 # What a run will cost before anything is submitted: jobs, images, GPU hours and disk per rule of the
 # planned DAG -> results/plan/cost_<run_name>.csv. make cost CONFIG=config/imagenet1k.yaml TARGET=...
@@ -96,7 +96,7 @@ rehearsal-full: venv
 # is docs/rehearsal/h200_run1.csv) prices the GPU stages at that measured speed.
 CONFIG ?= config/paper.yaml
 cost: venv
-	$(PY) -m realfake.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch) $(if $(THROUGHPUT),--throughput $(THROUGHPUT))
+	$(PY) -m realfake.tools.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch) $(if $(THROUGHPUT),--throughput $(THROUGHPUT))
 
 clean-results:
 	find results -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

@@ -19,14 +19,16 @@ def imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
     top, nested = set(), []
 
     def names(node):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            return [node.module] if node.module else [a.name for a in node.names]
+        if isinstance(node, ast.ImportFrom) and node.level in (1, 2):
+            inside_tools = path.parent.name == "tools" and node.level == 1
+            prefix = "tools." if inside_tools else ""
+            return [prefix + node.module] if node.module else [prefix + a.name for a in node.names]
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("realfake."):
             return [node.module.split(".", 1)[1]]
         return []
 
     for node in tree.body:
-        top.update(n.split(".")[0] for n in names(node))
+        top.update(n if n.startswith("tools.") else n.split(".")[0] for n in names(node))
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for sub in ast.walk(node):
@@ -35,6 +37,7 @@ def imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
 
 
 GRAPH = {p.stem: imports(p) for p in sorted(PKG.glob("*.py")) if p.stem != "__init__"}
+GRAPH |= {f"tools.{p.stem}": imports(p) for p in sorted((PKG / "tools").glob("*.py")) if p.stem != "__init__"}
 
 
 def test_no_realfake_import_inside_functions():
@@ -105,3 +108,14 @@ def test_libraries_do_not_import_the_command_line():
 def test_reporting_does_not_import_the_planner():
     """The report reads the table spec from realfake.tablespec, not from the planner."""
     assert "plan" not in GRAPH["report"][0] and "plan" not in GRAPH["tables"][0]
+
+
+def test_tools_sit_in_their_own_subpackage_and_nothing_imports_them():
+    """bench, rehearsals, cost, the reference and results documents: run by make targets, above
+    every floor; no module of the workflow imports one."""
+    tools = {m for m in GRAPH if m.startswith("tools.")}
+    assert {"tools.bench", "tools.cost", "tools.fullsize", "tools.rehearsal", "tools.reference", "tools.resultsdoc",
+            "tools.look"} <= tools
+    users = sorted(m for m, (top, _) in GRAPH.items() if not m.startswith("tools.") and top & tools)
+    assert not users, users
+    assert not [p.stem for p in PKG.glob("*.py") if f"tools.{p.stem}" in tools]  # not left at the top level

@@ -3,7 +3,7 @@
 import pytest
 import pandas as pd
 
-from realfake.bench import bench_loading, unet_flops_per_image
+from realfake.tools.bench import bench_loading, unet_flops_per_image
 
 from conftest import run_cli
 
@@ -29,5 +29,5 @@ def test_loading_bench_reads_every_image_from_both_sources(tmp_path):
 
 
 def test_bench_cli_writes_csv(tmp_path):
-    run_cli("bench", "--quick", "--only", "loading", "--out", str(tmp_path / "bench"))
+    run_cli("tools.bench", "--quick", "--only", "loading", "--out", str(tmp_path / "bench"))
     assert len(pd.read_csv(tmp_path / "bench" / "loading.csv")) == 4

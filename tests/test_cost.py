@@ -7,7 +7,7 @@ import yaml
 
 from conftest import REPO
 from realfake.config import load_config
-from realfake.cost import PAPER_COSTS, main, parse_dry_run, price, rule_stages
+from realfake.tools.cost import PAPER_COSTS, main, parse_dry_run, price, rule_stages
 from realfake.plan import Plan
 
 IN10 = str(REPO / "config" / "imagenet10.yaml")
@@ -47,7 +47,7 @@ rule finetune:
 def test_cost_counts_match_the_dry_run_and_a_cut_grid_costs_less(tmp_path, capsys):
     full, cut = tmp_path / "full.csv", tmp_path / "cut.csv"
     main(["--configfile", IN10, "--from-scratch", "--out", str(full)])
-    from realfake.cost import dry_run
+    from realfake.tools.cost import dry_run
     _, stats = parse_dry_run(dry_run([IN10], ["all_ablation"], tmp_path / "empty"))
     df = pd.read_csv(full).set_index("rule")
     assert {r: int(df.loc[r, "jobs"]) for r in stats} == stats  # every rule's jobs, as Snakemake counts them
@@ -76,7 +76,7 @@ def test_grid_seeds_must_be_configured_seeds():
 
 
 def test_measured_throughput_replaces_the_planning_figures(tmp_path):
-    from realfake.cost import measured_costs
+    from realfake.tools.cost import measured_costs
 
     csv = tmp_path / "fullsize.csv"
     pd.DataFrame({"stage": ["caption", "finetune", "generate", "classify", "generate"],

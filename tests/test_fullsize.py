@@ -1,4 +1,4 @@
-"""`make rehearsal-full` (realfake.fullsize): the real architectures it builds, and its stage runner
+"""`make rehearsal-full` (realfake.tools.fullsize): the real architectures it builds, and its stage runner
 end to end on the toy models (the full-size run itself takes 11 minutes on 2 cores: make rehearsal-full)."""
 
 import json
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from realfake import fullsize
+from realfake.tools import fullsize
 
 
 def _params(module) -> int:
@@ -41,7 +41,7 @@ def test_fullsize_runs_every_stage_on_toy_models(tmp_path):
     the toy models, the official-style generation loop included."""
     out = tmp_path / "out"
     stages = [s for s in fullsize.STAGES if s != "generate_compiled"]  # inductor's C++ build: minutes on 2 cores
-    proc = subprocess.run([sys.executable, "-m", "realfake.fullsize", "--arch", "tiny", "--device", "cpu",
+    proc = subprocess.run([sys.executable, "-m", "realfake.tools.fullsize", "--arch", "tiny", "--device", "cpu",
                            "--out", str(out), "--work", str(tmp_path),
                            "--stages", *stages], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -59,6 +59,6 @@ def test_fullsize_runs_every_stage_on_toy_models(tmp_path):
 def test_fullsize_rejects_cuda_without_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
-    proc = subprocess.run([sys.executable, "-m", "realfake.fullsize", "--device", "cuda", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "realfake.tools.fullsize", "--device", "cuda", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "no CUDA device" in proc.stderr

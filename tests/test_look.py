@@ -1,4 +1,4 @@
-"""realfake.look: the above-grid energy share behind docs/mini-world.md."""
+"""realfake.tools.look: the above-grid energy share behind docs/mini-world.md."""
 
 import io
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from realfake.look import above_grid_share, main, table
+from realfake.tools.look import above_grid_share, main, table
 from realfake.shards import ShardWriter
 
 
@@ -77,7 +77,7 @@ def test_vae_round_trip_is_batched_and_per_image(tmp_path, monkeypatch):
     import torch
     from diffusers import AutoencoderKL
 
-    from realfake.look import vae_round_trip
+    from realfake.tools.look import vae_round_trip
 
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)

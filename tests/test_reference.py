@@ -3,12 +3,12 @@ regenerating the page fails here."""
 
 from conftest import REPO
 from realfake.config import load_schema
-from realfake.reference import reference
+from realfake.tools.reference import reference
 
 
 def test_config_reference_is_up_to_date():
     page = (REPO / "docs" / "config.md").read_text()
-    assert page == reference(), "docs/config.md is stale: run python -m realfake.reference > docs/config.md"
+    assert page == reference(), "docs/config.md is stale: run python -m realfake.tools.reference > docs/config.md"
 
 
 def test_every_schema_key_is_in_the_reference():

@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from realfake.rehearsal import declared_mem_mb, main, measure, projection, shuffle_rows
+from realfake.tools.rehearsal import declared_mem_mb, main, measure, projection, shuffle_rows
 
 
 def test_measure_sees_a_process_trees_peak_and_enforces_the_limit(tmp_path):

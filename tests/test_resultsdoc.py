@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from realfake.resultsdoc import markdown_table, render, stage_of, stage_times
+from realfake.tools.resultsdoc import markdown_table, render, stage_of, stage_times
 from realfake.tables import write_table
 
 from conftest import run_cli
@@ -73,25 +73,25 @@ def test_mean_and_std_columns_merge():
 def test_cli_writes_the_document(tmp_path):
     r = fake_run(tmp_path)
     out = tmp_path / "docs" / "results.md"
-    run_cli("resultsdoc", "--results", str(r), "--out", str(out))
+    run_cli("tools.resultsdoc", "--results", str(r), "--out", str(out))
     assert out.read_text().startswith("# Results")
     assert not list(out.parent.glob("*.tmp"))
 
 
 def test_bad_results_folders_are_named(tmp_path):
     out = tmp_path / "results.md"
-    proc = run_cli("resultsdoc", "--results", str(tmp_path / "nope"), "--out", str(out), check=False)
+    proc = run_cli("tools.resultsdoc", "--results", str(tmp_path / "nope"), "--out", str(out), check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr and not out.exists()
     (tmp_path / "empty" / "tables").mkdir(parents=True)
-    proc = run_cli("resultsdoc", "--results", str(tmp_path / "empty"), "--out", str(out), check=False)
+    proc = run_cli("tools.resultsdoc", "--results", str(tmp_path / "empty"), "--out", str(out), check=False)
     assert proc.returncode == 2 and "no result tables" in proc.stderr and not out.exists()
     r = fake_run(tmp_path / "bad")
     (r / "tables" / "table1.csv.json").write_text("{not json")
-    proc = run_cli("resultsdoc", "--results", str(r), "--out", str(out), check=False)
+    proc = run_cli("tools.resultsdoc", "--results", str(r), "--out", str(out), check=False)
     assert proc.returncode == 2 and "table1.csv.json" in proc.stderr and not out.exists()
     (r / "tables" / "table1.csv.json").unlink()
     (r / "benchmarks" / "mini" / "caption.tsv").write_text("")
-    proc = run_cli("resultsdoc", "--results", str(r), "--out", str(out), check=False)
+    proc = run_cli("tools.resultsdoc", "--results", str(r), "--out", str(out), check=False)
     assert proc.returncode == 2 and "caption.tsv" in proc.stderr and not out.exists()
 
 

@@ -1,6 +1,6 @@
 """`make cost`: what a paper-scale run will cost, before anything is submitted.
 
-``python -m realfake.cost --configfile config/paper.yaml [--target all_ablation ...]`` asks Snakemake
+``python -m realfake.tools.cost --configfile config/paper.yaml [--target all_ablation ...]`` asks Snakemake
 for the planned jobs (a dry run: every job's rule and wildcards), prices each job with the cost model
 behind the rules' resource requests (``plan.PAPER_COSTS``: start-up minutes plus seconds per item on
 one GPU, the items a job processes from ``Plan.stage_items``, divided over its data-parallel GPUs) and
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .atomic import atomic_path
-from .config import ConfigError, load_config
-from .plan import PAPER_COSTS, Plan
+from ..atomic import atomic_path
+from ..config import ConfigError, load_config
+from ..plan import PAPER_COSTS, Plan
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Disk per item of what a job keeps (planning figures): a 512 px JPEG at quality 95 of a natural
 # image is typically 50-100 kB (75 taken; PNG about 4x); a rank-4 SD 1.5 LoRA (797k fp32 values) is
 # 3.2 MB; a ResNet-50 model.pt (25.6 M fp32 values) 100 MB; one 768-d fp32 embedding 3 kB.

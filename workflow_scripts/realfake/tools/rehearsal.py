@@ -42,15 +42,15 @@ import psutil
 import torch
 from PIL import Image
 
-from .atomic import write_parquet
-from .config import load_config, shard_count
-from .plan import Plan
-from .shards import ShardWriter, stream_order
-from .synthesis import MANIFEST_COLUMNS, set_order, shard_bounds
-from .tiny_models import build_tiny_blip2
-from .tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
+from ..atomic import write_parquet
+from ..config import load_config, shard_count
+from ..plan import Plan
+from ..shards import ShardWriter, stream_order
+from ..synthesis import MANIFEST_COLUMNS, set_order, shard_bounds
+from ..tiny_models import build_tiny_blip2
+from ..tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PAPER_SCALE = {"index": 1_331_167, "caption": 1_281_167, "embed": 1_281_167, "finetune": 1_281_167,
                "generate": 12_811_670, "manifest": 12_811_670, "classify": 1_281_167, "quality": 50_000,
                "nearest": 1_281_167}  # each stage's count at IN-1K 10x (quality: 50 per class, the FID size)

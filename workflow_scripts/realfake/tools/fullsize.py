@@ -49,20 +49,20 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .atomic import atomic_path, write_json
+from ..atomic import atomic_path, write_json
 from .bench import run_ours, run_reference, write_guidance_files
-from .classifier import MemoryData, build_model, train_classifier
-from .cli import loader_workers as rule_workers
-from .config import load_config
-from .encoders import caption_paths, embed_paths, load_blip2
-from .lora import TrainImages, save_lora, train_lora
-from .method import build_prompt
-from .models import create_open_clip, load_pipeline
-from .settings import Caption, Classify, Dataset, Finetune, Generate, ImageEncoder
-from .tiny_models import build_tiny_blip2
-from .tiny_sd import build_tiny_pipeline, build_tokenizer
+from ..classifier import MemoryData, build_model, train_classifier
+from ..cli import loader_workers as rule_workers
+from ..config import load_config
+from ..encoders import caption_paths, embed_paths, load_blip2
+from ..lora import TrainImages, save_lora, train_lora
+from ..method import build_prompt
+from ..models import create_open_clip, load_pipeline
+from ..settings import Caption, Classify, Dataset, Finetune, Generate, ImageEncoder
+from ..tiny_models import build_tiny_blip2
+from ..tiny_sd import build_tiny_pipeline, build_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "config" / "imagenet10.yaml"
 DATASET = "imagenet10"
 TOKENS = 77  # CLIP's context: SD 1.5's prompts are 77 tokens
@@ -361,7 +361,7 @@ def run_stage(argv: list[str]) -> None:
 
 def measure(stage: str, work: Path, device: str, sizes: dict, log) -> dict:
     """Run one stage in a child process; its result plus the child's peak resident memory."""
-    cmd = [sys.executable, "-m", "realfake.fullsize", "--stage", stage, str(work), device, json.dumps(sizes)]
+    cmd = [sys.executable, "-m", "realfake.tools.fullsize", "--stage", stage, str(work), device, json.dumps(sizes)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []

@@ -1,5 +1,5 @@
 """The config reference, generated from ``config/schema.yaml``: every key with its type, default
-and description, as Markdown. ``python -m realfake.reference > docs/config.md``; a test keeps the
+and description, as Markdown. ``python -m realfake.tools.reference > docs/config.md``; a test keeps the
 committed page equal to this output."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .config import load_schema
+from ..config import load_schema
 
 
 def _type(node: dict) -> str:
@@ -41,7 +41,7 @@ def _rows(prefix: str, node: dict):
 def reference() -> str:
     schema = load_schema()
     out = ["# Config reference\n",
-           "Generated from `config/schema.yaml` by `python -m realfake.reference` (a test keeps this page",
+           "Generated from `config/schema.yaml` by `python -m realfake.tools.reference` (a test keeps this page",
            "equal to its output). Keys are dotted paths; `<name>` stands for a dataset, LoRA or variant",
            "name you choose. Defaults apply to every key left out.\n",
            "## Configs as overlays\n",

@@ -31,17 +31,17 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .atomic import atomic_path
-from .classifier import SmallCNN
-from .synthesis import batches_of, generate, make_pipelines
-from .images import load_rgb, to_tensor
-from .method import encode_text, inject_guidance
-from .models import load_pipeline
-from .settings import Generate
-from .shards import ShardDataset, ShardWriter
-from .tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
+from ..atomic import atomic_path
+from ..classifier import SmallCNN
+from ..synthesis import batches_of, generate, make_pipelines
+from ..images import load_rgb, to_tensor
+from ..method import encode_text, inject_guidance
+from ..models import load_pipeline
+from ..settings import Generate
+from ..shards import ShardDataset, ShardWriter
+from ..tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _clock() -> float:

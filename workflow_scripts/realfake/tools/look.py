@@ -7,7 +7,7 @@ the base model draws crisp font digits. ``above_grid_share`` measures that: the 
 1.0 for a one-pixel checkerboard and small for an image that is an upsampled grid image (0.04 for
 the real digits: box-averaging is not the exact inverse of their bilinear upsample).
 
-    python -m realfake.look --real-index results/mini/real_index.parquet \\
+    python -m realfake.tools.look --real-index results/mini/real_index.parquet \\
         --set base='results/synthetic/mini/base/s*/2x/shards/*.tar' \\
         --set ours='results/synthetic/mini/ours/s*/2x/shards/*.tar' --vae results/base_model/tiny/vae
 
@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .images import decode_rgb, images_tensor, load_rgb
-from .shards import iter_shard
+from ..images import decode_rgb, images_tensor, load_rgb
+from ..shards import iter_shard
 
 
 def gray(im: Image.Image) -> np.ndarray:
