@@ -95,6 +95,7 @@ def test_artifact_paths_are_spelled_once_in_the_path_table():
 
 
 LIBRARIES = {"datasets", "data", "shards", "chunks", "models", "method", "encoders", "lora", "classifier", "optim",
+             "classifier_data", "classifier_models",
              "synthesis", "features", "quality_metrics", "tables", "checkpoint", "tiny_sd", "tiny_models",
              "provenance", "paths", "tablespec", "config", "settings", "plan"}
 

@@ -104,7 +104,7 @@ class _Boom:
 
 def test_a_crafted_pickle_is_refused_with_the_file_named(tmp_path):
     from realfake.atomic import read_torch
-    from realfake.classifier import load_classifier
+    from realfake.classifier_models import load_classifier
     bad = tmp_path / "model.pt"
     torch.save({"state_dict": {}, "arch": "smallcnn", "num_classes": 2, "x": _Boom()}, bad)
     with pytest.raises(ValueError, match=r"refusing to load classifier .*model\.pt"):

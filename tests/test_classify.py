@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from realfake.optim import make_optimizer, make_schedule
-from realfake.classifier import (MemoryData, Objective, SmallCNN, attribute_bits,
-                                 mix_batch, rand_augment, train_classifier)
+from realfake.classifier import Objective, attribute_bits, train_classifier
+from realfake.classifier_data import MemoryData, mix_batch, rand_augment
+from realfake.classifier_models import SmallCNN
 from realfake.config import load_config
 from realfake.settings import Classify
 

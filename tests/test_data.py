@@ -126,7 +126,7 @@ def test_subsample_is_seeded_and_per_class(tmp_path):
 def test_timm_resnet50_classifier_builds_and_steps():
     import torch
 
-    from realfake.classifier import build_model
+    from realfake.classifier_models import build_model
 
     model = build_model("resnet50", num_classes=7)
     out = model(torch.randn(2, 3, 32, 32))
@@ -139,7 +139,7 @@ def test_classifier_loads_local_pretrained_weights(tmp_path):
     import timm
     import torch
 
-    from realfake.classifier import build_model
+    from realfake.classifier_models import build_model
 
     src = timm.create_model("resnet18", pretrained=False, num_classes=1000)
     torch.save(src.state_dict(), tmp_path / "in1k.pth")

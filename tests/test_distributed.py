@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from conftest import REPO, snakemake_env
-from realfake.classifier import fixed_batches, rank_units, split_shards
+from realfake.classifier_data import fixed_batches, rank_units, split_shards
 from realfake.config import ConfigError, dataset_section, load_config
 from realfake.distributed import World, launcher
 from realfake.method import distribution_matching_loss, grouped_dm_loss

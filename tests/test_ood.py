@@ -60,7 +60,8 @@ def test_masked_topk_ignores_classes_outside_the_mask():
 
 @pytest.mark.slow
 def test_eval_cli_and_table4(fake_ood, tmp_path):
-    from realfake.classifier import build_model, load_classifier, predict_logits
+    from realfake.classifier import predict_logits
+    from realfake.classifier_models import build_model, load_classifier
 
     root, classes = fake_ood
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ import torch
 import yaml
 from PIL import Image
 
-from realfake.classifier import Objective, build_model
+from realfake.classifier import Objective
+from realfake.classifier_models import build_model
 from realfake.optim import make_optimizer, make_schedule
 from realfake.config import load_config
 from realfake.recipes import Seeded, eval_transform, train_transform

@@ -146,7 +146,7 @@ def test_one_worker_interleaves_its_shards():
 def test_stream_data_keeps_keys_only_for_filtered_shards(tmp_path):
     import pandas as pd
 
-    from realfake.classifier import StreamData
+    from realfake.classifier_data import StreamData
     for name in ("0", "1"):
         write(tmp_path / f"{name}.tar")
         pd.DataFrame({"image_id": list("abcde")}).to_parquet(tmp_path / f"{name}.parquet")  # its 5 rows
@@ -168,7 +168,7 @@ def test_manifest_shard_counts_reads_batches_in_first_appearance_order(tmp_path,
     import pandas as pd
     import pytest
 
-    from realfake import classifier
+    from realfake import classifier_data as classifier
     shards = ["s2", "s0", "s2", "s1", "s0", "s0", "s3"]
     pd.DataFrame({"shard": shards, "member": [f"{i}.png" for i in range(7)]}).to_parquet(tmp_path / "m.parquet")
     monkeypatch.setattr(classifier, "MANIFEST_BATCH", 3)  # several record batches, dictionaries per batch

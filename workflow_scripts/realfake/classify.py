@@ -13,7 +13,8 @@ import numpy as np
 
 from . import checkpoint, distributed
 from .atomic import write_json, write_torch
-from .classifier import evaluate, train_classifier, training_data
+from .classifier import evaluate, train_classifier
+from .classifier_data import training_data
 from .cli import Command, loader_workers, run
 from .data import read_table
 from .paths import MIXES

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .classifier import load_classifier, penultimate
+from .classifier_models import load_classifier, penultimate
 from .data import frame_image_chunks, read_table
 from .images import fit_rgb, to_tensor
 from .models import check_local, create_open_clip

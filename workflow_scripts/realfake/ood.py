@@ -17,7 +17,8 @@ import pandas as pd
 import torch
 
 from .atomic import write_json
-from .classifier import load_classifier, predict_logits
+from .classifier import predict_logits
+from .classifier_models import load_classifier
 from .classlists import imagenet_1k_wnids, read_classlist
 from .cli import Command, run
 from .datasets import ood

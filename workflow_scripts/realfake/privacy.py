@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_parquet
-from .classifier import load_classifier, predict_logits, train_classifier, training_data
+from .classifier import predict_logits, train_classifier
+from .classifier_data import training_data
+from .classifier_models import load_classifier
 from .cli import Command, run
 from .data import read_table
 from .recipes import eval_transform

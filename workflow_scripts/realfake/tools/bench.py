@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..classifier import SmallCNN
+from ..classifier_models import SmallCNN
 from ..synthesis import batches_of, generate, make_pipelines
 from ..images import load_rgb, to_tensor
 from ..method import encode_text, inject_guidance

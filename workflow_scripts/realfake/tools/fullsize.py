@@ -51,7 +51,9 @@ from PIL import Image
 
 from ..atomic import atomic_path, write_json
 from .bench import run_ours, run_reference, write_guidance_files
-from ..classifier import MemoryData, build_model, train_classifier
+from ..classifier import train_classifier
+from ..classifier_data import MemoryData
+from ..classifier_models import build_model
 from ..cli import loader_workers as rule_workers
 from ..config import load_config
 from ..encoders import caption_paths, embed_paths, load_blip2

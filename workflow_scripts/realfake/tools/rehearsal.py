@@ -62,7 +62,7 @@ PAPER_SCALE["loader"] = 12_811_670 + 1_281_167  # real + synthetic rows of a rea
 # (no pixels: the rehearsal's shards are empty files beside full rows files).
 LOADER_SETUP = """
 import sys, pandas as pd
-from realfake.classifier import StreamData
+from realfake.classifier_data import StreamData
 index = pd.read_parquet(sys.argv[1])
 settings = type("Settings", (), {"shuffle_buffer": 4096, "num_workers": 8})()
 data = StreamData(index[index.split == "train"], [sys.argv[2]], 224, 0, settings)
