@@ -27,12 +27,8 @@ from realfake.config import (
     read_config_files,
     validate,
 )  # noqa: E402
-from realfake.plan import (
-    DATA_PARALLEL,
-    MINI_RESOURCES,
-    Plan,
-    placeholders,
-)  # noqa: E402
+from realfake.plan import Plan, placeholders  # noqa: E402
+from realfake.resources import DATA_PARALLEL, MINI_RESOURCES  # noqa: E402
 from realfake.paths import (
     MIXES,
     P,

@@ -87,7 +87,8 @@ def test_artifact_paths_are_spelled_once_in_the_path_table():
     import re
 
     repo = PKG.parents[1]
-    files = [repo / "Snakefile", *sorted((repo / "rules").glob("*.smk")), PKG / "plan.py", PKG / "config.py"]
+    files = [repo / "Snakefile", *sorted((repo / "rules").glob("*.smk")), PKG / "plan.py", PKG / "resources.py",
+             PKG / "config.py"]
     literal = re.compile(r"""(?<![\w])[fr]?["']results/""")
     found = [f"{f.name}:{i}" for f in files for i, line in enumerate(f.read_text().splitlines(), 1)
              if literal.search(line.split("#", 1)[0])]
@@ -97,7 +98,7 @@ def test_artifact_paths_are_spelled_once_in_the_path_table():
 LIBRARIES = {"datasets", "data", "shards", "chunks", "models", "method", "encoders", "lora", "classifier", "optim",
              "classifier_data", "classifier_models",
              "synthesis", "features", "quality_metrics", "tables", "checkpoint", "tiny_sd", "tiny_models",
-             "provenance", "paths", "tablespec", "config", "settings", "plan"}
+             "provenance", "paths", "tablespec", "config", "settings", "resources", "plan"}
 
 
 def test_libraries_do_not_import_the_command_line():

@@ -2,13 +2,13 @@
 
 ``python -m realfake.tools.cost --configfile config/paper.yaml [--target all_ablation ...]`` asks Snakemake
 for the planned jobs (a dry run: every job's rule and wildcards), prices each job with the cost model
-behind the rules' resource requests (``plan.PAPER_COSTS``: start-up minutes plus seconds per item on
+behind the rules' resource requests (``resources.PAPER_COSTS``: start-up minutes plus seconds per item on
 one GPU, the items a job processes from ``Plan.stage_items``, divided over its data-parallel GPUs) and
 writes ``results/plan/cost_<run_name>.csv`` with one row per rule (``rule, jobs, images, gpu_hours,
 disk_gb``) and a ``total`` row, and prints it.
 
 What the figures are: expected GPU hours without the factor ``SAFETY`` the runtime requests carry,
-from per-item times that are planning assumptions for an A100-class GPU (``plan.Cost``), not
+from per-item times that are planning assumptions for an A100-class GPU (``resources.Cost``), not
 measurements; disk from the sizes in ``DISK_MB``. With ``--from-scratch`` the dry run starts from an
 empty folder (the whole plan); without it, from this folder's results (what is left to run).
 Cut the grid in config (``tables.table2_seeds``, ``tables.table3_seeds``, fewer ``scales``) and run it
@@ -34,7 +34,8 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from ..config import ConfigError, load_config
-from ..plan import PAPER_COSTS, Plan
+from ..plan import Plan
+from ..resources import PAPER_COSTS
 
 REPO = Path(__file__).resolve().parents[3]
 # Disk per item of what a job keeps (planning figures): a 512 px JPEG at quality 95 of a natural
