@@ -8,8 +8,8 @@ import pytest
 
 from realfake.config import ConfigError, load_config, load_schema
 from realfake.plan import Plan, placeholders
+from realfake.settings import SECTIONS, Dataset, Lora, Tables, Variant
 from realfake.tablespec import table1_spec
-from realfake.settings import SECTIONS, Dataset, Lora, Variant
 
 from conftest import REPO
 
@@ -27,7 +27,7 @@ def test_datasets_split_into_tables_and_privacy_members(mini):
 
 
 def test_table1_inputs_follow_the_row_spec(mini):
-    spec = table1_spec(mini.config["tables"])
+    spec = table1_spec(mini.tables)
     assert [r.cell for r in spec] == ["real", "syn_baseline", "syn_method", "realsyn_method"]
     files = mini.table1_metrics()
     assert len(files) == len(mini.seeds) * len(spec)
@@ -39,7 +39,7 @@ def test_table1_inputs_follow_the_row_spec(mini):
 
 def test_caption_baseline_adds_a_row_and_its_classifiers():
     cfg = load_config(MINI, overrides={"seeds": [0], "tables": {"table1_caption_baseline": "base"}})
-    spec = table1_spec(cfg["tables"])
+    spec = table1_spec(Tables.of(cfg))
     assert [r.cell for r in spec][2] == "syn_caption_baseline" and spec[2].label == "synthetic only: base"
     assert len(Plan(cfg).table1_metrics()) == 5
 

@@ -63,7 +63,9 @@ def test_keep_best_keeps_the_top_fraction_of_each_class_in_order():
 
 
 def _sets(fids, top1):
-    cfg = {"tables": {"table1_method": "c", "table2_variants": ["a", "b", "c"]},
+    tables = {"table1_baseline": "a", "table1_method": "c", "table1_caption_baseline": None, "table1_official": None,
+              "table2_variants": ["a", "b", "c"], "table2_seeds": None, "table3_seeds": None, "scale": 1, "table2_scale": 1}
+    cfg = {"tables": tables,
            "variants": {v: {"label": v.upper()} for v in "abc"}, "quality": {"filter": "none", "keep_fraction": 1}}
     sets = pd.DataFrame([{"dataset": "d", "variant": v, "which": "manifest", "scale": 1, "seed": 0, "class": "all",
                           "n_real": 10, "n_syn": 10, "fid": f, "kid": f / 100, "precision": 1 - f / 10,

@@ -25,7 +25,7 @@ from .datasets import ood
 from .errors import ConfigError
 from .provenance import provenance
 from .recipes import eval_transform
-from .settings import Classify, Dataset, Ood
+from .settings import Classify, Dataset, Ood, Tables
 from .tables import summarize, write_table
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def table4(files, cfg: dict) -> pd.DataFrame:
                      "ood_set": SETS[oset], **summarize(g), "n_images": int(g.n_images.iloc[0]),
                      "mask_classes": g.mask_classes.iloc[0]})
     order = {"real": 0, "syn": 1, "realsyn": 2}
-    method = cfg["tables"]["table1_method"]
+    method = Tables.of(cfg).table1_method
     out = pd.DataFrame(rows)
     out["_key"] = [(order[r.setting], r.variant == method, r.scale) for r in out.itertuples()]
     return (out.sort_values(["dataset", "ood_set", "_key"], kind="stable").drop(columns="_key")

@@ -14,6 +14,7 @@ from .config import class_count, dataset_section, get_dataset, get_variant, mode
 from .errors import ConfigError
 from .paths import P, figure, table
 from .resources import Resources
+from .settings import Tables
 from .tablespec import table1_spec
 
 TINY_BASE = P.tiny_base
@@ -25,6 +26,7 @@ class Plan(Resources):
 
     def __init__(self, config: dict):
         super().__init__(config)
+        self.tables = Tables.of(config)
         # datasets of the paper tables; a LiRA member half (member_half) only feeds the privacy stage
         self.datasets = sorted(n for n, d in config["datasets"].items() if d["member_half"] is None)
         # attribute (multi-label) datasets report in table 10; the single-label ones in tables 1-3, 9
@@ -205,9 +207,9 @@ class Plan(Resources):
 
     def table1_metrics(self, datasets: list[str] | None = None) -> list[str]:
         """metrics.json of every table-1 cell (table_spec rows x seeds)."""
-        t = self.config["tables"]
+        t = self.tables
         names = self.class_table_datasets("table 1") if datasets is None else datasets
-        return [self.metrics(ds, r.setting, s, r.variant, t["scale"])
+        return [self.metrics(ds, r.setting, s, r.variant, t.scale)
                 for ds in names for s in self.seeds for r in table1_spec(t)]
 
     def table10_metrics(self) -> list[str]:
@@ -217,56 +219,56 @@ class Plan(Resources):
 
     def grid_seeds(self, table: str) -> list[int]:
         """Seeds of a grid: ``tables.<table>_seeds`` (a cut grid), else every seed."""
-        return self.config["tables"][f"{table}_seeds"] or self.seeds
+        return getattr(self.tables, f"{table}_seeds") or self.seeds
 
     def table2_metrics(self) -> list[str]:
-        t = self.config["tables"]
-        return [self.metrics(ds, "syn", s, v, t["table2_scale"]) for ds in self.class_table_datasets("table 2")
-                for v in t["table2_variants"] for s in self.grid_seeds("table2")]
+        t = self.tables
+        return [self.metrics(ds, "syn", s, v, t.table2_scale) for ds in self.class_table_datasets("table 2")
+                for v in t.table2_variants for s in self.grid_seeds("table2")]
 
     def table3_metrics(self) -> list[str]:
-        m, seeds = self.config["tables"]["table1_method"], self.grid_seeds("table3")
+        m, seeds = self.tables.table1_method, self.grid_seeds("table3")
         out = [self.metrics(ds, "real", s) for ds in self.class_table_datasets("table 3") for s in seeds]
         return out + [self.metrics(ds, mix, s, m, k) for ds in self.class_datasets for mix in ("syn", "realsyn")
                       for k in self.config["scales"] for s in seeds]
 
     def sample_manifests(self) -> list[str]:
         """Manifests of the overview sample figure: each dataset's baseline and method (first seed)."""
-        t = self.config["tables"]
-        return list(dict.fromkeys(self.manifest(ds, v, self.seeds[0], t["scale"]) for ds in self.datasets
-                                  for v in (t["table1_baseline"], t["table1_method"])))
+        t = self.tables
+        return list(dict.fromkeys(self.manifest(ds, v, self.seeds[0], t.scale) for ds in self.datasets
+                                  for v in (t.table1_baseline, t.table1_method)))
 
     def dataset_sample_manifests(self, dataset: str) -> list[str]:
         """Manifests of one dataset's table-1 variants (baselines, then ours), first seed."""
         get_dataset(self.config, dataset)
-        t = self.config["tables"]
-        names = [t["table1_baseline"], t["table1_caption_baseline"], t["table1_method"], t["table1_official"]]
-        return list(dict.fromkeys(self.manifest(dataset, v, self.seeds[0], t["scale"]) for v in names if v))
+        t = self.tables
+        names = [t.table1_baseline, t.table1_caption_baseline, t.table1_method, t.table1_official]
+        return list(dict.fromkeys(self.manifest(dataset, v, self.seeds[0], t.scale) for v in names if v))
 
     def quality_sets(self) -> list[str]:
-        t, q = self.config["tables"], self.config["quality"]
+        t, q = self.tables, self.config["quality"]
         seeds = self.grid_seeds("table2")
-        out = [P.quality_set.format(dataset=ds, variant=v, seed=s, scale=t["table2_scale"], which="manifest")
-               for ds in self.class_datasets for v in t["table2_variants"] for s in seeds]
+        out = [P.quality_set.format(dataset=ds, variant=v, seed=s, scale=t.table2_scale, which="manifest")
+               for ds in self.class_datasets for v in t.table2_variants for s in seeds]
         if q["filter"] != "none":
-            out += [P.quality_set.format(dataset=ds, variant=t["table1_method"], seed=s, scale=t["table2_scale"],
+            out += [P.quality_set.format(dataset=ds, variant=t.table1_method, seed=s, scale=t.table2_scale,
                                          which="filtered") for ds in self.class_datasets for s in seeds]
         return out
 
     def quality_metrics(self) -> list[str]:
-        t = self.config["tables"]
+        t = self.tables
         out = self.table2_metrics()
         if self.config["quality"]["filter"] != "none":
-            out += [self.metrics(ds, mix, s, t["table1_method"], t["table2_scale"]) for ds in self.class_datasets
+            out += [self.metrics(ds, mix, s, t.table1_method, t.table2_scale) for ds in self.class_datasets
                     for mix in ("synfilt", "realsynfilt", "realsyn") for s in self.grid_seeds("table2")]
         return out
 
     def ood_metrics(self) -> list[str]:
-        o, t = self.config["ood"], self.config["tables"]
+        o, t = self.config["ood"], self.tables
         if o["dataset"] is None:
             raise ConfigError("table 4 needs config key ood.dataset (an ImageNet-kind dataset) and ood.sets")
-        ds, m, k = o["dataset"], t["table1_method"], t["scale"]
-        baselines = [v for v in (t["table1_baseline"], t["table1_caption_baseline"]) if v]
+        ds, m, k = o["dataset"], t.table1_method, t.scale
+        baselines = [v for v in (t.table1_baseline, t.table1_caption_baseline) if v]
         runs = []  # paper Tab. 4: the baselines, ours at every scale, real only, real + ours
         for s in self.seeds:
             runs += [f"real/s{s}", *(f"syn/{v}/{k}x/s{s}" for v in baselines),

@@ -28,7 +28,7 @@ from .data import read_table
 from .features import ClassifierFeatures, ClipFeatures, cap_per_class, chunked, extractor, features_of, real_train
 from .provenance import provenance
 from .quality_metrics import compare
-from .settings import Classify, Dataset, ImageEncoder, Quality
+from .settings import Classify, Dataset, ImageEncoder, Quality, Tables
 from .tables import load_metrics, save_fig, write_table
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def quality_table(sets: pd.DataFrame, metrics: pd.DataFrame, cfg: dict) -> pd.Da
     """One row per dataset, variant and set (whole manifest or filtered): quality metrics and the
     top-1 of classifiers trained on that set, each as mean and std over replicate seeds."""
     overall = sets[sets["class"] == "all"]
-    method, filt = cfg["tables"]["table1_method"], cfg["quality"]
+    method, filt = Tables.of(cfg).table1_method, cfg["quality"]
     rows = []
     for (ds, variant, which, scale), g in overall.groupby(["dataset", "variant", "which", "scale"], sort=False):
         label = cfg["variants"][variant]["label"]
@@ -73,7 +73,7 @@ def quality_table(sets: pd.DataFrame, metrics: pd.DataFrame, cfg: dict) -> pd.Da
         row["extractor"] = g.extractor.iloc[0]
         rows.append(row)
     table = pd.DataFrame(rows)
-    order = {v: i for i, v in enumerate(cfg["tables"]["table2_variants"] + [method])}
+    order = {v: i for i, v in enumerate(Tables.of(cfg).table2_variants + [method])}
     rank = {"variant": order, "set": {"manifest": 0, "filtered": 1}}
     return table.sort_values(["dataset", "set", "variant"], key=lambda c: c.map(rank[c.name]) if c.name in rank else c,
                              kind="stable").reset_index(drop=True)

@@ -13,6 +13,7 @@ import yaml
 
 from .cli import Command, run
 from .data import frame_images, read_table
+from .settings import Tables
 from .tables import load_metrics, mean_std, save_fig, summarize, write_table
 from .tablespec import table1_spec
 
@@ -31,14 +32,14 @@ def _select(df, dataset, setting, variant="", scale=0):
 
 
 def table1(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
-    t = cfg["tables"]
+    t = Tables.of(cfg)
     rows = []
     for ds in sorted(df.dataset.unique()):
         paper = PAPER["table1"].get(ds, {})
         for label, setting, variant, key in (astuple(r) for r in table1_spec(t)):
-            s = summarize(_select(df, ds, setting, variant, t["scale"]))
+            s = summarize(_select(df, ds, setting, variant, t.scale))
             rows.append({"dataset": ds, "row": label, "cell": key, "setting": setting, "variant": variant,
-                         "scale": t["scale"] if setting != "real" else 0, **s,
+                         "scale": t.scale if setting != "real" else 0, **s,
                          "paper_top1": paper.get(key, np.nan)})
     out = pd.DataFrame(rows)
     out["delta_vs_real"] = out.top1_mean - out.groupby("dataset").top1_mean.transform("first")
@@ -66,16 +67,16 @@ def component_flags(variant: dict, loras: dict) -> dict:
 
 
 def table2(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
-    t = cfg["tables"]
+    t = Tables.of(cfg)
     rows = []
     for ds in sorted(df.dataset.unique()):
-        for v in t["table2_variants"]:
+        for v in t.table2_variants:
             flags = component_flags(cfg["variants"][v], cfg["loras"])
             key = "".join(str(int(flags[k])) for k in
                           ("latent_prior", "visual_guidance", "distribution_matching", "finetune"))
             paper = PAPER["table2"].get(key, {})
             rows.append({"dataset": ds, "variant": v, "label": cfg["variants"][v]["label"] or v, **flags,
-                         "scale": t["table2_scale"], **summarize(_select(df, ds, "syn", v, t["table2_scale"])),
+                         "scale": t.table2_scale, **summarize(_select(df, ds, "syn", v, t.table2_scale)),
                          "paper_in10_top1": paper.get("imagenet10", np.nan),
                          "paper_in100_top1": paper.get("imagenet100", np.nan)})
     return pd.DataFrame(rows)
@@ -95,7 +96,7 @@ def crossover(scales, syn, real: float) -> float:
 
 def table3(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     """Scaling (paper Tab. 3 / Fig. 2): top-1/top-5 at every configured scale, with and without real data."""
-    method = cfg["tables"]["table1_method"]
+    method = Tables.of(cfg).table1_method
     rows = []
     for ds in sorted(df.dataset.unique()):
         real = summarize(_select(df, ds, "real"))
@@ -159,8 +160,8 @@ def table10(df: pd.DataFrame, cfg: dict) -> pd.DataFrame:
     The paper's Tab. 10 numbers are not legible in its text, so no paper column."""
     rows = []
     for ds in sorted(df.dataset.unique()):
-        for label, setting, variant, key in (astuple(r) for r in table1_spec(cfg["tables"])):
-            sel = _select(df, ds, setting, variant, cfg["tables"]["scale"])
+        for label, setting, variant, key in (astuple(r) for r in table1_spec(Tables.of(cfg))):
+            sel = _select(df, ds, setting, variant, Tables.of(cfg).scale)
             attrs = [c[4:] for c in sel.columns if c.startswith("acc_") and sel[c].notna().all()]
             if not attrs:
                 raise ValueError(f"{ds}: metrics without per-attribute accuracy (is datasets.{ds}.attributes set?)")
@@ -386,7 +387,7 @@ def claims_main(args, cfg: dict) -> None:
     t2 = pd.read_csv(args.table2) if args.table2 else None
     t4 = pd.read_csv(args.table4) if args.table4 else None
     sources = [args.table1] + [t for t in (args.table2, args.table4) if t]
-    write_table(claims(t1, t2, t4, cfg["tables"]["table1_method"]), args.out, cfg, sources)
+    write_table(claims(t1, t2, t4, Tables.of(cfg).table1_method), args.out, cfg, sources)
 
 
 TABLES = {"table1": table1, "table2": table2, "table3": table3, "table9": table9, "table10": table10}
