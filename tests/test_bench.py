@@ -31,3 +31,10 @@ def test_loading_bench_reads_every_image_from_both_sources(tmp_path):
 def test_bench_cli_writes_csv(tmp_path):
     run_cli("tools.bench", "--quick", "--only", "loading", "--out", str(tmp_path / "bench"))
     assert len(pd.read_csv(tmp_path / "bench" / "loading.csv")) == 4
+
+
+def test_bench_decode_measures_every_recipe(tmp_path):
+    """make bench's decode part: CPU ms per 512 px JPEG through each classifier recipe's transform."""
+    run_cli("tools.bench", "--quick", "--only", "decode", "--out", str(tmp_path / "bench"))
+    df = pd.read_csv(tmp_path / "bench" / "decode.csv")
+    assert list(df.input_size) == [224, 448, 224] and (df.cpu_ms_per_image > 0).all() and (df.images > 0).all()

@@ -198,3 +198,22 @@ def test_pretraining_gives_the_same_bytes_whatever_cpus_are_granted(smoke_cfg, t
     assert any(f.suffix == ".safetensors" for f in files)
     for f in files:
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+
+
+def test_classifier_price_follows_input_size_and_decoding():
+    """A classifier costs its pixels' worth of GPU time (448 px: 4x 224 px) and never runs faster than
+    its loader workers decode JPEGs: with one worker per GPU an IN-10 classifier is decode-bound."""
+    from realfake.resources import DECODE_MS, PAPER_COSTS
+
+    w = {"dataset": "imagenet10", "mix": "syn", "variant": "ours", "scale": 1, "seed": 0}
+    base = Plan(load_config(REPO / "config" / "imagenet10.yaml"))
+    gpu = PAPER_COSTS["classify"].s_per_item
+    assert base.seconds_per_item("classify", w) == pytest.approx(gpu)  # 8 workers keep up with the GPU
+    big = Plan(load_config(REPO / "config" / "imagenet10.yaml",
+                           overrides={"classify": {"image_size": 448}}))
+    assert big.seconds_per_item("classify", w) == pytest.approx(4 * gpu)
+    assert big.seconds_per_item("classify", w, gpu_s=0.001) == pytest.approx(0.004)  # a measured rate scales too
+    one = Plan(load_config(REPO / "config" / "imagenet10.yaml", overrides={"classify": {"num_workers": 1}}))
+    assert one.seconds_per_item("classify", w) == pytest.approx(sum(DECODE_MS) / 1000)
+    assert one.resources("classify", w)["runtime"] > base.resources("classify", w)["runtime"]
+    assert base.seconds_per_item("generate", {"dataset": "imagenet10", "scale": 1}) == PAPER_COSTS["generate"].s_per_item

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .config import class_count, dataset_section, get_dataset, shard_count
 from .distributed import launcher
 from .errors import ConfigError
+from .settings import Classify, Dataset
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,14 @@ PAPER_COSTS = {
     "report": Cost(4000, 0.0, 10, 0.0, False),
     "fetch": Cost(4000, 0.0, 60, 0.0, False),        # one model download (SD 1.5's 4 GB at ~10 MB/s: 7 min)
 }
+# The classify and shadow rates above are the GPU's share of a ResNet-50 step at this input size;
+# a classifier at another size costs its pixels' worth (FLOPs grow with the area).
+CLASSIFY_REF_SIZE = 224
+# CPU milliseconds to decode one 512 px JPEG and run the paper's training transform, a + b x (input
+# size / 224)^2: 3.97 ms at 224 px and 7.10 ms at 448 px on one core of the 2-core CPU machine
+# (docs/paper-scale.md, "What a run costs"). The stream loader's workers of each GPU process share
+# it, so a classifier runs at the slower of its GPU and its decoding.
+DECODE_MS = (2.93, 1.04)
 MINI_RESOURCES = (3000, 60)
 DATA_PARALLEL = ("finetune", "classify")  # stages whose jobs run one process per GPU (torchrun)
 SEGMENTED = DATA_PARALLEL  # training stages that can run as several jobs, resuming
@@ -135,8 +144,22 @@ class Resources:
         rows, items = self.stage_items(stage, w)
         gpus = self.gpus(stage, w)  # data-parallel processes: each holds its models and loader
         mem = (cost.mem_mb + rows * cost.kb_per_row / 1024) * gpus
-        minutes = SAFETY * (cost.minutes + items * cost.s_per_item / 60 / gpus)
+        minutes = SAFETY * (cost.minutes + items * self.seconds_per_item(stage, w) / 60 / gpus)
         return int(-(-mem // 1000) * 1000), minutes, int(cost.gpu) * gpus
+
+    def seconds_per_item(self, stage: str, w: dict, gpu_s: float | None = None) -> float:
+        """Seconds per item on one GPU of a job: the cost model's rate (or ``gpu_s``, a measured
+        one); a classifier's scaled by its input area over 224 px and never faster than its loader
+        workers decode and transform JPEGs (``DECODE_MS``, stream loader)."""
+        s = PAPER_COSTS[stage].s_per_item if gpu_s is None else gpu_s
+        if stage not in ("classify", "shadow") or not w.get("dataset"):
+            return s
+        c, ds = Classify.of(self.config, w["dataset"]), Dataset.of(self.config, w["dataset"])
+        area = (c.input_size(ds) / CLASSIFY_REF_SIZE) ** 2
+        if c.loader != "stream":
+            return s * area
+        decode = (DECODE_MS[0] + DECODE_MS[1] * area) / 1000 / max(1, c.num_workers)
+        return max(s * area, decode)
 
     def segments(self, stage: str, w: dict) -> int:
         """Jobs (segments) a training run is split into so each fits ``max_job_minutes``: LoRA

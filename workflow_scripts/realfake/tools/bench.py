@@ -1,7 +1,7 @@
 """`make bench`: speed of generation, classifier data loading and DAG planning, as ratios.
 
 Everything is measured in one process run, back to back, so machine noise mostly cancels in the
-ratios. Writes results/bench/{generation,flops,loading,dryrun}.csv and prints a summary.
+ratios. Writes results/bench/{generation,flops,loading,dryrun,decode}.csv and prints a summary.
 
 * generation: our generate stage (one model load, prompt embeddings cached per class, images
   appended to a tar shard) vs a reference loop that does what the official generate.py does (one
@@ -10,7 +10,10 @@ ratios. Writes results/bench/{generation,flops,loading,dryrun}.csv and prints a 
 * flops: UNet FLOPs per image (torch.utils.flop_counter) x images/s vs the measured matmul FLOP/s;
 * loading: classifier input images/s from tar shards vs one-file-per-image folders, loader only and
   with a training step;
-* dryrun: `snakemake -n` job count and seconds vs dataset size (IN-10/100/1K) and scale (1x/10x).
+* dryrun: `snakemake -n` job count and seconds vs dataset size (IN-10/100/1K) and scale (1x/10x);
+* decode: CPU milliseconds (one thread) to decode a 512 px JPEG and run each paper classifier
+  recipe's training transform, at 224 and 448 px: the loader's side of a classifier's price
+  (``resources.DECODE_MS``).
 """
 
 from __future__ import annotations
@@ -292,11 +295,44 @@ def bench_dryrun(work: Path, quick: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bench_decode(quick: bool) -> pd.DataFrame:
+    """CPU ms per image of decode + training transform (IN-10 recipe at 224 and 448 px, IN-1K's
+    RandAugment recipe at 224) on 512 px JPEGs at quality 95, one thread, by process time."""
+    from ..config import load_config
+    from ..recipes import train_transform
+    from ..settings import Classify
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:512, 0:512]
+    jpegs = []
+    for k in range(4 if quick else 16):  # smooth gradients plus noise: a photo-like JPEG, not pure noise
+        base = np.stack([np.sin(x / (20 + k) + k), np.cos(y / (30 + k)), np.sin((x + y) / (40 + k))], -1)
+        arr = ((base * 0.5 + 0.5) * 200 + rng.normal(0, 12, (512, 512, 3))).clip(0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+        jpegs.append(buf.getvalue())
+    rows = []
+    for config, size in (("imagenet10", 224), ("imagenet10", 448), ("imagenet1k", 224)):
+        cfg = load_config(REPO / "config" / f"{config}.yaml")
+        tf = train_transform(Classify.of(cfg, config), size)
+        for b in jpegs[:2]:
+            tf(Image.open(io.BytesIO(b)).convert("RGB"))  # warm-up
+        n, t0 = 0, time.process_time()
+        while time.process_time() - t0 < (0.5 if quick else 5.0):
+            for b in jpegs:
+                tf(Image.open(io.BytesIO(b)).convert("RGB"))
+                n += 1
+        rows.append({"recipe": config, "input_size": size, "jpeg_kb": round(np.mean([len(b) for b in jpegs]) / 1000),
+                     "cpu_ms_per_image": 1000 * (time.process_time() - t0) / n, "images": n})
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/bench")
     p.add_argument("--quick", action="store_true", help="small sizes (a test of the bench itself)")
-    p.add_argument("--only", nargs="*", default=["generation", "loading", "dryrun"])
+    p.add_argument("--only", nargs="*", default=["generation", "loading", "dryrun", "decode"])
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else (os.cpu_count() or 1))
     out = Path(args.out)
@@ -318,6 +354,8 @@ def main(argv=None) -> None:
         if "dryrun" in args.only:
             (work / "dry").mkdir()
             save(bench_dryrun(work / "dry", args.quick), "dryrun")
+        if "decode" in args.only:
+            save(bench_decode(args.quick), "decode")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def price(jobs: list[Job], plan: Plan, stages: dict[str, str], s_per_item: dict[
         gpus = plan.gpus(stage, w)
         r["images"] += items
         if cost.gpu:
-            per_item = s_per_item.get(stage, cost.s_per_item)
+            per_item = plan.seconds_per_item(stage, w, s_per_item.get(stage))
             starts = plan.segments(stage, w)  # a run in segments (max_job_minutes) pays its start-up per job
             r["gpu_hours"] += gpus * (starts * cost.minutes / 60 + items * per_item / 3600 / gpus)
         mb = DISK_MB.get(stage, 0.0)
