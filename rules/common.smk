@@ -29,9 +29,11 @@ from realfake.config import (
 )  # noqa: E402
 from realfake.plan import Plan, placeholders  # noqa: E402
 from realfake.resources import DATA_PARALLEL, MINI_RESOURCES  # noqa: E402
+from realfake.runlock import RunLocked, hold_run_lock  # noqa: E402
 from realfake.paths import (
     MIXES,
     P,
+    RESULTS,
     bench_file,
     figure,
     log_file,
@@ -53,6 +55,16 @@ except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
 
 DATASETS = PLAN.datasets
+_RUN_LOCK = (
+    []
+)  # the results folder's run lock, held while this run lives (realfake.runlock)
+
+
+onstart:
+    try:
+        _RUN_LOCK.append(hold_run_lock(RESULTS))
+    except RunLocked as exc:
+        raise WorkflowError(str(exc))
 
 
 # Names are checked in input functions (through realfake.plan), so that an unknown name fails

@@ -8,7 +8,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "workflow_scripts" / "realfake"
 GROUND = {"errors": set(), "images": set(), "atomic": set(), "classlists": {"errors"}, "distributed": {"errors"},
-          "paths": set()}
+          "paths": set(), "runlock": {"errors"}}
 STAGES = {"prepare", "pretrain", "caption", "embed", "finetune", "generate", "classify", "quality", "ood",
           "privacy", "nearest", "report"}
 
