@@ -36,11 +36,13 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..classifier_models import SmallCNN
+from ..config import load_config
 from ..synthesis import batches_of, generate, make_pipelines
 from ..images import load_rgb, to_tensor
 from ..method import encode_text, inject_guidance
 from ..models import load_pipeline
-from ..settings import Generate
+from ..recipes import train_transform
+from ..settings import Classify, Generate
 from ..shards import ShardDataset, ShardWriter
 from ..tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
 
@@ -298,10 +300,6 @@ def bench_dryrun(work: Path, quick: bool) -> pd.DataFrame:
 def bench_decode(quick: bool) -> pd.DataFrame:
     """CPU ms per image of decode + training transform (IN-10 recipe at 224 and 448 px, IN-1K's
     RandAugment recipe at 224) on 512 px JPEGs at quality 95, one thread, by process time."""
-    from ..config import load_config
-    from ..recipes import train_transform
-    from ..settings import Classify
-
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:512, 0:512]
