@@ -14,7 +14,7 @@ from .config import class_count, dataset_section, get_dataset, get_variant, mode
 from .errors import ConfigError
 from .paths import P, figure, table
 from .resources import Resources
-from .settings import Tables
+from .settings import Nearest, Ood, Privacy, Quality, Tables
 from .tablespec import table1_spec
 
 TINY_BASE = P.tiny_base
@@ -26,7 +26,8 @@ class Plan(Resources):
 
     def __init__(self, config: dict):
         super().__init__(config)
-        self.tables = Tables.of(config)
+        self.tables, self.quality, self.nearest = Tables.of(config), Quality.of(config), Nearest.of(config)
+        self.privacy, self.ood = Privacy.of(config), Ood.of(config)
         # datasets of the paper tables; a LiRA member half (member_half) only feeds the privacy stage
         self.datasets = sorted(n for n, d in config["datasets"].items() if d["member_half"] is None)
         # attribute (multi-label) datasets report in table 10; the single-label ones in tables 1-3, 9
@@ -124,7 +125,7 @@ class Plan(Resources):
         """The manifest a synthetic classifier trains on; mixes ending in "filt" read the quality
         stage's filtered manifest."""
         if mix.endswith("filt"):
-            if self.config["quality"]["filter"] == "none":
+            if self.quality.filter == "none":
                 raise ConfigError(f"mix {mix} trains on a filtered synthetic set but config key quality.filter "
                                   "is none")
             return self.manifest(dataset, variant, seed, scale, "filtered")
@@ -133,21 +134,21 @@ class Plan(Resources):
     def quality_models(self, dataset: str) -> dict[str, str]:
         """What the quality features need: the real-data classifier or the image encoder (or nothing)."""
         get_dataset(self.config, dataset)
-        f = self.config["quality"]["features"]
+        f = self.quality.features
         if f == "real_classifier":
             return {"classifier": self.model_file(dataset, "real", self.seeds[0])}
         if f == "inception":  # models.inception's download, unless quality.inception names a file
-            return {} if self.config["quality"]["inception"] else {"inception": m for m in self.fetched("inception")}
+            return {} if self.quality.inception else {"inception": m for m in self.fetched("inception")}
         return self.encoder_input() if f == "clip" else {}
 
     def inception_weights(self) -> str | None:
         """The Inception-v3 file of inception features: quality.inception, else models.inception."""
-        return self.config["quality"]["inception"] or model_path(self.config, "inception")
+        return self.quality.inception or model_path(self.config, "inception")
 
     def filter_models(self, dataset: str, seed) -> dict[str, str]:
         """The filter's scorer: the real classifier of the same seed, or the image encoder."""
         get_dataset(self.config, dataset)
-        f = self.config["quality"]["filter"]
+        f = self.quality.filter
         if f == "none":
             raise ConfigError("a filtered synthetic set was requested but config key quality.filter is none")
         if f == "classifier_confidence":
@@ -158,39 +159,39 @@ class Plan(Resources):
         """CLI arguments of the model a quality/filter job scores with (paths shell-quoted)."""
         if "classifier" in inputs:
             return f"--classifier {shlex.quote(str(inputs['classifier']))}"
-        if not encoder and self.config["quality"]["features"] == "inception" and self.inception_weights():
+        if not encoder and self.quality.features == "inception" and self.inception_weights():
             return f"--inception {shlex.quote(str(self.inception_weights()))}"
         return f"--encoder {shlex.quote(str(self.encoder_checkpoint()))}" if encoder else ""
 
     def nearest_manifest(self, dataset: str) -> str:
         get_dataset(self.config, dataset)
-        n = self.config["nearest"]
-        return self.manifest(dataset, n["variant"], self.seeds[0], n["scale"])
+        n = self.nearest
+        return self.manifest(dataset, n.variant, self.seeds[0], n.scale)
 
     def lira_targets(self) -> dict[str, str]:
         """model.pt of the two attacked classifiers: trained on the real members, and on synthetic
         data made from them."""
-        p = self.config["privacy"]
+        p = self.privacy
         s = self.seeds[0]
-        return {"real_target": self.model_file(p["members"], "real", s),
-                "synthetic_target": self.model_file(p["members"], "syn", s, p["variant"], p["scale"])}
+        return {"real_target": self.model_file(p.members, "real", s),
+                "synthetic_target": self.model_file(p.members, "syn", s, p.variant, p.scale)}
 
     def lira_inputs(self) -> dict:
-        p = self.config["privacy"]
-        return {"index": self.index(p["pool"]), "members_index": self.index(p["members"]),
-                "shadows": [P.shadow.format(dataset=p["pool"], k=k) for k in range(p["shadows"])],
-                "synthetic_shadows": [P.pipeline_shadow.format(dataset=p["pool"], k=k)
+        p = self.privacy
+        return {"index": self.index(p.pool), "members_index": self.index(p.members),
+                "shadows": [P.shadow.format(dataset=p.pool, k=k) for k in range(p.shadows)],
+                "synthetic_shadows": [P.pipeline_shadow.format(dataset=p.pool, k=k)
                                       for k in range(len(shadow_datasets(self.config)))],
                 **self.lira_targets()}
 
     def pipeline_shadow_inputs(self, k: int) -> dict:
         """A pipeline shadow's derived dataset index and its synthetic-data classifier."""
-        p = self.config["privacy"]
+        p = self.privacy
         names = shadow_datasets(self.config)
         if not 0 <= k < len(names):
             raise ConfigError(f"pipeline shadow {k} is not planned (privacy.pipeline_shadows: {len(names)})")
-        return {"index": self.index(p["pool"]), "half_index": self.index(names[k]),
-                "model": self.model_file(names[k], "syn", self.seeds[0], p["variant"], p["scale"])}
+        return {"index": self.index(p.pool), "half_index": self.index(names[k]),
+                "model": self.model_file(names[k], "syn", self.seeds[0], p.variant, p.scale)}
 
     # ------------------------------------------------------------------ target lists
     def table_datasets(self, what: str, names: list[str], needs: str) -> list[str]:
@@ -246,11 +247,11 @@ class Plan(Resources):
         return list(dict.fromkeys(self.manifest(dataset, v, self.seeds[0], t.scale) for v in names if v))
 
     def quality_sets(self) -> list[str]:
-        t, q = self.tables, self.config["quality"]
+        t, q = self.tables, self.quality
         seeds = self.grid_seeds("table2")
         out = [P.quality_set.format(dataset=ds, variant=v, seed=s, scale=t.table2_scale, which="manifest")
                for ds in self.class_datasets for v in t.table2_variants for s in seeds]
-        if q["filter"] != "none":
+        if q.filter != "none":
             out += [P.quality_set.format(dataset=ds, variant=t.table1_method, seed=s, scale=t.table2_scale,
                                          which="filtered") for ds in self.class_datasets for s in seeds]
         return out
@@ -258,27 +259,27 @@ class Plan(Resources):
     def quality_metrics(self) -> list[str]:
         t = self.tables
         out = self.table2_metrics()
-        if self.config["quality"]["filter"] != "none":
+        if self.quality.filter != "none":
             out += [self.metrics(ds, mix, s, t.table1_method, t.table2_scale) for ds in self.class_datasets
                     for mix in ("synfilt", "realsynfilt", "realsyn") for s in self.grid_seeds("table2")]
         return out
 
     def ood_metrics(self) -> list[str]:
-        o, t = self.config["ood"], self.tables
-        if o["dataset"] is None:
+        o, t = self.ood, self.tables
+        if o.dataset is None:
             raise ConfigError("table 4 needs config key ood.dataset (an ImageNet-kind dataset) and ood.sets")
-        ds, m, k = o["dataset"], t.table1_method, t.scale
+        ds, m, k = o.dataset, t.table1_method, t.scale
         baselines = [v for v in (t.table1_baseline, t.table1_caption_baseline) if v]
         runs = []  # paper Tab. 4: the baselines, ours at every scale, real only, real + ours
         for s in self.seeds:
             runs += [f"real/s{s}", *(f"syn/{v}/{k}x/s{s}" for v in baselines),
                      *(f"syn/{m}/{scale}x/s{s}" for scale in self.config["scales"]), f"realsyn/{m}/{k}x/s{s}"]
         runs = list(dict.fromkeys(runs))
-        return [P.ood_metrics.format(dataset=ds, run=r, oodset=name) for r in runs for name, root in o["sets"].items() if root]
+        return [P.ood_metrics.format(dataset=ds, run=r, oodset=name) for r in runs for name, root in o.sets.items() if root]
 
     def claims_tables(self) -> list[str]:
         """Tables the claims are read from besides tables 1 and 2: table 4 when OOD sets are configured."""
-        return [table("table4")] if self.config["ood"]["dataset"] else []
+        return [table("table4")] if self.ood.dataset else []
 
     def demo_targets(self) -> list[str]:
         out = [figure("samples", "png"), figure("samples", "pdf")]
@@ -296,9 +297,9 @@ class Plan(Resources):
                     table("quality"), figure("quality", "png"), figure("quality", "pdf")]
         out += [figure(f"samples_{ds}", ext) for ds in self.datasets for ext in ("png", "pdf")]
         out += [figure(f"fig4_nearest_{ds}", ext) for ds in self.datasets for ext in ("png", "pdf")]
-        if self.config["privacy"]["pool"]:
+        if self.privacy.pool:
             out += [table("table_privacy"), figure("fig3_lira", "png"), figure("fig3_lira", "pdf")]
-        if self.config["ood"]["dataset"]:
+        if self.ood.dataset:
             out += [table("table4")]
         return out
 
