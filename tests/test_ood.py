@@ -68,6 +68,7 @@ def test_eval_cli_and_table4(fake_ood, tmp_path):
     model = build_model("smallcnn", 3)
     torch.save({"state_dict": model.state_dict(), "arch": "smallcnn", "num_classes": 3}, tmp_path / "model.pt")
     cfg = load_config(overrides={
+        "mini_substitutes": True,  # a tiny classifier on fake ImageNet folders; no SD or CLIP is loaded
         "datasets": {"in": {"kind": "imagenet", "root": str(root), "classlist": str(root / "classes.txt"),
                             "image_size": 16}},
         "ood": {"dataset": "in", "sets": {k: str(root / k) for k in ("v2", "sketch", "r", "a")}}})
