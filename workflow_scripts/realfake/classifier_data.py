@@ -118,8 +118,9 @@ class StreamData:
         self.rank_rows = [len(range(r, len(files), world.size)) + sum(units[u] for u in part)
                           for r, part in enumerate(parts)]
         mine = parts[world.rank]
-        filtered = {as_unit(u)[0] for u in mine if counts[as_unit(u)[0]] < shard_rows(as_unit(u)[0])}
-        keep = manifest_members(manifests, filtered) if filtered else {}  # a filtered manifest decides which members
+        shards = {as_unit(u)[0] for u in mine}  # each shard once, however many parts of it this process reads
+        filtered = {s for s in shards if counts[s] < shard_rows(s)}  # a filtered manifest decides which members
+        keep = manifest_members(manifests, filtered) if filtered else {}
         self.dataset = ShardDataset(mine, size, seed, c.shuffle_buffer, files=files[world.rank :: world.size],
                                     shard_images=sum(units[u] for u in mine), keep=keep, transform=transform,
                                     rank=world.rank)
