@@ -295,6 +295,11 @@ def split_unit(unit, k: int) -> list[tuple[str, int, int]]:
     return [(shard, part + parts * j, parts * k) for j in range(k)]
 
 
+def _weight(units: list) -> Fraction:
+    """Shards' worth of a list of units (a part of p counts 1/p)."""
+    return sum((Fraction(1, as_unit(u)[2]) for u in units), Fraction(0))
+
+
 def worker_units(units: list, wid: int, nw: int) -> list:
     """Loader worker ``wid`` of ``nw``'s units: every ``nw``-th unit when there are at least as many
     units as workers; otherwise one part of a unit, the unit cut among the workers that share it,
@@ -383,11 +388,8 @@ class ShardDataset(IterableDataset):
         aug = random.Random(f"{self.seed}|{self.epoch}|{g}|augment")
         mine = worker_units(self.shards, wid, nw)
         files = self.files[wid::nw]
-        if not self.shards or (all(as_unit(u)[2] == 1 for u in self.shards) and len(self.shards) >= nw):
-            n_shard = self.shard_images * len(mine) // max(1, len(self.shards))
-        else:  # parts of shards: this worker's share of the images, by the parts' sizes
-            share = sum(Fraction(1, as_unit(u)[2]) for u in mine) / sum(Fraction(1, as_unit(u)[2]) for u in self.shards)
-            n_shard = int(self.shard_images * share)
+        # this worker's share of the images, by the sizes of its shards and parts (exact fractions)
+        n_shard = int(self.shard_images * _weight(mine) / _weight(self.shards)) if self.shards else 0
         for data, label in stream_order(files, [_lazy(self._read, s) for s in mine], n_shard, rng, self.buffer,
                                         lambda s: s):
             yield self._decode(data, aug), label
