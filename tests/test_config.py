@@ -174,6 +174,8 @@ def test_pipeline_shadows_are_derived_datasets():
     ({"dataset_defaults": {"all": {"image_size": 12.0}}}, "config key dataset_defaults.all.image_size: 12.0 is not allowed"),
     ({"datasets": {"smoke": {"classify_overrides": {"epochs": 2.5}}}},
      "config key datasets.smoke.classify_overrides.epochs: 2.5 is not allowed"),
+    ({"datasets": {"smoke": {"test_size": 5}}}, "config key datasets.smoke.test_size: 5 is impossible for the digits"),
+    ({"datasets": {"smoke": {"test_size": 1790}}}, "config key datasets.smoke.test_size: 1790 is impossible for the digits"),
 ])
 def test_numbers_the_method_cannot_use_are_refused(overrides, message):
     with pytest.raises(ConfigError) as exc:

@@ -76,7 +76,7 @@ def test_corrupt_image_is_skipped_and_counted(tmp_path, caplog):
     with caplog.at_level("INFO"):
         idx = build_index(ds, root, tmp_path / "index.parquet")
     assert len(idx) == 12 and not idx.path.str.contains("broken").any()
-    assert "1 corrupt images skipped" in caplog.text and "broken.jpg" in caplog.text
+    assert "1 images skipped" in caplog.text and "broken.jpg" in caplog.text
 
 
 def test_bombs_and_symlink_loops_are_skipped_and_counted(tmp_path, caplog, monkeypatch):
@@ -91,7 +91,7 @@ def test_bombs_and_symlink_loops_are_skipped_and_counted(tmp_path, caplog, monke
         idx = build_index(ds, root, tmp_path / "index.parquet")
     names = {Path(p).name for p in idx.path}
     assert len(idx) == 12 and not names & {"bomb.png", "loop.png"}
-    assert "2 corrupt images skipped" in caplog.text and "decompression bomb" in caplog.text
+    assert "2 images skipped" in caplog.text and "decompression bomb" in caplog.text
     assert "loop.png (a symbolic link that leads nowhere or in a loop)" in caplog.text
 
 
@@ -112,6 +112,100 @@ def test_grayscale_and_cmyk_are_converted(tmp_path):
     Image.new("CMYK", (8, 8), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
     assert load_rgb(tmp_path / "g.png").mode == "RGB"
     assert load_rgb(tmp_path / "c.jpg", size=16).size == (16, 16)
+    # a CMYK JPEG (Adobe's inverted storage, as Photoshop and Pillow write it) keeps its colours
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "red.jpg", quality=95)
+    r, g, b = load_rgb(tmp_path / "red.jpg").getpixel((4, 4))
+    assert r > 240 and g < 15 and b < 15
+
+
+def test_exif_rotated_photo_is_upright(tmp_path):
+    """A phone photo stored sideways with EXIF orientation 6 (rotate 90 degrees clockwise to view) is
+    turned the way every viewer shows it: the stored 4x2 image becomes 2x4, its red corner top right."""
+    from realfake.images import decode_rgb
+
+    stored = Image.new("RGB", (40, 20), (0, 0, 0))
+    stored.paste((255, 0, 0), (0, 0, 10, 10))  # top-left corner as stored
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    for im in (load_rgb(tmp_path / "phone.jpg"), decode_rgb((tmp_path / "phone.jpg").read_bytes())):
+        assert im.size == (20, 40)
+        assert im.getpixel((15, 5))[0] > 200 and im.getpixel((5, 5))[0] < 50  # now top right
+    stored.save(tmp_path / "plain.png")  # no EXIF: pixels untouched
+    assert np.array_equal(np.asarray(load_rgb(tmp_path / "plain.png")), np.asarray(stored))
+
+
+def test_links_out_of_the_root_folders_and_fifos_named_like_images_are_skipped(tmp_path, caplog):
+    """A class folder linked from outside the data root is not followed (its images are skipped, each
+    named); a link inside the root works; a folder and a FIFO named like images are skipped, not
+    opened (a FIFO would block the job)."""
+    import os
+
+    root = make_folder(tmp_path / "ds", n=3)
+    outside = make_folder(tmp_path / "elsewhere", classes=("bird",), n=2)
+    os.symlink(outside / "train" / "bird", root / "train" / "bird")
+    os.symlink(outside / "test" / "bird", root / "test" / "bird")
+    os.symlink(root / "train" / "cat" / "cat0.png", root / "train" / "cat" / "alias.png")  # inside: kept
+    (root / "train" / "dog" / "album.jpg").mkdir()
+    os.mkfifo(root / "train" / "dog" / "pipe.jpg")
+    ds = folder_entry()
+    with caplog.at_level("INFO"), pytest.raises(ValueError, match="keep no training image .*'bird'.*skipped images are named above"):
+        build_index(ds, root, tmp_path / "index.parquet", name="d")
+    assert "bird0.png leads outside the data root" in caplog.text and "links out of the root are not followed" in caplog.text
+    assert "album.jpg (a folder, not an image file)" in caplog.text
+    assert "pipe.jpg (a named pipe (FIFO), not an image file)" in caplog.text
+    assert "6 images skipped" in caplog.text  # 4 bird images, the folder and the FIFO
+    for split in ("train", "test"):
+        os.unlink(root / split / "bird")
+    idx = build_index(ds, root, tmp_path / "index.parquet", name="d")
+    assert "alias.png" in {Path(p).name for p in idx.path} and len(idx) == 13
+
+
+@pytest.mark.parametrize("names, shared", [
+    (("cat0.png", "cat0.jpg"), "image id"),  # the same stem
+    (("img.1.png", "img_1.png"), "synthetic-shard key"),  # '.' and '_' the same in a tar member name
+])
+def test_file_names_that_collide_stop_indexing_naming_both(tmp_path, names, shared):
+    root = make_folder(tmp_path / "ds")
+    for n in names:
+        Image.new("RGB", (16, 16)).save(root / "train" / "cat" / n)
+    with pytest.raises(ValueError, match=f"get the same {shared}") as err:
+        build_index(folder_entry(), root, tmp_path / "index.parquet", name="d")
+    assert all(n in str(err.value) for n in names)
+    assert not (tmp_path / "index.parquet").exists()
+
+
+def test_class_folders_that_collide_stop_indexing(tmp_path):
+    root = make_folder(tmp_path / "ds", classes=("a.b", "a_b"))
+    for d in ("a.b", "a_b"):  # the same file names in both
+        for split in ("train", "test"):
+            for f in (root / split / d).iterdir():
+                f.rename(f.with_name("x" + f.name[-5:]))
+    with pytest.raises(ValueError, match="a.b/x0.png and .*a_b/x0.png get the same synthetic-shard key"):
+        build_index(folder_entry(), root, tmp_path / "index.parquet", name="d")
+
+
+def test_member_half_of_a_one_image_class_is_an_error_naming_the_key(tmp_path):
+    root = make_folder(tmp_path / "ds", n=3)
+    for f in sorted((root / "train" / "dog").iterdir())[1:]:
+        f.unlink()
+    ds = dict(folder_entry(), member_half=5)
+    with pytest.raises(ValueError, match=r"keep no training image \(first: 'dog'\): check datasets.d.member_half"):
+        build_index(ds, root, tmp_path / "index.parquet", name="d")
+    assert len(build_index(dict(ds, member_half=None), root, tmp_path / "index.parquet", name="d")) == 10
+
+
+def test_eurosat_test_fraction_that_leaves_a_class_without_test_images(tmp_path):
+    from realfake.config import validate
+
+    for cls, n in (("Forest", 4), ("River", 1)):
+        (tmp_path / "eu" / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 16), (i, 0, 0)).save(tmp_path / "eu" / cls / f"{cls}_{i}.jpg")
+    ds = validate({"datasets": {"e": {"kind": "eurosat", "root": str(tmp_path / "eu"), "num_classes": 2,
+                                      "test_fraction": 0.3}}, "mini_substitutes": True})["datasets"]["e"]
+    with pytest.raises(ValueError, match="'River' gets no test image from datasets.e.test_fraction 0.3"):
+        build_index(ds, tmp_path / "eu", tmp_path / "index.parquet", name="e")
 
 
 def test_subsample_is_seeded_and_per_class(tmp_path):

@@ -429,6 +429,10 @@ def _cross_check(config: dict) -> None:
             if unknown:
                 raise ConfigError(f"unknown config key datasets.{name}.{section}_overrides.{unknown[0]} "
                                   f"(allowed: {', '.join(sorted(config[section]))})")
+        if ds["kind"] == "digits" and not DIGITS_CLASSES <= ds["test_size"] <= DIGITS_IMAGES - DIGITS_CLASSES:
+            raise ConfigError(f"config key datasets.{name}.test_size: {ds['test_size']} is impossible for the digits "
+                              f"({DIGITS_IMAGES} images, {DIGITS_CLASSES} classes): a stratified split needs "
+                              f"{DIGITS_CLASSES} to {DIGITS_IMAGES - DIGITS_CLASSES} test images")
         if ds["kind"] != "digits" and not ds["root"]:
             raise ConfigError(f"config key datasets.{name}.root: required for kind {ds['kind']!r}")
         if (ds["kind"] == "celeba") != bool(ds.get("attributes")):
@@ -603,7 +607,8 @@ def get_variant(config: dict, name: str) -> dict:
     return config["variants"][name]
 
 
-KIND_CLASSES = {"digits": 10, "cub": 200, "cars": 196, "pets": 37, "eurosat": 10}
+DIGITS_IMAGES, DIGITS_CLASSES = 1797, 10  # scikit-learn's digits: the mini world's data
+KIND_CLASSES = {"digits": DIGITS_CLASSES, "cub": 200, "cars": 196, "pets": 37, "eurosat": 10}
 
 
 def class_count(config: dict, name: str) -> int:

@@ -7,6 +7,8 @@ Every dataset is turned into one index table (``real_index.parquet``) with the c
 from __future__ import annotations
 
 import logging
+import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from tqdm import tqdm
 from .atomic import atomic_dir, write_parquet
 from .datasets import INDEX_COLUMNS, read_dataset
 from .images import decode_rgb, load_rgb, to_tensor
-from .shards import iter_shard
+from .shards import iter_shard, shard_key, synthetic_id
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +126,14 @@ def subsample_per_class(index: pd.DataFrame, per_class: int | None, seed: int) -
                            np.random.default_rng(seed))
 
 
-def _unreadable(path: str) -> str | None:
-    """The error message of an image that does not decode (corrupt, a decompression bomb, a link
-    that leads nowhere or in a loop), or None."""
+def _unreadable(path: str, root: str | None = None) -> str | None:
+    """Why an indexed image cannot be used (corrupt, a decompression bomb, a link that leads nowhere,
+    in a loop or out of the data root ``root``, a folder or FIFO named like an image), or None."""
+    if root is not None:
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, root]) != root:
+            return (f"{path} leads outside the data root {root} (to {real}): links out of the root are not "
+                    "followed; set the dataset's root to the folder that holds the images")
     try:
         load_rgb(path)
     except (ValueError, OSError) as exc:
@@ -134,17 +141,20 @@ def _unreadable(path: str) -> str | None:
     return None
 
 
-def check_images(index: pd.DataFrame, workers: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """Drop unreadable images, returning the kept rows and the paths skipped (to be logged). With
-    ``workers`` the decodes run in that many processes (1.33 M decodes at IN-1K)."""
+def check_images(index: pd.DataFrame, workers: int = 0, root=None) -> tuple[pd.DataFrame, list[str]]:
+    """Drop images that cannot be used (``_unreadable``), returning the kept rows and the paths skipped
+    (each logged with its reason). With ``root``, images whose real path (links followed) is not
+    under the root's real path are skipped too. With ``workers`` the checks run in that many
+    processes (1.33 M decodes at IN-1K)."""
     paths = list(index.path)
+    check = partial(_unreadable, root=None if root is None else os.path.realpath(root))
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers) as pool:
-            errors = list(pool.map(_unreadable, paths, chunksize=512))
+            errors = list(pool.map(check, paths, chunksize=512))
     else:
-        errors = [_unreadable(p) for p in tqdm(paths, desc="check images", mininterval=10)]
+        errors = [check(p) for p in tqdm(paths, desc="check images", mininterval=10)]
     bad = [p for p, e in zip(paths, errors) if e is not None]
     for e in errors:
         if e is not None:
@@ -152,9 +162,49 @@ def check_images(index: pd.DataFrame, workers: int = 0) -> tuple[pd.DataFrame, l
     return index[~index.path.isin(bad)].reset_index(drop=True), bad
 
 
+def check_keys(index: pd.DataFrame) -> None:
+    """Every image needs its own image id and its own synthetic-shard key (``shards.shard_key``: '/'
+    and '.' made '_'). Two files that share one (``cat0.png`` and ``cat0.jpg``; ``img.1.png`` and
+    ``img_1.png``; class folders ``a.b`` and ``a_b``) would overwrite each other's rows downstream,
+    so indexing stops naming both files."""
+    for what, keys in (("image id", index.image_id),
+                       ("synthetic-shard key", index.image_id.map(lambda i: shard_key(synthetic_id(i, 0))))):
+        dup = keys.duplicated(keep=False)
+        if dup.any():
+            first = keys[dup].iloc[0]
+            a, b = index.path[keys == first].iloc[:2]
+            raise ValueError(f"{a} and {b} get the same {what} ({first!r}): file or class folder names that differ "
+                             "only in the image suffix, or in '.' versus '_', cannot both be used; rename or remove one")
+
+
+def check_classes(index: pd.DataFrame, classes: pd.Series, ds: dict, name: str) -> None:
+    """Every class the layout holds (``classes``: class name by label, before images were skipped)
+    keeps a training image after skipping and the config's subsampling, and the test split is not
+    empty: otherwise the classifier would plan outputs no image trains (errors name the key)."""
+    if classes.empty:
+        return
+    labelled = index[index.label >= 0]
+    if not (labelled.split == "test").any():
+        raise ValueError(f"the dataset of datasets.{name} has no test image"
+                         + (f" (datasets.{name}.test_fraction {ds['test_fraction']})" if ds["kind"] == "eurosat" else ""))
+    empty = sorted(set(classes.index) - set(labelled.label[labelled.split == "train"]))
+    if empty:
+        key = (f"datasets.{name}.member_half (half of a class with one training image keeps none)"
+               if ds["member_half"] is not None and empty[0] in set(labelled.label) else
+               f"datasets.{name}.test_fraction" if ds["kind"] == "eurosat" and empty[0] in set(labelled.label) else
+               f"the images under datasets.{name}.root (skipped images are named above)")
+        raise ValueError(f"{len(empty)} class(es) keep no training image (first: {classes[empty[0]]!r}): check {key}")
+    if ds["kind"] == "eurosat":
+        no_test = sorted(set(classes.index) - set(labelled.label[labelled.split == "test"]))
+        if no_test:
+            raise ValueError(f"class {classes[no_test[0]]!r} gets no test image from datasets.{name}.test_fraction "
+                             f"{ds['test_fraction']}: raise it or add images")
+
+
 def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: int | None = None,
-                workers: int = 0) -> pd.DataFrame:
-    """Read a dataset layout into the index table; ``expected_classes`` (from config) is checked."""
+                workers: int = 0, name: str = "<name>") -> pd.DataFrame:
+    """Read a dataset layout into the index table; ``expected_classes`` (from config) is checked.
+    ``name`` is the dataset's config name (for error messages)."""
     kind = ds["kind"]  # a validated dataset entry: every key has its schema default
     kw = {"classnames": ds["classnames"]}
     if kind == "imagenet":
@@ -164,11 +214,15 @@ def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: i
     if kind == "eurosat":
         kw.update(test_fraction=ds["test_fraction"], seed=ds["split_seed"])
     index = read_dataset("imagefolder" if kind == "digits" else kind, root, **kw)
-    index, bad = check_images(index, workers)
-    log.info("indexed %d images under %s; %d corrupt images skipped", len(index), root, len(bad))
+    found = index[index.label >= 0]
+    classes = found.drop_duplicates("label").set_index("label").class_name.sort_index()
+    index, bad = check_images(index, workers, root=root)
+    log.info("indexed %d images under %s; %d images skipped (each named above)", len(index), root, len(bad))
+    check_keys(index)
     index = subsample_per_class(index, ds["train_per_class"], ds["split_seed"])
     if ds["member_half"] is not None:
         index = member_half(index, ds["member_half"])
+    check_classes(index, classes, ds, name)
     names = ds["classnames"] or {}
     index["class_name"] = [names.get(c, c) for c in index.class_name]
     found = index.label[index.label >= 0].nunique()

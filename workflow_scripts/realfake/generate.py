@@ -23,8 +23,8 @@ from .data import captions_for, read_table
 from .method import build_prompt, guidance_table
 from .provenance import provenance
 from .settings import Dataset, Generate, ImageEncoder, Variant
-from .shards import ShardWriter, member_names
-from .synthesis import MANIFEST_COLUMNS, batches_of, file_hash, generate, make_pipelines, plan, shard_key
+from .shards import ShardWriter, member_names, shard_key
+from .synthesis import MANIFEST_COLUMNS, batches_of, file_hash, generate, make_pipelines, plan
 
 log = logging.getLogger(__name__)
 

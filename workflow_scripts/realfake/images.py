@@ -7,10 +7,11 @@ corrupt file, one tensor layout.
 from __future__ import annotations
 
 import io
+import stat
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -34,6 +35,33 @@ def as_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """The image as every viewer shows it: a photo whose EXIF orientation says it was stored sideways
+    or mirrored (phones and cameras do this) is rotated to match; others are returned as they are."""
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # an unreadable EXIF block: Pillow's own decoding of the pixels still decides
+        return im
+    return im if orientation in (None, 1) else ImageOps.exif_transpose(im)
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path`` (which is not a regular file) cannot be an image, for the skip message."""
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link that leads nowhere or in a loop"
+    if not path.exists():
+        return "not found"
+    mode = path.stat().st_mode
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return f"{what}, not an image file"
+    return "not a regular file"
+
+
 def fit_rgb(im: Image.Image, size: int | None) -> Image.Image:
     """RGB, resized (bicubic) to size x size when it is not already."""
     rgb = as_rgb(im)
@@ -51,15 +79,15 @@ def to_tensor(images):
 
 
 def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
-    """Open an image as RGB (grayscale/CMYK/palette converted); a clear error names a corrupt file."""
+    """Open an image as RGB (grayscale/CMYK/palette converted, EXIF orientation applied); a clear error
+    names a corrupt file. Only regular files are opened (a FIFO named ``x.jpg`` would block the job)."""
     if not Path(path).is_file():
-        if Path(path).is_symlink():
-            raise FileNotFoundError(f"image not found: {path} (a symbolic link that leads nowhere or in a loop)")
-        raise FileNotFoundError(f"image not found: {path}")
+        why = not_a_file(Path(path))
+        raise FileNotFoundError(f"image not found: {path}" + ("" if why == "not found" else f" ({why})"))
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = as_rgb(im)
+            rgb = as_rgb(upright(im))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"corrupt or unreadable image: {path} ({exc})") from exc
     return fit_rgb(rgb, size)
@@ -67,7 +95,7 @@ def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
 
 def decode_rgb(data: bytes, size: int | None = None) -> Image.Image:
     """Encoded image bytes (a shard member) -> RGB, resized like ``fit_rgb``."""
-    return fit_rgb(Image.open(io.BytesIO(data)), size)
+    return fit_rgb(upright(Image.open(io.BytesIO(data))), size)
 
 
 def images_tensor(paths, size: int):

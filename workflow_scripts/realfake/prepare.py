@@ -18,7 +18,7 @@ def index_main(args, cfg: dict) -> None:
     ds = get_dataset(cfg, args.dataset)
     root = args.data_dir or ds["root"]
     index = build_index(ds, root, args.out, expected_classes=class_count(cfg, args.dataset),
-                        workers=loader_workers(args, cfg))
+                        workers=loader_workers(args, cfg), name=args.dataset)
     write_json(provenance(cfg, dataset=args.dataset, root=str(root), n_images=len(index)), args.out + ".meta.json")
 
 

@@ -19,6 +19,7 @@ Writing is resumable and deterministic:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -84,6 +85,22 @@ def scan(path: str | os.PathLike, finished: bool = False) -> list[tuple[str, int
         raise ValueError(f"damaged synthetic shard {path}: {problem}, after {len(members)} complete members; "
                          "delete it and rerun to regenerate it")
     return members
+
+
+def synthetic_id(source_id: str, replica: int) -> str:
+    """Image id of replica ``replica`` of the synthetic images made from real image ``source_id``."""
+    return f"{source_id.replace('/', '_')}_r{replica}"
+
+
+def shard_key(image_id: str) -> str:
+    """Tar member stem of a synthetic image: the image id with '/' and '.' made safe. Two real images
+    whose ids differ only in those characters would share keys; indexing refuses them
+    (``data.check_keys``)."""
+    key = image_id.replace("/", "_").replace(".", "_")
+    if len(key.encode()) > 90:  # tar's 100-byte name field counts UTF-8 bytes, not characters
+        head = key.encode()[:70].decode(errors="ignore")
+        key = head + "_" + hashlib.sha256(image_id.encode()).hexdigest()[:16]
+    return key
 
 
 def member_names(key: str, fmt: str = "png") -> tuple[str, str]:

@@ -20,7 +20,7 @@ from .images import load_rgb
 from .method import LORA_TARGETS, encode_text, inject_guidance
 from .models import load_pipeline
 from .settings import Generate
-from .shards import ShardWriter
+from .shards import ShardWriter, shard_key, synthetic_id  # noqa: F401 (shard_key: the keys of plan's ids)
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["image_id", "label", "class_name", "source_image", "replica", "seed", "prompt", "caption",
@@ -139,7 +139,7 @@ def plan(dataset: str, train: pd.DataFrame, scale: int, base_seed: int, shard: i
                        "class_name": rows.class_name.to_numpy(), "source_path": rows.path.to_numpy(),
                        "replica": replica})
     df["seed"] = [image_seed(dataset, s, int(r), base_seed) for s, r in zip(ids, replica)]
-    df["image_id"] = [f"{s.replace('/', '_')}_r{r}" for s, r in zip(ids, replica)]
+    df["image_id"] = [synthetic_id(s, r) for s, r in zip(ids, replica)]
     return df
 
 
@@ -215,12 +215,3 @@ def finite_images(pixels: np.ndarray, batch: pd.DataFrame, step: int, writer) ->
                          f"of batch {step} of {writer.final} (first: {batch.image_id.iloc[int(np.argmax(bad))]}): "
                          "check the LoRA and the base model (fp16 on CUDA can overflow where float32 does not)")
     return VaeImageProcessor.numpy_to_pil(pixels)
-
-
-def shard_key(image_id: str) -> str:
-    """Tar member stem of a synthetic image: the image id with '/' and '.' made safe."""
-    key = image_id.replace("/", "_").replace(".", "_")
-    if len(key.encode()) > 90:  # tar's 100-byte name field counts UTF-8 bytes, not characters
-        head = key.encode()[:70].decode(errors="ignore")
-        key = head + "_" + hashlib.sha256(image_id.encode()).hexdigest()[:16]
-    return key
