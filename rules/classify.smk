@@ -8,6 +8,7 @@ rule classify_real:
     output:
         model=P.real_model,
         metrics=P.real_metrics,
+        curve=P.real_curve,
     log:
         log_file("{dataset}/classify/real_s{seed}"),
     benchmark:
@@ -24,7 +25,7 @@ rule classify_real:
         segments=segments_of("classify"),
     shell:
         "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
-        " --index {input.index:q} --use-real --setting real --model-out {output.model:q} --metrics {output.metrics:q} --segments {params.segments}"
+        " --index {input.index:q} --use-real --setting real --model-out {output.model:q} --metrics {output.metrics:q} --curve {output.curve:q} --segments {params.segments}"
         " --threads {threads} --log {log:q} 2>> {log:q}"
 
 
@@ -37,6 +38,7 @@ rule classify_synthetic:
     output:
         model=P.syn_model,
         metrics=P.syn_metrics,
+        curve=P.syn_curve,
     log:
         log_file("{dataset}/classify/{mix}_{variant}_{scale}x_s{seed}"),
     benchmark:
@@ -56,4 +58,4 @@ rule classify_synthetic:
         "{params.launch} train --cfg {params.cfg:q} --dataset {wildcards.dataset} --seed {wildcards.seed}"
         " --index {input.index:q} {params.real} --synthetic {input.manifest:q}"
         " --setting {wildcards.mix} --variant {wildcards.variant} --scale {wildcards.scale}"
-        " --model-out {output.model:q} --metrics {output.metrics:q} --segments {params.segments} --threads {threads} --log {log:q} 2>> {log:q}"
+        " --model-out {output.model:q} --metrics {output.metrics:q} --curve {output.curve:q} --segments {params.segments} --threads {threads} --log {log:q} 2>> {log:q}"

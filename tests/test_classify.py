@@ -143,3 +143,42 @@ def test_replicas_report_the_mean_and_each_run():
              {"attr_acc": {"a": 90.0, "b": 70.0}, "mean_attr_acc": 80.0, "attributes": ["a", "b"], "n_test": 4}]
     m = mean_metrics(attrs)
     assert m["attr_acc"] == {"a": 85.0, "b": 65.0} and m["mean_attr_acc"] == 75.0 and m["replicas_top1"] == [70.0, 80.0]
+
+
+def test_curve_records_loss_every_epoch_and_test_figures_every_n_without_changing_training(tmp_path):
+    """classify.validate_every: the test figures every N epochs and after the last, the training loss
+    every epoch; testing draws from torch's RNG (as a DataLoader does) yet the weights are those of a
+    run that never tests; the curve so far comes back from the checkpoint of a segmented run."""
+    from realfake.classifier import SegmentDone
+
+    rng = np.random.default_rng(0)
+    x, y = torch.from_numpy(rng.normal(size=(40, 3, 8, 8)).astype(np.float32)), torch.as_tensor(rng.integers(0, 2, 40))
+    cfg = CCFG.replace(epochs=5, validate_every=2, checkpoint_every=1, randaugment_ops=1, randaugment_magnitude=3)
+    calls = []
+
+    def validate(model):
+        torch.rand(3)  # the RNG a DataLoader's iterator would draw from
+        model.eval()
+        with torch.no_grad():
+            calls.append(float((model(x).argmax(1) == y).float().mean() * 100))
+        return {"top1": calls[-1], "n_test": len(y)}
+
+    plain = train_classifier(MemoryData(x, y), 2, cfg, seed=0)
+    curve: list = []
+    tested = train_classifier(MemoryData(x, y), 2, cfg, seed=0, validate=validate, curve=curve)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), tested.state_dict().values()))
+    assert [r["epoch"] for r in curve] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in curve if "test_top1" in r] == [2, 4, 5] and "test_n_test" not in curve[1]
+    assert all(np.isfinite(r["train_loss"]) for r in curve)
+
+    ckpt, resumed = str(tmp_path / "m.ckpt"), []
+    for _ in range(3):  # 3 segments: epochs 1-2, 3-4, 5
+        part: list = []
+        try:
+            model = train_classifier(MemoryData(x, y), 2, cfg, seed=0, ckpt_path=ckpt, fingerprint={"a": 1},
+                                     segments=3, validate=validate, curve=part)
+        except SegmentDone:
+            continue
+        resumed = part
+    assert resumed == curve
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))

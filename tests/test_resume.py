@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage cod
 
 def _cfg(smoke_cfg, **classify):
     cfg = json.loads(json.dumps(smoke_cfg))
-    cfg["classify"].update({"epochs": 4, "checkpoint_every": 1, **classify})
+    cfg["classify"].update({"epochs": 4, "checkpoint_every": 1, "validate_every": 2, **classify})
     cfg["finetune"].update({"steps": 6, "checkpoint_every": 2})
     return cfg
 
@@ -71,6 +72,11 @@ def test_classifier_resumes_from_checkpoint_identically(real_inputs, smoke_cfg, 
     assert (a / "model.pt").read_bytes() == (b / "model.pt").read_bytes()
     assert json.loads((a / "metrics.json").read_text())["top1"] == json.loads((b / "metrics.json").read_text())["top1"]
     assert not (b / "model.pt.ckpt").exists()
+    curve = pd.read_csv(b / "curve.csv")  # the epochs before the kill came back from the checkpoint
+    assert (a / "curve.csv").read_bytes() == (b / "curve.csv").read_bytes()
+    assert list(curve.epoch) == [1, 2, 3, 4] and curve.test_top1.notna().tolist() == [False, True, False, True]
+    assert curve.test_top1.iloc[-1] == pytest.approx(json.loads((a / "metrics.json").read_text())["top1"], abs=1e-5)
+    assert "epoch 1 train loss" in (b / "log.txt").read_text() and "test top1" in (b / "log.txt").read_text()
 
 
 def test_checkpoint_from_another_config_is_an_error(real_inputs, smoke_cfg, tmp_path):

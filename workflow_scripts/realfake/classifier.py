@@ -96,7 +96,7 @@ class Objective:
 def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: str | None = None,
                      ckpt_path: str | None = None, fingerprint: dict | None = None,
                      attributes: list[str] | None = None, world: World = World(), on_step=None,
-                     segments: int = 1):
+                     segments: int = 1, validate=None, curve: list | None = None):
     """Train on ``data`` (MemoryData or StreamData); checkpoints every ``checkpoint_every`` epochs
     when ``ckpt_path`` is given and resumes from one (same fingerprint only) with identical results.
     With ``attributes`` the model has one output per attribute (multi-label).
@@ -107,7 +107,12 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
     the processes stay in step and rank 0's checkpoint resumes them all. Batch norm statistics are
     per process, as in the official torchrun runs (no SyncBN). ``on_step()`` is called after every
     optimiser step (the full-size rehearsal times steps with it). ``segments`` > 1: the run stops at
-    the end of its segment of epochs, saves the checkpoint and raises ``SegmentDone``."""
+    the end of its segment of epochs, saves the checkpoint and raises ``SegmentDone``.
+
+    ``curve`` (a list the caller owns) gets one dict per epoch: ``epoch``, ``train_loss`` and, every
+    ``classify.validate_every`` epochs and after the last, the ``test_*`` figures of ``validate(model)``
+    (rank 0 only; run under a forked RNG, so training draws the same numbers with or without it).
+    The curve so far is kept in the checkpoint and comes back on resume."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     device = world.device()
@@ -125,6 +130,8 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         start = state["epoch"] + 1
+        if curve is not None:
+            curve[:] = state.get("curve", [])
     sched.start(start)
     net = model
     if world.size > 1:  # built after loading: DDP starts every process from rank 0's weights
@@ -162,12 +169,23 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
                 on_step()
         sched.after_epoch(epoch)
         world.average([seen])  # over all processes' rows: the global batch's mean loss
-        log.info("epoch %d train loss %.6f", epoch, float(seen[0] / seen[1].clamp_min(1)))
+        row = {"epoch": epoch + 1, "train_loss": float(seen[0] / seen[1].clamp_min(1))}
+        if validate is not None and world.main and c.validate_every and (
+                (epoch + 1) % c.validate_every == 0 or epoch + 1 == c.epochs):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                row.update({f"test_{k}": v for k, v in validate(model).items() if isinstance(v, float)})
+        if world.size > 1 and validate is not None:
+            world.barrier()  # the other processes wait for rank 0's test
+        if curve is not None:
+            curve.append(row)
+        tested = "".join(f", {k.replace('_', ' ')} {v:.2f}" for k, v in row.items() if k.startswith("test_"))
+        log.info("epoch %d train loss %.6f%s", epoch, row["train_loss"], tested)
         if ckpt_path and ((every and (epoch + 1) % every == 0) or epoch + 1 == stop) and epoch + 1 < c.epochs:
             if world.main:
                 checkpoint.save(ckpt_path, fingerprint, f"epoch {epoch + 1} of {c.epochs}", epoch=epoch,
                                 model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                                gen=gen.get_state(), rng=torch.get_rng_state(), taken=taken)
+                                gen=gen.get_state(), rng=torch.get_rng_state(), taken=taken,
+                                curve=list(curve or []))
             world.barrier()
             fault_hook("classify", epoch + 1)
     if stop < c.epochs:

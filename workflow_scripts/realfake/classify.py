@@ -1,18 +1,21 @@
 """Stage `classify`: train a classifier on real and/or synthetic images, test on real test data.
 
 ``python -m realfake.classify train``: one classifier (one setting, variant, scale and seed) ->
-``model.pt`` and ``metrics.json``. The model, training loop and evaluation live in
+``model.pt``, ``metrics.json`` and ``curve.csv`` (training loss per epoch, test figures every
+``classify.validate_every`` epochs). The model, training loop and evaluation live in
 :mod:`realfake.classifier`.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from . import checkpoint, distributed
-from .atomic import write_json, write_torch
+from .atomic import atomic_path, write_json, write_torch
 from .classifier import evaluate, train_classifier
 from .classifier_data import training_data
 from .cli import Command, loader_workers, run
@@ -48,18 +51,25 @@ def train_on(args, cfg: dict, world: distributed.World) -> None:
     weights = models.resnet50_pretrained if c.pretrained else None
     attributes = ds.attributes
     device = world.device()  # test on the job's GPU, then save from the CPU
-    runs, model = [], None
+    test = test.reset_index(drop=True)
+    workers, transform = loader_workers(args, cfg, world.size), eval_transform(c, size)
+
+    def validate(net) -> dict:
+        return evaluate(net, test, size, attributes=attributes, workers=workers, transform=transform)
+
+    runs, model, curves = [], None, []
     for k in range(c.replicas):  # replica k: seed * 1000 + k (replica 0 is the seed itself)
         seed = replica_seed(args.seed, k)
         fingerprint = {"cfg": cfg, "seed": seed, "use_real": args.use_real, "synthetic": args.synthetic,
                        "n_train": len(data)}
         ckpt = args.model_out + (".ckpt" if k == 0 else f".r{k}.ckpt")
+        curve: list[dict] = []
         trained = train_classifier(data, num_classes, c, seed, weights, ckpt, fingerprint, attributes, world,
-                                   segments=args.segments)
+                                   segments=args.segments, validate=validate, curve=curve)
         if not world.main:
             continue
-        runs.append(evaluate(trained.to(device), test.reset_index(drop=True), size, attributes=attributes,
-                             workers=loader_workers(args, cfg, world.size), transform=eval_transform(c, size)))
+        curves += [{"replica": k, **row} for row in curve]
+        runs.append(validate(trained.to(device)))
         log.info("test (replica %d of %d, seed %d) %s", k + 1, c.replicas, seed, runs[-1])
         if k == 0:
             model = trained.cpu()  # model.pt is replica 0; its checkpoint goes once both files are written
@@ -72,6 +82,8 @@ def train_on(args, cfg: dict, world: distributed.World) -> None:
     write_torch({"state_dict": model.state_dict(), "arch": c.arch,
                  "num_classes": len(attributes) if attributes else num_classes, "attributes": attributes,
                  "config": cfg, "seed": args.seed}, args.model_out)
+    with atomic_path(args.curve or str(Path(args.metrics).with_name("curve.csv"))) as tmp:  # one row per replica and epoch; test_* only on tested epochs
+        pd.DataFrame(curves).to_csv(tmp, index=False, float_format="%.6f")
     labels = {"setting": args.setting}
     if args.setting != "real":
         labels.update(variant=args.variant, scale=str(args.scale))
@@ -114,6 +126,8 @@ def main(argv=None) -> None:
     p.add_argument("--scale", type=int, default=0, help="synthetic set size in multiples of the real set (recorded)")
     p.add_argument("--model-out", required=True)
     p.add_argument("--metrics", required=True)
+    p.add_argument("--curve", default=None, help="curve.csv to write: training loss and test figures per epoch "
+                   "(default: beside --metrics)")
     p.add_argument("--segments", type=int, default=1, help="jobs the run is split into (max_job_minutes)")
     cmd.main(argv)
 

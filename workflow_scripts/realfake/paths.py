@@ -35,7 +35,7 @@ P = SimpleNamespace(
     filtered=f"{_R}/synthetic/{{dataset}}/{{variant}}/s{{seed}}/{{scale}}x/filtered.parquet",
     shard_tar=f"{_R}/synthetic/{{dataset}}/{{variant}}/s{{seed}}/{{scale}}x/shards/{{shard}}.tar",
     shard_rows=f"{_R}/synthetic/{{dataset}}/{{variant}}/s{{seed}}/{{scale}}x/shards/{{shard}}.parquet",
-    # classifiers: {name} is model.pt or metrics.json
+    # classifiers: {name} is model.pt, metrics.json or curve.csv
     real_classifier=f"{_R}/{{dataset}}/classify/real/s{{seed}}/{{name}}",
     syn_classifier=f"{_R}/{{dataset}}/classify/{{mix}}/{{variant}}/{{scale}}x/s{{seed}}/{{name}}",
     run_classifier=f"{_R}/{{dataset}}/classify/{{run}}/{{name}}",
@@ -83,3 +83,4 @@ def plan_file(name: str) -> str:
 for _kind in ("real", "syn", "run"):  # P.real_model, P.real_metrics, P.syn_model, ...
     setattr(P, f"{_kind}_model", with_name(getattr(P, f"{_kind}_classifier"), "model.pt"))
     setattr(P, f"{_kind}_metrics", with_name(getattr(P, f"{_kind}_classifier"), "metrics.json"))
+    setattr(P, f"{_kind}_curve", with_name(getattr(P, f"{_kind}_classifier"), "curve.csv"))

@@ -103,6 +103,7 @@ class Classify:
     gpus: int
     shuffle_buffer: int
     checkpoint_every: int
+    validate_every: int
     amp: bool
     replicas: int
 
