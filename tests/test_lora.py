@@ -178,3 +178,39 @@ def test_a_damaged_lora_file_is_refused_naming_it(tiny_base, tmp_path):
         save_file(bad, str(tmp_path / f"{name}.safetensors"))
         with pytest.raises(ValueError, match=f"LoRA file .*{name}.safetensors.*{message}"):
             check_lora_fits(fresh, tmp_path / f"{name}.safetensors", str(tiny_base))
+
+
+def test_previews_show_the_lora_so_far_without_changing_it(tiny_base):
+    """finetune.preview_every: previews at steps 2 and 4 and after the last (5); the LoRA weights and
+    the loss history equal those of a run without previews; the same step gives the same preview."""
+    from realfake.lora import preview_images, preview_rows
+
+    cfg = load_config(REPO / "config" / "smoke.yaml",
+                      overrides={"finetune": {"steps": 5, "lr": 0.05, "batch_size": 4, "preview_every": 2}})
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    prompts = [f"a photo of the digit {i % 3}" for i in range(6)]
+    guidance = torch.randn(6, 64)
+    labels = [i % 3 for i in range(6)]
+    assert preview_rows(labels) == [0, 1, 2] and preview_rows([5, 5, 1, 9, 2, 7, 0]) == [6, 2, 4, 0]
+    runs = {}
+    for with_preview in (False, True):
+        pipe = load_pipeline(tiny_base)
+        shown = []
+
+        def preview(step):
+            grid = preview_images(pipe, [prompts[i] for i in preview_rows(labels)], guidance[preview_rows(labels)],
+                                  True, 32, "", seed=0)
+            torch.rand(4)  # whatever the pipeline draws from torch's RNG stays out of training
+            shown.append((step, np.asarray(grid)))
+
+        history = train_lora(pipe, images, prompts, guidance, Finetune.of(cfg), dm_weight=0.003, seed=0,
+                             rescale=True, preview=preview if with_preview else None)
+        lora = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "lora" in k}
+        runs[with_preview] = (history, lora, shown)
+    assert runs[True][0] == runs[False][0]
+    assert all(torch.equal(runs[True][1][k], runs[False][1][k]) for k in runs[False][1])
+    steps = [s for s, _ in runs[True][2]]
+    assert steps == [2, 4, 5] and runs[False][2] == []
+    grid = runs[True][2][-1][1]
+    assert grid.shape == (32, 96, 3) and grid.std() > 0
+    assert not np.array_equal(runs[True][2][0][1], grid)  # the LoRA moved between step 2 and 5

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # minutes: end-to-end runs through real stage cod
 def _cfg(smoke_cfg, **classify):
     cfg = json.loads(json.dumps(smoke_cfg))
     cfg["classify"].update({"epochs": 4, "checkpoint_every": 1, "validate_every": 2, **classify})
-    cfg["finetune"].update({"steps": 6, "checkpoint_every": 2})
+    cfg["finetune"].update({"steps": 6, "checkpoint_every": 2, "preview_every": 3})
     return cfg
 
 
@@ -105,6 +105,9 @@ def test_finetune_resumes_from_checkpoint_identically(real_inputs, smoke_cfg, tm
     assert "step 4 of 6" in (b / "log.txt").read_text()
     assert (a / "lora.safetensors").read_bytes() == (b / "lora.safetensors").read_bytes()
     assert not (b / "lora.safetensors.ckpt").exists()
+    for d in (a, b):  # finetune.preview_every 3: previews of steps 3 and 6 beside the LoRA
+        assert sorted(p.name for p in (d / "previews").iterdir()) == ["step0000003.png", "step0000006.png"]
+    assert (a / "previews" / "step0000006.png").read_bytes() == (b / "previews" / "step0000006.png").read_bytes()
 
 
 def test_snakemake_rerun_incomplete_after_kills_equals_uninterrupted(smoke_run, tmp_path):

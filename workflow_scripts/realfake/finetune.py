@@ -5,6 +5,7 @@ visual-guidance token (paper Sec. 3.1-3.2, Tab. 7) -> lora.safetensors (diffuser
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -14,7 +15,7 @@ from .cli import Command, loader_workers, run
 from .config import config_hash
 from .data import captions_for, lora_training_rows, read_table
 from .distributed import World
-from .lora import TrainImages, save_lora, train_lora
+from .lora import TrainImages, preview_images, preview_rows, save_lora, train_lora
 from .method import build_prompt, guidance_table
 from .models import load_pipeline
 from .provenance import provenance
@@ -46,9 +47,21 @@ def train_on(args, cfg: dict, ds: Dataset, lora: Lora, f: Finetune, world: World
     ckpt = args.out + ".ckpt"
     fingerprint = {"cfg": cfg, "lora": args.lora, "seed": seed, "base": args.base, "n_train": len(train),
                    "train_ids_hash": config_hash(list(train.image_id))}
-    history = train_lora(pipe, images, prompts, guidance, f, lora.dm_weight, seed,
-                         ImageEncoder.of(cfg).rescale_to_token_norm, ckpt, fingerprint,
-                         workers=loader_workers(args, cfg, world.size), world=world, segments=args.segments)
+    rescale = ImageEncoder.of(cfg).rescale_to_token_norm
+    shown = preview_rows(train.label)
+
+    def preview(step: int) -> None:  # previews/step<N>.png beside the LoRA (finetune.preview_every)
+        grid = preview_images(pipe, [prompts[i] for i in shown], None if guidance is None else guidance[shown],
+                              rescale, ds.image_size, ds.negative_prompt, seed)
+        out = Path(args.out).parent / "previews" / f"step{step:07d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            grid.save(tmp, format="PNG")
+        log.info("preview of step %d: %s", step, out)
+
+    history = train_lora(pipe, images, prompts, guidance, f, lora.dm_weight, seed, rescale, ckpt, fingerprint,
+                         workers=loader_workers(args, cfg, world.size), world=world, segments=args.segments,
+                         preview=preview)
     if not world.main:
         return
     save_lora(pipe.unet, args.out)

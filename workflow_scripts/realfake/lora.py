@@ -129,7 +129,7 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, seed: int, rescale: bool,
                ckpt_path: str | Path | None = None, fingerprint: dict | None = None, workers: int = 0,
-               world: World = World(), on_step=None, segments: int = 1):
+               world: World = World(), on_step=None, segments: int = 1, preview=None):
     """The fine-tuning loop; returns the per-step (loss, base, dm) history.
 
     ``segments`` > 1 (a run longer than a job may be): the run stops at the end of its segment,
@@ -147,7 +147,9 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
     is the same function of the global batch for any N (distribution matching over
     ``finetune.dm_group`` rows, which never straddle two processes); only rank 0 writes.
 
-    ``on_step()`` is called after every optimiser step (the full-size rehearsal times steps with it)."""
+    ``on_step()`` is called after every optimiser step (the full-size rehearsal times steps with it).
+    ``preview(step)`` is called on rank 0 every ``finetune.preview_every`` steps and after the last
+    (under a forked RNG, the UNet in eval mode: the LoRA is the same with or without it)."""
     seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     unet, vae, te, sched = pipe.unet, pipe.vae, pipe.text_encoder, pipe.scheduler
@@ -221,6 +223,12 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
             on_step()
         if step % 50 == 0:
             log.info("step %d loss %.4f (min-snr %.4f, dm %.4f)", step, *history[-1])
+        if preview is not None and world.main and f.preview_every and (
+                (step + 1) % f.preview_every == 0 or step + 1 == steps):
+            unet.eval()
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+                preview(step + 1)
+            unet.train()
         if ckpt_path and ((every and (step + 1) % every == 0) or step + 1 == stop) and step + 1 < steps:
             if world.main:  # every process holds the same LoRA, optimiser and generators
                 checkpoint.save(ckpt_path, fingerprint, f"step {step + 1} of {steps}", step=step,
@@ -232,3 +240,37 @@ def train_lora(pipe, images, prompts, guidance, f: Finetune, dm_weight: float, s
         raise SegmentDone(f"fine-tuning segment ended at step {stop} of {steps}; checkpoint {ckpt_path}")
     unet.eval()
     return history
+
+
+PREVIEW_CLASSES, PREVIEW_STEPS, PREVIEW_CFG = 4, 25, 2.0
+
+
+def preview_rows(labels) -> list[int]:
+    """Positions of the first training row of each of the first ``PREVIEW_CLASSES`` classes."""
+    labels = np.asarray(labels)
+    return [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)[:PREVIEW_CLASSES]]
+
+
+def preview_images(pipe, prompts: list[str], guidance, rescale: bool, size: int, negative: str,
+                   seed: int) -> Image.Image:
+    """One image per prompt from the pipeline's UNet as it is now (UniPC, ``PREVIEW_STEPS`` steps,
+    CFG ``PREVIEW_CFG``, seeds ``seed + i``), side by side in one image. ``guidance``: one embedding
+    per prompt (or None), injected as in training."""
+    from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
+
+    from .method import encode_text
+
+    text2img = StableDiffusionPipeline(**{**pipe.components,
+                                          "scheduler": UniPCMultistepScheduler.from_config(pipe.scheduler.config)})
+    text2img.set_progress_bar_config(disable=True)
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    hidden = encode_text(pipe.tokenizer, pipe.text_encoder, prompts, device)
+    hidden = inject_guidance(hidden, None if guidance is None else guidance.to(device), rescale)
+    neg = encode_text(pipe.tokenizer, pipe.text_encoder, [negative], device).expand(len(prompts), -1, -1)
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    images = text2img(prompt_embeds=hidden.to(dtype), negative_prompt_embeds=neg.to(dtype), height=size, width=size,
+                      num_inference_steps=PREVIEW_STEPS, guidance_scale=PREVIEW_CFG, generator=gens).images
+    grid = Image.new("RGB", (size * len(images), size))
+    for i, im in enumerate(images):
+        grid.paste(im, (i * size, 0))
+    return grid

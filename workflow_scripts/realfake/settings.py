@@ -131,6 +131,7 @@ class Finetune:
     snr_gamma: float
     random_flip: bool
     checkpoint_every: int
+    preview_every: int
     amp: bool
     max_grad_norm: float | None
     crop: str
