@@ -96,3 +96,33 @@ def test_measured_throughput_replaces_the_planning_figures(tmp_path):
         measured_costs(csv)
     with pytest.raises(ValueError, match="not found"):
         measured_costs(tmp_path / "nope.csv")
+
+
+def test_a_folder_dataset_is_counted_when_its_root_is_readable(tmp_path):
+    """The user's own image folder is priced at the images it holds (15 per class here), not the
+    planning figure of 500 per class; a root not mounted on the planning machine falls back to it."""
+    from PIL import Image
+
+    from realfake.resources import TRAIN_PER_CLASS
+
+    root = tmp_path / "foxes"
+    for split, n in (("train", 15), ("test", 5)):
+        for c in ("red", "arctic", "fennec"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8)).save(root / split / c / f"{i}.jpg")
+    (root / "train" / "red" / "notes.txt").write_text("not an image")
+
+    def plan(root_dir, **ds):
+        return Plan(load_config(REPO / "config" / "my_dataset.yaml", overrides={
+            "datasets": {"my_dataset": {"root": str(root_dir), "num_classes": 3, **ds}}}))
+
+    counted = plan(root)
+    assert counted.train_images("my_dataset") == 45
+    assert counted.train_images_source("my_dataset") == f"counted under {root}/train"
+    assert plan(root, train_per_class=10).train_images("my_dataset") == 30
+    missing = plan(tmp_path / "not_mounted")
+    assert missing.train_images("my_dataset") == 3 * TRAIN_PER_CLASS["imagefolder"]
+    assert "is not readable here" in missing.train_images_source("my_dataset")
+    tuned = counted.stage_items("finetune", {"dataset": "my_dataset", "lora": "full", "seed": "0"})[1]
+    assert tuned < missing.stage_items("finetune", {"dataset": "my_dataset", "lora": "full", "seed": "0"})[1]

@@ -7,6 +7,7 @@ one 0/1 column per attribute). Errors name the file or folder and what was expec
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from pathlib import Path
 
@@ -56,6 +57,19 @@ def scan_imagefolder(root: str | Path, classnames: dict | None = None) -> pd.Dat
         if unknown:
             raise ConfigError(f"config classnames name classes without a folder under {root / 'train'}: {unknown}")
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+@functools.lru_cache(maxsize=None)
+def count_imagefolder(root: str) -> tuple[int, ...] | None:
+    """Image files (by suffix; nothing opened) in each class folder of ``root/train``, or None when
+    ``root/train`` is not readable here (planning on a machine without the data). For planning
+    only: the index job counts what decodes."""
+    train = Path(root) / "train"
+    try:
+        return tuple(sum(1 for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                     for d in sorted(train.iterdir()) if d.is_dir())
+    except OSError:
+        return None
 
 
 def _images(folder: Path) -> list[Path]:

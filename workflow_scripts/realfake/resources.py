@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import class_count, dataset_section, get_dataset, shard_count
+from .datasets import count_imagefolder
 from .distributed import launcher
 from .errors import ConfigError
 from .settings import Classify, Dataset
@@ -75,15 +76,33 @@ class Resources:
 
     def train_images(self, dataset: str) -> int:
         """Real training images of a dataset, planned from config (train_per_class, or the kind's
-        typical count; CelebA's count is for the whole set, not per attribute class)."""
+        typical count; CelebA's count is for the whole set, not per attribute class). An image-folder
+        dataset whose root is readable here is counted instead (``train_images_source`` says which)."""
         ds = get_dataset(self.config, dataset)
-        if ds["train_per_class"]:
+        counted = self._counted(dataset)
+        if counted is not None:
+            n = sum(min(c, ds["train_per_class"] or c) for c in counted)
+        elif ds["train_per_class"]:
             n = ds["train_per_class"] * class_count(self.config, dataset)
         elif ds["kind"] == "celeba":
             n = TRAIN_PER_CLASS["celeba"]
         else:
             n = TRAIN_PER_CLASS.get(ds["kind"], TRAIN_PER_CLASS["imagefolder"]) * class_count(self.config, dataset)
         return n // 2 if ds["member_half"] is not None else n
+
+    def _counted(self, dataset: str) -> tuple[int, ...] | None:
+        ds = get_dataset(self.config, dataset)
+        return count_imagefolder(ds["root"]) if ds["kind"] == "imagefolder" and ds["root"] else None
+
+    def train_images_source(self, dataset: str) -> str:
+        """Where ``train_images`` comes from, for ``make cost``'s report."""
+        ds = get_dataset(self.config, dataset)
+        if self._counted(dataset) is not None:
+            return f"counted under {ds['root']}/train"
+        if ds["train_per_class"]:
+            return f"train_per_class {ds['train_per_class']} x {class_count(self.config, dataset)} classes"
+        unread = f" ({ds['root']}/train is not readable here)" if ds["kind"] == "imagefolder" else ""
+        return f"planned: the typical {ds['kind']} count{unread}"
 
     def test_images(self, dataset: str) -> int:
         ds = get_dataset(self.config, dataset)

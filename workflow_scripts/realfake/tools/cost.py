@@ -179,6 +179,8 @@ def main(argv=None) -> None:
           "disk for what the jobs keep")
     print(f"priced: {' '.join(args.target)} of {' '.join(args.configfile)}"
           f"{' from an empty results folder' if args.from_scratch else ' (what this folder leaves to run)'}")
+    for name in sorted({j.wildcards["dataset"] for j in jobs if "dataset" in j.wildcards}):
+        print(f"real training images of {name}: {plan.train_images(name)} ({plan.train_images_source(name)})")
 
 
 if __name__ == "__main__":
