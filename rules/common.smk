@@ -39,6 +39,7 @@ from realfake.paths import (
     log_file,
     sidecar,
     table,
+    table_html,
 )  # noqa: E402
 
 try:

@@ -5,7 +5,8 @@ rule table1:
     input:
         metrics=table_inputs("table1"),
     output:
-        table=report(table("table1"), category="Tables", labels={"table": "1 main"}),
+        table=table("table1"),
+        html=report(table_html("table1"), category="Tables", labels={"table": "1 main"}),
         sidecar=sidecar("table1"),
     log:
         log_file("report/table1"),
@@ -17,6 +18,7 @@ rule table1:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
         "python -m realfake.report table1 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --html {output.html:q}"
         " --log {log:q} 2>> {log:q}"
 
 
@@ -24,10 +26,9 @@ rule table2:
     input:
         metrics=table_inputs("table2"),
     output:
-        table=report(
-            table("table2"),
-            category="Tables",
-            labels={"table": "2 ablation"},
+        table=table("table2"),
+        html=report(
+            table_html("table2"), category="Tables", labels={"table": "2 ablation"}
         ),
         sidecar=sidecar("table2"),
         png=report(
@@ -46,6 +47,7 @@ rule table2:
         cfg=cfg_for("seeds", "tables", "variants", "loras"),
     shell:
         "python -m realfake.report table2 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --html {output.html:q}"
         " --figure {output.png:q} {output.pdf:q} --log {log:q} 2>> {log:q}"
 
 
@@ -53,10 +55,9 @@ rule table3:
     input:
         metrics=table_inputs("table3"),
     output:
-        table=report(
-            table("table3"),
-            category="Tables",
-            labels={"table": "3 scaling"},
+        table=table("table3"),
+        html=report(
+            table_html("table3"), category="Tables", labels={"table": "3 scaling"}
         ),
         sidecar=sidecar("table3"),
         png=report(
@@ -75,6 +76,7 @@ rule table3:
         cfg=cfg_for("seeds", "tables", "scales"),
     shell:
         "python -m realfake.report table3 --cfg {params.cfg:q} --metrics {input.metrics:q} --out {output.table:q}"
+        " --html {output.html:q}"
         " --figure {output.png:q} {output.pdf:q} --log {log:q} 2>> {log:q}"
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from realfake.config import load_config
@@ -228,3 +229,29 @@ def test_table1_shows_every_number_the_paper_text_gives(tmp_path, monkeypatch):
     source = Path(report.__file__).read_text()
     for key in report.PAPER:  # nothing stored goes unread
         assert f'PAPER["{key}"]' in source or f'PAPER.get("{key}"' in source, key
+
+
+def test_tables_1_to_3_come_with_an_html_page_and_caption_for_the_report(tmp_path):
+    """The Snakemake report offers a CSV only as a download; it shows HTML inline. The page holds the
+    table as the CSV spells it (mean and std merged), under its caption, with markup escaped."""
+    import json
+
+    from conftest import run_cli
+
+    cfg = mini_config()
+    rows = []
+    for seed, (r, b, o, rs) in enumerate([(90, 30, 50, 92), (92, 34, 52, 94), (94, 32, 54, 96)]):
+        rows += [("real", "", seed, r), ("syn", "base", seed, b), ("syn", "ours", seed, o), ("realsyn", "ours", seed, rs)]
+    files = write_metrics(tmp_path, rows)
+    run_cli("report", "table1", "--cfg", json.dumps(cfg), "--metrics", *map(str, files),
+            "--out", str(tmp_path / "table1.csv"), "--html", str(tmp_path / "table1.html"))
+    page = (tmp_path / "table1.html").read_text()
+    assert "<caption><b>Table 1: synthetic, real and real + synthetic training data</b>" in page
+    assert "<th>top1 (mean ± std)</th>" in page and "<td>92.00 ± 2.00</td>" in page  # as table1.csv spells them
+    assert page.count("<tr>") == 1 + len(pd.read_csv(tmp_path / "table1.csv"))
+
+    from realfake.captions import html_table, section_of
+
+    odd = html_table(pd.DataFrame({"row": ["<b>x</b> & y"]}), section_of("table2.csv"))
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in odd and "Table 2: ablation" in odd
+    assert section_of("nearest_mini.csv").title.startswith("Copy check") and section_of("other.csv") is None

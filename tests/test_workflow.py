@@ -102,7 +102,7 @@ def test_snakemake_report_holds_every_table_and_figure(smoke_run, tmp_path):
     out = tmp_path / "report.html"
     run_snakemake(smoke_run, "all_ablation", "--configfile", str(REPO / "config" / "smoke.yaml"), "--report", str(out))
     html = out.read_text(errors="replace")
-    for name in ("table1.csv", "table2.csv", "table3.csv", "table9.csv", "table_privacy.csv", "fig2_scaling.png",
+    for name in ("table1.html", "table2.html", "table3.html", "table9.csv", "table_privacy.csv", "fig2_scaling.png",
                  "fig3_lira.png", "fig4_nearest_smoke.png", "samples.png", "quality.csv",
                  "quality.png", "samples_smoke.png"):
         assert name in html, name

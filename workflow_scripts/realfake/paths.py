@@ -58,6 +58,11 @@ def table(name: str) -> str:
     return f"{_R}/tables/{name}.csv"
 
 
+def table_html(name: str) -> str:
+    """A table as an HTML page with its caption (what the Snakemake report shows inline)."""
+    return f"{_R}/tables/{name}.html"
+
+
 def sidecar(name: str) -> str:
     """A table's provenance sidecar."""
     return table(name) + ".json"

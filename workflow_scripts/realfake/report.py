@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .atomic import atomic_path
+from .captions import html_table, read_csv_text, section_of
 from .cli import Command, run
 from .data import frame_images, read_table
 from .settings import Tables
@@ -397,6 +399,9 @@ FIGURES = {"table2": ablation_figure, "table3": scaling_figure}
 def table_main(args, cfg: dict) -> None:
     table = TABLES[args.action](load_metrics(args.metrics), cfg)
     write_table(table, args.out, cfg, args.metrics)
+    if args.html:  # the page the Snakemake report shows: the table as written, with its caption
+        with atomic_path(args.html) as tmp:
+            tmp.write_text(html_table(read_csv_text(args.out), section_of(Path(args.out).name)))
     if args.action in FIGURES and args.figure:
         FIGURES[args.action](table, args.figure)
     log.info("wrote %s (%d rows)", args.out, len(table))
@@ -408,6 +413,7 @@ def main(argv=None) -> None:
         p = cmd.action(name, (fn.__doc__ or f"paper {name}").strip().splitlines()[0], table_main)
         p.add_argument("--metrics", nargs="+", required=True, help="classifier metrics.json files")
         p.add_argument("--out", required=True, help=f"{name}.csv to write")
+        p.add_argument("--html", default=None, help=f"{name}.html to write (the table with its caption)")
         if name in FIGURES:
             p.add_argument("--figure", nargs="*", default=[], help="figure files (png, pdf)")
     p = cmd.action("samples", "real vs synthetic sample grid", samples_main)

@@ -13,49 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..captions import SECTIONS, read_csv_text, shown_columns
 
 MAX_ROWS = 60  # longer tables are named with their row count, not printed
-
-
-@dataclass(frozen=True)
-class Section:
-    pattern: str  # file name (glob) under results/tables
-    title: str
-    what: str
-    drop: tuple = ()  # columns left out of the printed table (still in the file)
-
-
-SECTIONS = (
-    Section("table1.csv", "Table 1: synthetic, real and real + synthetic training data",
-            "Top-1/top-5 % on the real test set, mean ± sample std over seeds; paper numbers beside ours.",
-            ("cell", "setting", "top1_per_seed")),
-    Section("table2.csv", "Table 2: ablation of the method's components (synthetic only)",
-            "Each row adds components (LP latent prior, VG visual guidance, DM distribution matching, FT "
-            "fine-tuning); the paper's ImageNet-10/100 numbers beside ours."),
-    Section("table3.csv", "Table 3 and Figure 2: scaling the synthetic set",
-            "Synthetic only and real + synthetic at every scale; figure `results/figures/fig2_scaling.png`."),
-    Section("table4.csv", "Table 4: out-of-distribution test sets", "Top-1 % on each OOD set, every scale."),
-    Section("table9.csv", "Table 9: every seed", "Top-1 % per seed; std with ddof 0 as in the paper."),
-    Section("table10.csv", "Table 10: attribute accuracy", "Accuracy per attribute and their mean."),
-    Section("claims.csv", "The paper's claims, tested on our tables",
-            "One-sided exact paired sign-flip test over seeds; `holds` = p < 0.05."),
-    Section("table_privacy.csv", "Privacy: LiRA membership inference",
-            "AUC and true-positive rates of the three LiRA attacks; figure `results/figures/fig3_lira.png`.",
-            ("model",)),
-    Section("nearest_*.csv", "Copy check: nearest real image of synthetic queries",
-            "Similarity of each query to its nearest real training images; figure `results/figures/fig4_nearest_*.png`."),
-    Section("quality.csv", "Synthetic-data quality", "FID, KID, precision and recall per variant; "
-            "figure `results/figures/quality.png`."),
-    Section("quality_ordering.csv", "Does quality order the variants as accuracy does?",
-            "Spearman's rho between each metric and synthetic-only top-1 over the variants."),
-    Section("quality_per_class.csv", "Quality per class", "Per-class metrics."),
-)
 
 
 def _cell(v: str) -> str:
@@ -63,30 +28,12 @@ def _cell(v: str) -> str:
 
 
 def markdown_table(df: pd.DataFrame, drop=()) -> str:
-    """A CSV read as text as a Markdown table: ``x_mean``/``x_std`` pairs shown as ``mean ± std``,
-    empty columns and ``drop`` left out; each value spelled as in the file."""
-    df = df.drop(columns=[c for c in drop if c in df.columns])
-    df = df.loc[:, [c for c in df.columns if (df[c] != "").any()]]
-    cols = []
-    for c in df.columns:
-        if c.endswith("_std") and c[:-4] + "_mean" in df.columns:
-            continue
-        if c.endswith("_mean") and c[:-5] + "_std" in df.columns:
-            std = df[c[:-5] + "_std"]
-            cols.append((c[:-5] + " (mean ± std)", [f"{m} ± {s}" if s else m for m, s in zip(df[c], std)]))
-        else:
-            cols.append((c, list(df[c])))
+    """A CSV read as text as a Markdown table (columns as ``captions.shown_columns`` shows them)."""
+    cols = shown_columns(df, drop)
     lines = ["| " + " | ".join(_cell(name) for name, _ in cols) + " |", "|" + "---|" * len(cols)]
     for i in range(len(df)):
         lines.append("| " + " | ".join(_cell(values[i]) for _, values in cols) + " |")
     return "\n".join(lines)
-
-
-def read_csv_text(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV table ({exc})") from exc
 
 
 def sidecar(path: Path) -> dict:
