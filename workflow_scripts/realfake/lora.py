@@ -21,7 +21,7 @@ from .atomic import atomic_path, fault_hook
 from .distributed import World
 from .errors import SegmentDone, segment_stop
 from .images import load_rgb
-from .method import LORA_TARGETS, inject_guidance, realfake_loss
+from .method import LORA_TARGETS, encode_text, inject_guidance, realfake_loss
 from .provenance import seed_everything
 from .settings import Finetune
 
@@ -257,8 +257,6 @@ def preview_images(pipe, prompts: list[str], guidance, rescale: bool, size: int,
     CFG ``PREVIEW_CFG``, seeds ``seed + i``), side by side in one image. ``guidance``: one embedding
     per prompt (or None), injected as in training."""
     from diffusers import StableDiffusionPipeline, UniPCMultistepScheduler
-
-    from .method import encode_text
 
     text2img = StableDiffusionPipeline(**{**pipe.components,
                                           "scheduler": UniPCMultistepScheduler.from_config(pipe.scheduler.config)})
