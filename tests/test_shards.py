@@ -224,3 +224,18 @@ def test_a_damaged_finished_shard_is_an_error_naming_it(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"damaged synthetic shard .*s.tar: .*after \d+ complete members"):
         list(iter_shard(path))
+
+
+def test_a_member_that_does_not_decode_is_an_error_naming_shard_and_member(tmp_path):
+    """A shard whose tar structure is sound but one image's bytes are not an image: every reader
+    (the stream loader, in worker processes too, and read_images) stops naming the shard and the
+    member, as a ValueError (one clear line from the CLI, not a traceback)."""
+    path = tmp_path / "s.tar"
+    w = ShardWriter(path, [["a0", "a1"]], "f")
+    w.write_batch([("a0", png(10), 0), ("a1", b"\x89PNG\r\n\x1a\n not really", 1)])
+    w.close()
+    with pytest.raises(ValueError, match=r"corrupt or unreadable image: member a1 of shard .*s.tar"):
+        read_images(path)
+    loader = torch.utils.data.DataLoader(ShardDataset([str(path)], size=8, seed=0, shuffle_buffer=2), num_workers=1)
+    with pytest.raises(ValueError, match=r"member a1 of shard .*s.tar"):
+        list(loader)

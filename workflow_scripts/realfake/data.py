@@ -270,7 +270,7 @@ def frame_image_chunks(df: pd.DataFrame, size: int | None = None, chunk: int = 1
             if p is None:
                 continue
             pos_buf.append(p)
-            im_buf.append(decode_rgb(data, size))
+            im_buf.append(decode_rgb(data, size, where=f"member {key} of shard {shard}"))
             if len(im_buf) == chunk:
                 yield np.array(pos_buf), im_buf
                 pos_buf, im_buf = [], []

@@ -93,9 +93,16 @@ def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
     return fit_rgb(rgb, size)
 
 
-def decode_rgb(data: bytes, size: int | None = None) -> Image.Image:
-    """Encoded image bytes (a shard member) -> RGB, resized like ``fit_rgb``."""
-    return fit_rgb(upright(Image.open(io.BytesIO(data))), size)
+def decode_rgb(data: bytes, size: int | None = None, where: str = "image bytes") -> Image.Image:
+    """Encoded image bytes (a shard member) -> RGB, resized like ``fit_rgb``; bytes that do not
+    decode are an error naming ``where`` they came from (the shard and member)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            rgb = as_rgb(upright(im))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"corrupt or unreadable image: {where} ({exc})") from exc
+    return fit_rgb(rgb, size)
 
 
 def images_tensor(paths, size: int):

@@ -209,7 +209,7 @@ def read_images(shard: str | os.PathLike, keys: Iterable[str] | None = None, siz
     out = {}
     for key, data, _ in iter_shard(shard):
         if want is None or key in want:
-            out[key] = decode_rgb(data, size)
+            out[key] = decode_rgb(data, size, where=f"member {key} of shard {shard}")
     if want is not None and want - out.keys():
         missing = sorted(want - out.keys())
         raise ValueError(f"shard {shard} lacks {len(missing)} image(s) the manifest lists, e.g. {missing[0]}")
@@ -382,7 +382,11 @@ class ShardDataset(IterableDataset):
         """Shard member bytes or a real image's path -> tensor in [-1, 1], shape (3, size, size),
         or the transform's output for the image at its own size."""
         size = self.size if self.transform is None else None
-        im = decode_rgb(data, size) if isinstance(data, bytes) else load_rgb(data, size)
+        if isinstance(data, tuple):  # (shard, key, bytes) of a shard member
+            shard, key, raw = data
+            im = decode_rgb(raw, size, where=f"member {key} of shard {shard}")
+        else:
+            im = load_rgb(data, size)
         if self.transform is not None:
             return self.transform(im, aug.getrandbits(63))
         return to_tensor([im])[0]
@@ -394,7 +398,7 @@ class ShardDataset(IterableDataset):
         for key, data, label in iter_shard(shard):
             if want is None or key in want:
                 if i % parts == part:
-                    yield data, label
+                    yield (shard, key, data), label
                 i += 1
 
     def __iter__(self):
