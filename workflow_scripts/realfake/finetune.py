@@ -15,7 +15,7 @@ from .cli import Command, loader_workers, run
 from .config import config_hash
 from .data import captions_for, lora_training_rows, read_table
 from .distributed import World
-from .lora import TrainImages, preview_images, preview_rows, save_lora, train_lora
+from .lora import TrainImages, frozen_half, preview_images, preview_rows, save_lora, train_lora
 from .method import build_prompt, guidance_table
 from .models import load_pipeline
 from .provenance import provenance
@@ -35,6 +35,7 @@ def train_main(args, cfg: dict) -> None:
 
 def train_on(args, cfg: dict, ds: Dataset, lora: Lora, f: Finetune, world: World) -> None:
     pipe = load_pipeline(args.base, device=world.device())
+    frozen_half(pipe, f)
     index = read_table(args.index, "index")
     train = lora_training_rows(index[index.split == "train"].reset_index(drop=True), f.train_fraction, args.seed)
     log.info("fine-tuning on %d real training images (finetune.train_fraction %s)", len(train), f.train_fraction)
