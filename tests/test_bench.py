@@ -38,3 +38,14 @@ def test_bench_decode_measures_every_recipe(tmp_path):
     run_cli("tools.bench", "--quick", "--only", "decode", "--out", str(tmp_path / "bench"))
     df = pd.read_csv(tmp_path / "bench" / "decode.csv")
     assert list(df.input_size) == [224, 448, 224] and (df.cpu_ms_per_image > 0).all() and (df.images > 0).all()
+
+
+def test_bench_lora_step_splits_the_step_in_both_precisions(tmp_path):
+    """make bench's lora_step part: each of the four parts of a step timed, with the frozen VAE and
+    text encoder in float32 and in half precision (bfloat16 on a CPU)."""
+    run_cli("tools.bench", "--quick", "--only", "lora_step", "--out", str(tmp_path / "bench"))
+    df = pd.read_csv(tmp_path / "bench" / "lora_step.csv")
+    assert set(df.frozen_dtype) == {"float32", "bfloat16"} and len(df) == 8
+    assert set(df.part) == {"vae_encode", "text_encoder", "unet_forward", "unet_backward"}
+    assert (df.seconds > 0).all()
+    assert ((df.groupby("frozen_dtype").share_of_step.sum() - 1).abs() < 1e-3).all()  # CSV keeps 4 digits

@@ -13,7 +13,11 @@ ratios. Writes results/bench/{generation,flops,loading,dryrun,decode}.csv and pr
 * dryrun: `snakemake -n` job count and seconds vs dataset size (IN-10/100/1K) and scale (1x/10x);
 * decode: CPU milliseconds (one thread) to decode a 512 px JPEG and run each paper classifier
   recipe's training transform, at 224 and 448 px: the loader's side of a classifier's price
-  (``resources.DECODE_MS``).
+  (``resources.DECODE_MS``);
+* lora_step: one LoRA fine-tuning step of SD 1.5's architecture (random weights) split into its
+  parts (VAE encode, text encoder, UNet forward, UNet backward), with the frozen VAE and text
+  encoder in float32 and in half precision (``lora.frozen_half``: float16 on a GPU, bfloat16 on the
+  CPU), so the share each part takes, and what half precision saves, shows without a GPU.
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ from ..classifier_models import SmallCNN
 from ..config import load_config
 from ..synthesis import batches_of, generate, make_pipelines
 from ..images import load_rgb, to_tensor
-from ..method import encode_text, inject_guidance
+from ..lora import add_lora
+from ..method import encode_text, inject_guidance, realfake_loss
 from ..models import load_pipeline
 from ..recipes import train_transform
 from ..settings import Classify, Generate
 from ..shards import ShardDataset, ShardWriter
 from ..tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
+from .sd15 import build_sd15
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -326,11 +332,68 @@ def bench_decode(quick: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bench_lora_step(quick: bool) -> pd.DataFrame:
+    """Seconds of each part of a LoRA step (batch 2; SD 1.5's architecture at 256 px, or the tiny
+    pipeline at 32 px with ``quick``), the frozen parts in float32 and in half precision; the median
+    of 3 timed steps after one warm-up."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    half = torch.float16 if device == "cuda" else torch.bfloat16
+    size, batch = (32, 2) if quick else (256, 2)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    rows = []
+    for frozen in (torch.float32, half):
+        if quick:
+            with tempfile.TemporaryDirectory() as tok:
+                pipe = build_tiny_pipeline(build_tokenizer(Path(tok)), seed=0, image_size=size)
+        else:
+            pipe = build_sd15(seed=0)
+        pipe.to(device)
+        pipe.vae.to(dtype=frozen)
+        pipe.text_encoder.to(dtype=frozen)
+        params = add_lora(pipe.unet, 4)
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        x = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+        ids = pipe.tokenizer(["a photo of a dog"] * batch, padding="max_length", truncation=True,
+                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids.to(device)
+        acp = pipe.scheduler.alphas_cumprod
+        times: dict[str, list[float]] = {k: [] for k in ("vae_encode", "text_encoder", "unet_forward", "unet_backward")}
+        for rep in range(4):
+            marks = [time.perf_counter()]
+            with torch.no_grad():
+                latents = pipe.vae.encode(x.to(frozen)).latent_dist.mean.float() * pipe.vae.config.scaling_factor
+                sync(), marks.append(time.perf_counter())
+                hidden = pipe.text_encoder(ids)[0].float()
+                sync(), marks.append(time.perf_counter())
+            noise = torch.randn_like(latents)
+            t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (batch,), device=device)
+            pred = pipe.unet(pipe.scheduler.add_noise(latents, noise, t), t, hidden).sample
+            loss = realfake_loss(pred.float(), noise, acp, t, 5.0, 0.003, None)[0]
+            sync(), marks.append(time.perf_counter())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sync(), marks.append(time.perf_counter())
+            if rep:  # the first is a warm-up
+                for k, (a, b) in zip(times, zip(marks, marks[1:])):
+                    times[k].append(b - a)
+        step = sum(float(np.median(v)) for v in times.values())
+        for k, v in times.items():
+            rows.append({"model": "tiny" if quick else "sd15_arch", "size": size, "batch": batch, "device": device,
+                         "frozen_dtype": str(frozen).replace("torch.", ""), "part": k,
+                         "seconds": float(np.median(v)), "share_of_step": float(np.median(v)) / step})
+        del pipe, opt, params
+    return pd.DataFrame(rows)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/bench")
     p.add_argument("--quick", action="store_true", help="small sizes (a test of the bench itself)")
-    p.add_argument("--only", nargs="*", default=["generation", "loading", "dryrun", "decode"])
+    p.add_argument("--only", nargs="*", default=["generation", "loading", "dryrun", "decode", "lora_step"])
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else (os.cpu_count() or 1))
     out = Path(args.out)
@@ -354,6 +417,8 @@ def main(argv=None) -> None:
             save(bench_dryrun(work / "dry", args.quick), "dryrun")
         if "decode" in args.only:
             save(bench_decode(args.quick), "decode")
+        if "lora_step" in args.only:
+            save(bench_lora_step(args.quick), "lora_step")
 
 
 if __name__ == "__main__":
