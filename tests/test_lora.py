@@ -245,3 +245,19 @@ def test_half_precision_frozen_vae_and_text_encoder_train_the_same_lora_within_t
 
     grid = preview_images(pipe, prompts[:2], guidance[:2], True, 32, "", seed=0)
     assert grid.size == (64, 32) and np.asarray(grid).std() > 0
+
+
+def test_a_fused_lora_gives_the_images_of_the_lora_layers_at_their_scale(tiny_base, trained_lora):
+    """generate.fuse_lora: the LoRA folded into the UNet at lora_scale, its layers unloaded, gives
+    what the LoRA layers give at that scale, up to float rounding; and not the base model's images."""
+    from realfake.synthesis import make_pipelines
+
+    lora, _ = trained_lora
+    layers, _ = make_pipelines(str(tiny_base), str(lora), "cpu", torch.float32)
+    fused, _ = make_pipelines(str(tiny_base), str(lora), "cpu", torch.float32, fuse_scale=0.5)
+    base, _ = make_pipelines(str(tiny_base), None, "cpu", torch.float32)
+    assert not any("lora" in k for k in fused.unet.state_dict())  # plain UNet weights only
+    want = _sample(layers, cross_attention_kwargs={"scale": 0.5})
+    got = _sample(fused)
+    assert np.abs(got - want).max() < 1e-4
+    assert np.abs(_sample(base) - want).max() > 1e-3

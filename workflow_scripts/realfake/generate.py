@@ -58,7 +58,8 @@ def shard_main(args, cfg: dict) -> None:
     if writer.pending:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device == "cuda" else torch.float32
-        pipes = make_pipelines(args.base, args.lora, device, dtype, g.torch_compile)
+        pipes = make_pipelines(args.base, args.lora, device, dtype, g.torch_compile,
+                               g.lora_scale if g.fuse_lora else None)
         generate(pipes, batches, dict(zip(jobs.index, jobs.prompt)), guidance, g, variant.latent_prior,
                  ds.image_size, ds.negative_prompt, ImageEncoder.of(cfg).rescale_to_token_norm, writer,
                  args.lora is not None)

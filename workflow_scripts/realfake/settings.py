@@ -170,6 +170,7 @@ class Generate(Section):
     classes_per_shard: int
     image_format: str
     jpeg_quality: int
+    fuse_lora: bool
     torch_compile: bool
 
 

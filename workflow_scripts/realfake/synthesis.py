@@ -40,8 +40,11 @@ def file_hash(path: str | Path | None) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def make_pipelines(base: str, lora: str | None, device: str, dtype, compile_unet: bool = False):
-    """(text2img, img2img) sharing one set of weights, UniPC scheduler, LoRA loaded if given.
+def make_pipelines(base: str, lora: str | None, device: str, dtype, compile_unet: bool = False,
+                   fuse_scale: float | None = None):
+    """(text2img, img2img) sharing one set of weights, UniPC scheduler, LoRA loaded if given; with
+    ``fuse_scale`` the LoRA is folded into the UNet's weights at that scale and its layers unloaded
+    (``generate.fuse_lora``), so calls then run the plain UNet.
 
     Loaded once per job and kept on the device (no CPU offload); attention runs through PyTorch
     SDPA (diffusers' default AttnProcessor2_0, checked in tests)."""
@@ -52,6 +55,9 @@ def make_pipelines(base: str, lora: str | None, device: str, dtype, compile_unet
     if lora is not None:
         check_lora_fits(pipe.unet, lora, base)
         pipe.load_lora_weights(str(Path(lora).parent), weight_name=Path(lora).name)
+        if fuse_scale is not None:
+            pipe.fuse_lora(lora_scale=fuse_scale)
+            pipe.unload_lora_weights()  # keeps the fused weights, drops the LoRA layers
     if compile_unet:
         pipe.unet = torch.compile(pipe.unet)
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
@@ -182,7 +188,7 @@ def generate(pipes, batches: list[pd.DataFrame], prompts: dict, guidance, g: Gen
     neg = encode_text(tok, te, [negative], device)
     # float output, checked, then made 8-bit exactly as diffusers' "pil" output does
     kwargs = {"num_inference_steps": g.steps, "guidance_scale": g.cfg, "output_type": "np"}
-    if lora_used:
+    if lora_used and not g.fuse_lora:  # a fused LoRA is in the weights at its scale already
         kwargs["cross_attention_kwargs"] = {"scale": g.lora_scale}
     done = writer.done_batches
     for step, batch in enumerate(tqdm(batches[done:], desc="generate", mininterval=10), start=done + 1):

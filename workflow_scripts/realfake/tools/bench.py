@@ -89,7 +89,8 @@ def write_guidance_files(keys, guidance: torch.Tensor, gdir: Path) -> Path:
 def run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, dtype, lora: Path | None = None,
              warmup: bool = True) -> float:
     """Images/s of our generate loop (latent prior, the LoRA at ``g.lora_scale`` when given)."""
-    pipes = make_pipelines(str(base), None if lora is None else str(lora), device, dtype, g.torch_compile)
+    pipes = make_pipelines(str(base), None if lora is None else str(lora), device, dtype, g.torch_compile,
+                           g.lora_scale if g.fuse_lora else None)
     scaled = lora is not None  # the LoRA runs at g.lora_scale
     batches = batches_of(jobs, g.batch_size)
     prompts = dict(zip(jobs.index, jobs.prompt))
@@ -186,7 +187,8 @@ def bench_generation(work: Path, quick: bool) -> tuple[pd.DataFrame, pd.DataFram
     size = 64
     n_classes, per_class = (2, 8) if quick else (2, 16)
     g = Generate(steps=10 if quick else 30, cfg=2.0, strength=0.75, lora_scale=0.5, batch_size=8 if quick else 16,
-                 seed=0, classes_per_shard=1, image_format="png", jpeg_quality=95, torch_compile=False)
+                 seed=0, classes_per_shard=1, image_format="png", jpeg_quality=95, fuse_lora=False,
+                 torch_compile=False)
     base, jobs, guidance, gdir = _bench_world(work, n_classes, per_class, size)
     rows = []
     for rep in range(1 if quick else 2):  # interleaved so drift hits both
