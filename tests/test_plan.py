@@ -187,7 +187,9 @@ def test_named_entry_settings_are_the_schema_keys(section, cls):
 @pytest.mark.slow
 def test_pretraining_gives_the_same_bytes_whatever_cpus_are_granted(smoke_cfg, tmp_path):
     """`--cores 1` scales the rule's {threads} to 1: the base model (and with it every LoRA and shard)
-    must not change."""
+    must not change. The smoke config pretrains on 1 thread (``pretrain.threads``): two runs on 2
+    threads each once gave different text-encoder floats on a loaded machine, so only the granted
+    count varies here, not torch's."""
     from conftest import run_cli
     outs = []
     for granted in ("1", "2"):
