@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow_scripts"))
 
 from realfake.config import load_config  # noqa: E402
+
+
+def _no_slurm_controller_bin() -> Path:
+    """A folder with an ``scontrol`` that fails at once. Snakemake's Slurm executor plugin runs
+    ``scontrol show config`` when it is imported, on every ``snakemake`` start; on a machine with the
+    Slurm client installed but no controller running (this suite's machines: the Slurm test starts
+    its own) it waits 9 s for its timeout. None of the tests here talks to Slurm (``make slurm-test``
+    does, with the real tools), so they get this stand-in first on PATH."""
+    d = Path(tempfile.mkdtemp(prefix="realfake-noslurm-"))
+    atexit.register(shutil.rmtree, d, True)
+    tool = d / "scontrol"
+    tool.write_text("#!/bin/sh\necho 'scontrol: no Slurm controller in the test suite' >&2\nexit 1\n")
+    tool.chmod(0o755)
+    return d
+
+
+NO_SLURM_BIN = _no_slurm_controller_bin()
+os.environ["PATH"] = f"{NO_SLURM_BIN}:{os.environ.get('PATH', '')}"  # subprocesses the tools start inherit it
 
 
 def snakemake_env() -> dict:

@@ -42,7 +42,7 @@ def test_declared_memory_is_the_rules_at_in1k_10x():
 
 @pytest.mark.slow
 def test_rehearsal_writes_its_tables_within_the_declared_memory(tmp_path):
-    main(["--out", str(tmp_path), "--small", "400", "--large", "1600", "--rows-small", "20000",
+    main(["--out", str(tmp_path), "--small", "200", "--large", "800", "--rows-small", "20000",
           "--rows-large", "80000", "--shuffle-batches", "40"])
     stages = pd.read_csv(tmp_path / "stages.csv")
     assert list(stages.columns) == ["stage", "n_images", "peak_rss_mb", "declared_mem_mb", "wall_s"]
