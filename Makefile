@@ -93,10 +93,11 @@ rehearsal-full: venv
 # planned DAG -> results/plan/cost_<run_name>.csv. make cost CONFIG=config/imagenet1k.yaml TARGET=...
 # FROM_SCRATCH=1 prices the whole plan, not only what this folder's results leave to run.
 # THROUGHPUT=results/rehearsal/fullsize.csv (make rehearsal-full DEVICE=cuda on your GPU; an H200's
-# is docs/rehearsal/h200_run1.csv) prices the GPU stages at that measured speed.
+# is docs/rehearsal/h200_run1.csv) prices the GPU stages at that measured speed. PER_TABLE=1 also
+# prices each table alone (one dry run per table).
 CONFIG ?= config/paper.yaml
 cost: venv
-	$(PY) -m realfake.tools.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch) $(if $(THROUGHPUT),--throughput $(THROUGHPUT))
+	$(PY) -m realfake.tools.cost --configfile $(CONFIG) $(if $(TARGET),--target $(TARGET)) $(if $(FROM_SCRATCH),--from-scratch) $(if $(THROUGHPUT),--throughput $(THROUGHPUT)) $(if $(PER_TABLE),--per-table)
 
 clean-results:
 	find results -mindepth 1 -maxdepth 1 ! -name .gitkeep ! -name README.md -exec rm -rf {} +

@@ -126,3 +126,29 @@ def test_a_folder_dataset_is_counted_when_its_root_is_readable(tmp_path):
     assert "is not readable here" in missing.train_images_source("my_dataset")
     tuned = counted.stage_items("finetune", {"dataset": "my_dataset", "lora": "full", "seed": "0"})[1]
     assert tuned < missing.stage_items("finetune", {"dataset": "my_dataset", "lora": "full", "seed": "0"})[1]
+
+
+def test_each_table_is_priced_alone_with_the_jobs_it_needs(monkeypatch, tmp_path):
+    """make cost PER_TABLE=1: a dry run per table; each row is that table's whole bill (its LoRA and
+    shards included), so a table that needs more jobs costs more, and the rows are not additive."""
+    from pathlib import Path
+
+    import realfake.tools.cost as cost
+
+    runs = {"table1": "rule finetune:\n    wildcards: dataset=imagenet10, lora=full, seed=0\n",
+            "table2": "rule finetune:\n    wildcards: dataset=imagenet10, lora=full, seed=0\n"
+                      "rule finetune:\n    wildcards: dataset=imagenet10, lora=vg, seed=0\n"}
+    asked = []
+
+    def fake(configfiles, targets, workdir):
+        asked.append(targets)
+        return runs[Path(targets[0]).stem]
+
+    monkeypatch.setattr(cost, "dry_run", fake)
+    plan = Plan(load_config(IN10))
+    assert cost.table_targets(plan)[:2] == ["results/tables/table1.csv", "results/tables/table2.csv"]
+    df = cost.per_table([IN10], ["results/tables/table1.csv", "results/tables/table2.csv"], tmp_path, plan,
+                        {"finetune": "finetune"}, {}).set_index("table")
+    assert asked == [["results/tables/table1.csv"], ["results/tables/table2.csv"]]
+    assert df.loc["table1", "jobs"] == 1 and df.loc["table2", "jobs"] == 2
+    assert df.loc["table2", "gpu_hours"] == pytest.approx(2 * df.loc["table1", "gpu_hours"], rel=0.01)

@@ -144,12 +144,33 @@ def price(jobs: list[Job], plan: Plan, stages: dict[str, str], s_per_item: dict[
     return df.round({"gpu_hours": 1, "disk_gb": 1})
 
 
+def table_targets(plan: Plan) -> list[str]:
+    """Every table (CSV) of the plan's make demo-all targets, in the order the paper numbers them."""
+    return [t for t in plan.demo_targets() + plan.ablation_targets() if t.endswith(".csv") and "/tables/" in t]
+
+
+def per_table(configfiles: list[str], tables: list[str], workdir: Path, plan: Plan, stages: dict[str, str],
+              s_per_item: dict[str, float]) -> pd.DataFrame:
+    """One row per table: the jobs, GPU hours and disk of making that table alone from ``workdir``
+    (a dry run per table, every job it needs). Not additive: tables share LoRAs, synthetic sets and
+    classifiers."""
+    rows = []
+    for t in tables:
+        jobs, _ = parse_dry_run(dry_run(configfiles, [t], workdir))
+        total = price(jobs, plan, stages, s_per_item).set_index("rule").loc["total"]
+        rows.append({"table": Path(t).stem, "jobs": int(total.jobs), "gpu_hours": float(total.gpu_hours),
+                     "disk_gb": float(total.disk_gb)})
+    return pd.DataFrame(rows, columns=["table", "jobs", "gpu_hours", "disk_gb"])
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configfile", nargs="+", required=True)
     p.add_argument("--target", nargs="+", default=["all_ablation"], help="Snakemake targets (default: every table)")
     p.add_argument("--from-scratch", action="store_true", help="plan from an empty folder (ignore existing results)")
     p.add_argument("--out", default=None, help="CSV to write (default results/plan/cost_<run_name>.csv)")
+    p.add_argument("--per-table", action="store_true",
+                   help="also price each table alone (a dry run per table) -> cost_<run_name>_per_table.csv")
     p.add_argument("--throughput", default=None,
                    help="fullsize.csv of make rehearsal-full DEVICE=cuda: price its GPU stages at its measured speed")
     args = p.parse_args(argv)
@@ -162,9 +183,11 @@ def main(argv=None) -> None:
     if not plan.paper_scale:
         sys.exit("realfake error: make cost prices paper-scale runs (models.sd15 set); the mini world runs on "
                  "this CPU in minutes (make demo)")
+    files = [str(Path(c).resolve()) for c in args.configfile]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) if args.from_scratch else Path.cwd()
-        jobs, _ = parse_dry_run(dry_run([str(Path(c).resolve()) for c in args.configfile], args.target, workdir))
+        jobs, _ = parse_dry_run(dry_run(files, args.target, workdir))
+        tables = per_table(files, table_targets(plan), workdir, plan, rule_stages(), measured) if args.per_table else None
     df = price(jobs, plan, rule_stages(), measured)
     out = Path(args.out or f"results/plan/cost_{cfg['run_name']}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +204,12 @@ def main(argv=None) -> None:
           f"{' from an empty results folder' if args.from_scratch else ' (what this folder leaves to run)'}")
     for name in sorted({j.wildcards["dataset"] for j in jobs if "dataset" in j.wildcards}):
         print(f"real training images of {name}: {plan.train_images(name)} ({plan.train_images_source(name)})")
+    if tables is not None:
+        side = out.with_name(out.stem + "_per_table.csv")
+        with atomic_path(side) as tmp:
+            tables.to_csv(tmp, index=False, float_format="%.1f")
+        print(f"\n{side}: each table alone, with every job it needs (not additive: tables share LoRAs, "
+              f"synthetic sets and classifiers)\n{tables.round(1).to_string(index=False)}")
 
 
 if __name__ == "__main__":
