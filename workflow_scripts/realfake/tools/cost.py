@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_path
-from ..config import ConfigError, load_config
+from ..config import ConfigError, get_dataset, load_config
 from ..plan import Plan
 from ..resources import PAPER_COSTS
 
@@ -203,6 +203,8 @@ def main(argv=None) -> None:
     print(f"priced: {' '.join(args.target)} of {' '.join(args.configfile)}"
           f"{' from an empty results folder' if args.from_scratch else ' (what this folder leaves to run)'}")
     for name in sorted({j.wildcards["dataset"] for j in jobs if "dataset" in j.wildcards}):
+        if get_dataset(cfg, name)["shadow_of"] is not None:
+            continue  # a LiRA pipeline shadow: the members dataset's half, counted with it
         print(f"real training images of {name}: {plan.train_images(name)} ({plan.train_images_source(name)})")
     if tables is not None:
         side = out.with_name(out.stem + "_per_table.csv")
