@@ -98,6 +98,26 @@ def test_measured_throughput_replaces_the_planning_figures(tmp_path):
         measured_costs(tmp_path / "nope.csv")
 
 
+def test_measured_start_up_replaces_the_planning_minutes(tmp_path):
+    """A full-size rehearsal's ``startup_s`` (process start, imports and model load to the first
+    batch, GPU rows) replaces a stage's planning start-up minutes per job; an older table without the
+    column keeps them."""
+    from realfake.tools.cost import measured_startups
+
+    csv = tmp_path / "fullsize.csv"
+    pd.DataFrame({"stage": ["finetune", "generate"], "device": ["cuda", "cpu"], "seconds_per_item": [0.05, 9.0],
+                  "startup_s": [90.0, 30.0]}).to_csv(csv, index=False)
+    startups = measured_startups(csv)
+    assert startups == {"finetune": 1.5}  # GPU rows only
+    plan = Plan(load_config(IN10))
+    jobs, _ = parse_dry_run("rule finetune:\n    wildcards: dataset=imagenet10, lora=full, seed=0\n")
+    _, items = plan.stage_items("finetune", jobs[0].wildcards)
+    got = price(jobs, plan, {"finetune": "finetune"}, {"finetune": 0.05}, startups).set_index("rule")
+    assert got.loc["finetune", "gpu_hours"] == pytest.approx(8 * 1.5 / 60 + items * 0.05 / 3600, abs=0.05)
+    pd.DataFrame({"stage": ["finetune"], "device": ["cuda"], "seconds_per_item": [0.05]}).to_csv(csv, index=False)
+    assert measured_startups(csv) == {}
+
+
 def test_a_folder_dataset_is_counted_when_its_root_is_readable(tmp_path):
     """The user's own image folder is priced at the images it holds (15 per class here), not the
     planning figure of 500 per class; a root not mounted on the planning machine falls back to it."""

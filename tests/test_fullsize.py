@@ -49,6 +49,7 @@ def test_fullsize_runs_every_stage_on_toy_models(tmp_path):
     assert list(df.columns) == fullsize.COLUMNS
     assert list(df.stage) == stages
     assert (df.seconds_per_item > 0).all() and (df.peak_rss_mb > 100).all()
+    assert (df.startup_s > 0).all()  # every stage's process reported when its models were loaded
     assert ((df.items_per_s * df.seconds_per_item - 1).abs() < 1e-3).all()
     assert df.set_index("stage").batch["finetune"] == fullsize.SIZES["cpu"]["finetune_batch"]
     summary = json.loads((out / "fullsize.json").read_text())

@@ -87,10 +87,13 @@ def write_guidance_files(keys, guidance: torch.Tensor, gdir: Path) -> Path:
 
 
 def run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, dtype, lora: Path | None = None,
-             warmup: bool = True) -> float:
-    """Images/s of our generate loop (latent prior, the LoRA at ``g.lora_scale`` when given)."""
+             warmup: bool = True, on_loaded=None) -> float:
+    """Images/s of our generate loop (latent prior, the LoRA at ``g.lora_scale`` when given).
+    ``on_loaded()`` is called once the pipelines are loaded, before the first batch."""
     pipes = make_pipelines(str(base), None if lora is None else str(lora), device, dtype, g.torch_compile,
                            g.lora_scale if g.fuse_lora else None)
+    if on_loaded is not None:
+        on_loaded()
     scaled = lora is not None  # the LoRA runs at g.lora_scale
     batches = batches_of(jobs, g.batch_size)
     prompts = dict(zip(jobs.index, jobs.prompt))
@@ -106,7 +109,7 @@ def run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, d
 
 
 def run_reference(base: Path, jobs, gdir: Path, g: Generate, size, out: Path, device, dtype,
-                  lora: Path | None = None) -> float:
+                  lora: Path | None = None, on_loaded=None) -> float:
     """Images/s of what the official generate.py does per batch (see module docstring)."""
     from diffusers import StableDiffusionImg2ImgPipeline, UniPCMultistepScheduler
 
@@ -121,6 +124,8 @@ def run_reference(base: Path, jobs, gdir: Path, g: Generate, size, out: Path, de
     else:  # CPU offload needs an accelerator: on CPU the reference keeps the model in place
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    if on_loaded is not None:
+        on_loaded()
     bs = g.batch_size
     batches = [jobs.iloc[i : i + bs] for i in range(0, len(jobs), bs)]
     out.mkdir(parents=True, exist_ok=True)

@@ -67,6 +67,17 @@ def measured_costs(path: str | Path) -> dict[str, float]:
     return out
 
 
+def measured_startups(path: str | Path) -> dict[str, float]:
+    """{cost stage: start-up minutes per job} from a full-size rehearsal's GPU rows that measured it
+    (``startup_s``: imports and model load to the first batch; tables written before the column
+    existed have none, and their stages keep the planning minutes)."""
+    df = pd.read_csv(path)
+    if "startup_s" not in df.columns:
+        return {}
+    return {stage: float(row.startup_s) / 60 for row in df[(df.device == "cuda") & df.startup_s.notna()].itertuples()
+            for stage in MEASURED.get(row.stage, [])}
+
+
 @dataclass
 class Job:
     rule: str
@@ -116,10 +127,12 @@ def dry_run(configfiles: list[str], targets: list[str], workdir: Path) -> str:
     return proc.stdout
 
 
-def price(jobs: list[Job], plan: Plan, stages: dict[str, str], s_per_item: dict[str, float] | None = None) -> pd.DataFrame:
+def price(jobs: list[Job], plan: Plan, stages: dict[str, str], s_per_item: dict[str, float] | None = None,
+          startup_min: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per rule: jobs, images processed, expected GPU hours, disk (GB), and a total row.
-    ``s_per_item`` replaces the cost model's seconds per item of the stages it names."""
-    s_per_item = s_per_item or {}
+    ``s_per_item`` replaces the cost model's seconds per item of the stages it names, ``startup_min``
+    its start-up minutes per job."""
+    s_per_item, startup_min = s_per_item or {}, startup_min or {}
     rows: dict[str, dict] = {}
     for job in jobs:
         r = rows.setdefault(job.rule, {"rule": job.rule, "jobs": 0, "images": 0, "gpu_hours": 0.0, "disk_gb": 0.0})
@@ -134,7 +147,8 @@ def price(jobs: list[Job], plan: Plan, stages: dict[str, str], s_per_item: dict[
         if cost.gpu:
             per_item = plan.seconds_per_item(stage, w, s_per_item.get(stage))
             starts = plan.segments(stage, w)  # a run in segments (max_job_minutes) pays its start-up per job
-            r["gpu_hours"] += gpus * (starts * cost.minutes / 60 + items * per_item / 3600 / gpus)
+            minutes = startup_min.get(stage, cost.minutes)
+            r["gpu_hours"] += gpus * (starts * minutes / 60 + items * per_item / 3600 / gpus)
         mb = DISK_MB.get(stage, 0.0)
         r["disk_gb"] += (mb if stage in PER_JOB else mb * items) / 1000
     df = pd.DataFrame(list(rows.values()), columns=["rule", "jobs", "images", "gpu_hours", "disk_gb"])
@@ -150,14 +164,14 @@ def table_targets(plan: Plan) -> list[str]:
 
 
 def per_table(configfiles: list[str], tables: list[str], workdir: Path, plan: Plan, stages: dict[str, str],
-              s_per_item: dict[str, float]) -> pd.DataFrame:
+              s_per_item: dict[str, float], startup_min: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per table: the jobs, GPU hours and disk of making that table alone from ``workdir``
     (a dry run per table, every job it needs). Not additive: tables share LoRAs, synthetic sets and
     classifiers."""
     rows = []
     for t in tables:
         jobs, _ = parse_dry_run(dry_run(configfiles, [t], workdir))
-        total = price(jobs, plan, stages, s_per_item).set_index("rule").loc["total"]
+        total = price(jobs, plan, stages, s_per_item, startup_min).set_index("rule").loc["total"]
         rows.append({"table": Path(t).stem, "jobs": int(total.jobs), "gpu_hours": float(total.gpu_hours),
                      "disk_gb": float(total.disk_gb)})
     return pd.DataFrame(rows, columns=["table", "jobs", "gpu_hours", "disk_gb"])
@@ -177,6 +191,7 @@ def main(argv=None) -> None:
     try:
         cfg = load_config(*args.configfile)
         measured = measured_costs(args.throughput) if args.throughput else {}
+        startups = measured_startups(args.throughput) if args.throughput else {}
     except (ConfigError, ValueError) as exc:
         sys.exit(f"realfake error: {exc}")
     plan = Plan(cfg)
@@ -187,8 +202,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) if args.from_scratch else Path.cwd()
         jobs, _ = parse_dry_run(dry_run(files, args.target, workdir))
-        tables = per_table(files, table_targets(plan), workdir, plan, rule_stages(), measured) if args.per_table else None
-    df = price(jobs, plan, rule_stages(), measured)
+        tables = (per_table(files, table_targets(plan), workdir, plan, rule_stages(), measured, startups)
+                  if args.per_table else None)
+    df = price(jobs, plan, rule_stages(), measured, startups)
     out = Path(args.out or f"results/plan/cost_{cfg['run_name']}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
@@ -198,6 +214,8 @@ def main(argv=None) -> None:
     if measured:
         basis = (f"{', '.join(f'{s} {v:.4g} s' for s, v in sorted(measured.items()))} per item measured in "
                  f"{args.throughput}; the other stages at planning figures")
+        if startups:
+            basis += "; start-up per job measured: " + ", ".join(f"{s} {v:.2g} min" for s, v in sorted(startups.items()))
     print(f"\n{out}: expected GPU hours at the cost model's per-item times ({basis}; no safety factor); "
           "disk for what the jobs keep")
     print(f"priced: {' '.join(args.target)} of {' '.join(args.configfile)}"

@@ -28,8 +28,9 @@ JPEG file per image, its batch of 24: ``bench.run_reference``) on the same image
 and ours with ``generate.torch_compile`` on.
 
 Output ``<out>/fullsize.csv``: ``model, params_m, stage, device, batch, items, item,
-seconds_per_item, items_per_s, peak_rss_mb, peak_gpu_mb`` (one row per stage; the first batch or
-step of every timed stage is a warm-up and not counted).
+seconds_per_item, items_per_s, startup_s, peak_rss_mb, peak_gpu_mb`` (one row per stage; the first
+batch or step of every timed stage is a warm-up and not counted; ``startup_s`` is a job's start-up:
+the stage's process from its start, imports and model loading to its first batch).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "config" / "imagenet10.yaml"
 DATASET = "imagenet10"
 COLUMNS = ["model", "params_m", "stage", "device", "batch", "items", "item", "seconds_per_item", "items_per_s",
-           "peak_rss_mb", "peak_gpu_mb"]
+           "startup_s", "peak_rss_mb", "peak_gpu_mb"]
+LOADED = "STAGE LOADED"  # the line a stage's process prints when its models are loaded
 
 
 # ----------------------------------------------------------------------------- models
@@ -167,11 +169,18 @@ def _dtype(device: str):
     return torch.float16 if device == "cuda" else torch.float32
 
 
+def loaded() -> None:
+    """Tell the parent (``measure``) that the stage's models and data are ready: the time from the
+    process's start to here is the job's start-up (imports, model load, to the first batch)."""
+    print(LOADED, flush=True)
+
+
 def stage_caption(work: Path, device: str, sizes: dict) -> dict:
     cfg = load_config(CONFIG)
     processor, model = load_blip2(str(work / "blip2"), device, _dtype(device))
     paths = list(pd.read_parquet(work / "images.parquet").path)
     b, workers = min(Caption.of(cfg).batch_size, sizes["caption_batch"]), loader_workers(cfg)
+    loaded()
     caption_paths(processor, model, paths[:b], b, Caption.of(cfg).max_new_tokens, workers)  # warm-up
     t0 = time.perf_counter()
     caption_paths(processor, model, paths, b, Caption.of(cfg).max_new_tokens, workers)
@@ -188,6 +197,7 @@ def stage_embed(work: Path, device: str, sizes: dict) -> dict:
     paths = list(pd.read_parquet(work / "images.parquet").path)
     paths = (paths * (sizes["embed_images"] // len(paths) + 1))[: sizes["embed_images"]]
     b, workers = sizes["embed_batch"], loader_workers(cfg)
+    loaded()
     embed_paths(model, preprocess, paths[:b], b, device, workers)  # warm-up
     t0 = time.perf_counter()
     emb = embed_paths(model, preprocess, paths, b, device, workers)
@@ -208,6 +218,7 @@ def stage_finetune(work: Path, device: str, sizes: dict) -> dict:
     prompts = [build_prompt(ds.finetune_prompt_template or ds.prompt_template, c, "a caption of about ten words")
                for c in train.class_name]
     guidance = torch.randn(len(train), read_arch(work)["width"], generator=torch.Generator().manual_seed(0))
+    loaded()
     timer = Timer()
     timer()
     images = TrainImages(list(train.path), read_arch(work)["sd_size"], f.crop)
@@ -242,7 +253,7 @@ def _run_generate(work: Path, device: str, sizes: dict, **change) -> dict:
     jobs, guidance, _ = _generation_jobs(work, sizes["generate_images"])
     size = read_arch(work)["sd_size"]
     rate = run_ours(work / "sd15", jobs, guidance, g, size, work / "gen_ours", device, _dtype(device),
-                    lora=work / "lora.safetensors", warmup=device == "cuda")
+                    lora=work / "lora.safetensors", warmup=device == "cuda", on_loaded=loaded)
     return {"model": "%s img2img (UniPC %d steps x strength %.2f, CFG %.0f, LoRA at %.1f%s), fp%d" % (
                 sd_name(work), g.steps, g.strength, g.cfg, g.lora_scale, ", torch.compile" if g.torch_compile else "",
                 16 if device == "cuda" else 32),
@@ -265,7 +276,7 @@ def stage_generate_official(work: Path, device: str, sizes: dict) -> dict:
     g = _generate_settings(sizes["official_batch"])
     jobs, _, gdir = _generation_jobs(work, sizes["generate_images"])
     rate = run_reference(work / "sd15", jobs, gdir, g, read_arch(work)["sd_size"], work / "gen_official",
-                         device, _dtype(device), lora=work / "lora.safetensors")
+                         device, _dtype(device), lora=work / "lora.safetensors", on_loaded=loaded)
     return {"model": "official-style loop: pipeline call per batch, model CPU offload, JPEG file per image",
             "params_m": None, "batch": g.batch_size, "items": len(jobs), "item": "generated image",
             "seconds": len(jobs) / rate}
@@ -281,6 +292,7 @@ def stage_classify(work: Path, device: str, sizes: dict) -> dict:
                             image_size=read_arch(work)["classify_size"])
     x = torch.rand(n, 3, c.image_size, c.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     y = torch.arange(n) % 10
+    loaded()
     timer = Timer()
     timer()
     train_classifier(MemoryData(x, y), 10, c, 0, on_step=timer)
@@ -332,17 +344,20 @@ def run_stage(argv: list[str]) -> None:
 def measure(stage: str, work: Path, device: str, sizes: dict, log) -> dict:
     """Run one stage in a child process; its result plus the child's peak resident memory."""
     cmd = [sys.executable, "-m", "realfake.tools.fullsize", "--stage", stage, str(work), device, json.dumps(sizes)]
+    started, startup = time.perf_counter(), None
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []
     for line in proc.stdout:
+        if line.strip() == LOADED and startup is None:
+            startup = time.perf_counter() - started
         lines.append(line)
         log.write(line)
         log.flush()
     if proc.wait() != 0:
         raise RuntimeError(f"stage {stage} failed ({proc.returncode}):\n{''.join(lines[-30:])}")
     result = json.loads([ln for ln in lines if ln.startswith("RESULT ")][-1][len("RESULT "):])
-    result.update(stage=stage, device=device)
+    result.update(stage=stage, device=device, startup_s=startup)
     result["seconds_per_item"] = result["seconds"] / result["items"]
     result["items_per_s"] = result["items"] / result["seconds"]
     return result
