@@ -220,3 +220,23 @@ def test_command_line_values_read_as_yaml_would():
     assert got == {"seeds": [0, 1], "finetune": {"lr": 1e-4, "epochs": 3},
                    "classify": {"amp": False, "crop_pct": None}, "run_name": "run 2", "x": 5}
     assert isinstance(got["finetune"]["epochs"], int) and command_line_values("photo of {classname}") == "photo of {classname}"
+
+
+def test_library_model_names_are_read_once_per_installed_version(tmp_path, monkeypatch):
+    """timm's and open_clip's model lists are kept in the user's cache per library version, so a
+    paper config plans without importing either (about 8 s per snakemake start)."""
+    import importlib.metadata
+    import json
+
+    from realfake.config import library_names
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    names = library_names("timm")
+    cache = tmp_path / "realfake" / f"timm-{importlib.metadata.version('timm')}.json"
+    assert "resnet50" in names and json.loads(cache.read_text()) == names
+    cache.write_text(json.dumps(["only_this_model"]))  # what a later start reads
+    assert library_names("timm") == ["only_this_model"]
+    with pytest.raises(ConfigError, match="'resnet50' is neither smallcnn nor a timm model"):
+        load_config(REPO / "config" / "imagenet10.yaml")
+    cache.write_text("{not json")  # a damaged cache is rebuilt
+    assert "resnet50" in library_names("timm")

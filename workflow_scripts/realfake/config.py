@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import string
 from pathlib import Path
@@ -465,6 +466,40 @@ def _check_data_parallel(c: dict, f: dict, dataset: str) -> None:
 RAND_AUGMENT = re.compile(r"rand(-(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+(\.\d+)?|inc[01]|p\d+(\.\d+)?|w\d+))*")
 
 
+def library_names(library: str) -> list[str]:
+    """The model names timm (``library`` "timm") or open_clip ("open_clip") knows, read once per
+    installed version and kept in ``$XDG_CACHE_HOME/realfake`` (importing both costs about 8 s, on
+    every ``snakemake`` start otherwise); a cache that cannot be written or read is skipped."""
+    import importlib.metadata
+
+    dist = {"timm": "timm", "open_clip": "open_clip_torch"}[library]
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "realfake" / f"{library}-{version}.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    if library == "timm":
+        import timm
+
+        names = sorted(timm.list_models())
+    else:
+        import open_clip
+
+        names = sorted(open_clip.list_models())
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(names))
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return names
+
+
 def _check_library_names(config: dict) -> None:
     """Architecture and encoder names that timm or open_clip must know: a typo ('resnet5O') stops
     the plan naming the key and the nearest names, not a traceback in a GPU job hours later."""
@@ -473,19 +508,16 @@ def _check_library_names(config: dict) -> None:
     archs = {dataset_section(config, "classify", d)["arch"] for d in config["datasets"]} | {config["classify"]["arch"]}
     archs.discard("smallcnn")
     if archs:
-        import timm
-
+        known = set(library_names("timm"))
         for arch in sorted(archs):
-            if not timm.is_model(arch):
-                near = difflib.get_close_matches(arch, timm.list_models(), n=3)
+            if arch.split(".")[0] not in known:  # a pretrained tag (resnet50.a1_in1k) names the same model
+                near = difflib.get_close_matches(arch, sorted(known), n=3)
                 raise ConfigError(f"config key classify.arch: {arch!r} is neither smallcnn nor a timm model"
                                   f"{' (did you mean ' + ', '.join(near) + '?)' if near else ''}")
     name = config["image_encoder"]["model_name"]
     tiny = sorted(p.stem for p in TINY_ENCODERS.glob("*.json"))  # the mini world's, registered by models.py
     if name not in tiny:
-        import open_clip
-
-        known = open_clip.list_models()
+        known = library_names("open_clip")
         if name not in known:
             near = difflib.get_close_matches(name, known + tiny, n=3)
             raise ConfigError(f"config key image_encoder.model_name: {name!r} is neither one of {', '.join(tiny)} "
