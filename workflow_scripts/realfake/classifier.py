@@ -118,6 +118,8 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
     device = world.device()
     objective = Objective(num_classes, c, attributes)
     model = build_model(c.arch, objective.outputs, weights, c.drop_path_rate).to(device)
+    if device.type == "cuda":  # cuDNN's fast layout for convolutions; the CPU path stays as it was
+        model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, c)
     steps_per_epoch = data.steps_per_epoch(c.batch_size)
     sched = make_schedule(opt, c, steps_per_epoch)
@@ -155,6 +157,8 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
                 rows = world.part(len(yb))
                 xb, yb = xb[rows], yb[rows]
             xb = xb.to(device, non_blocking=True)
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
             if c.randaugment_ops:
                 xb = rand_augment(xb, c.randaugment_ops, c.randaugment_magnitude)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
