@@ -86,7 +86,7 @@ def test_paper_hyperparameters():
     cfg = load_config(REPO / "config" / "paper.yaml")
     assert cfg["generate"] == {"steps": 30, "cfg": 2.0, "strength": 0.75, "lora_scale": 0.5,
                                "batch_size": 64, "seed": 0, "classes_per_shard": 10, "image_format": "jpeg",
-                               "jpeg_quality": 95, "torch_compile": False}
+                               "jpeg_quality": 95, "fuse_lora": True, "torch_compile": False}
     assert cfg["loras"]["full"] == {"dm_weight": 0.003, "guidance": "class_mean"}
     assert cfg["finetune"]["lr"] == 1e-4 and cfg["finetune"]["batch_size"] == 64 and cfg["finetune"]["rank"] == 4
     assert cfg["finetune"]["batch_size"] // cfg["finetune"]["gpus"] == 8  # 8 per GPU (train_lora.sh)
