@@ -15,6 +15,13 @@ _INHERITED = dict(os.environ).get(
 os.environ.update(
     {"PYTHONPATH": os.pathsep.join(p for p in (_SCRIPTS, _INHERITED) if p)}
 )
+# Jobs run `python` from PATH: the Python running Snakemake comes first, so `.venv/bin/snakemake`
+# works without activating the venv (a conda env, when used, is activated in front of it).
+_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = os.pathsep.join(
+        p for p in (_BIN, os.environ.get("PATH", "")) if p
+    )
 # In a conda env Snakemake removes PYTHONPATH from the job's environment (it would mix the env's
 # packages with others), so every command also sets it itself, after the env is activated.
 shell.prefix(

@@ -158,6 +158,16 @@ def imagefolder_smoke(tmp_path, fields: str):
     return cfg
 
 
+def test_venv_snakemake_runs_jobs_without_an_activated_venv(tmp_path):
+    """`.venv/bin/snakemake ...` from a shell whose PATH has no venv: the jobs' `python` is the
+    venv's (the system Python here has no scikit-learn, which the digits job imports)."""
+    env = {"PATH": "/usr/bin:/bin"}
+    proc = run_snakemake(tmp_path, "results/smoke/real_index.parquet", "--configfile",
+                         str(REPO / "config" / "smoke.yaml"), env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "results" / "smoke" / "real_index.parquet").is_file()
+
+
 def test_missing_data_root_fails_cleanly(tmp_path):
     cfg = imagefolder_smoke(tmp_path, f"    num_classes: 10\n    root: {tmp_path / 'no_such_root'}\n")
     proc = run_snakemake(tmp_path, "results/smoke/real_index.parquet", "--configfile", str(cfg), check=False)
