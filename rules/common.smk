@@ -18,10 +18,9 @@ os.environ.update(
 # Jobs run `python` from PATH: the Python running Snakemake comes first, so `.venv/bin/snakemake`
 # works without activating the venv (a conda env, when used, is activated in front of it).
 _BIN = str(Path(sys.executable).parent)
-if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
-    os.environ["PATH"] = os.pathsep.join(
-        p for p in (_BIN, os.environ.get("PATH", "")) if p
-    )
+_PATH = dict(os.environ).get("PATH", "")
+if _PATH.split(os.pathsep)[0] != _BIN:
+    os.environ.update({"PATH": os.pathsep.join(p for p in (_BIN, _PATH) if p)})
 # In a conda env Snakemake removes PYTHONPATH from the job's environment (it would mix the env's
 # packages with others), so every command also sets it itself, after the env is activated.
 shell.prefix(
