@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from realfake.config import shard_count
-from realfake.synthesis import image_seed, plan, shard_key
+from realfake.shards import shard_key
+from realfake.synthesis import image_seed, plan
 from realfake.shards import iter_shard
 
 from conftest import run_cli

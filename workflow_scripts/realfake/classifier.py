@@ -174,11 +174,12 @@ def train_classifier(data, num_classes: int, c: Classify, seed: int, weights: st
         sched.after_epoch(epoch)
         world.average([seen])  # over all processes' rows: the global batch's mean loss
         row = {"epoch": epoch + 1, "train_loss": float(seen[0] / seen[1].clamp_min(1))}
-        if validate is not None and world.main and c.validate_every and (
-                (epoch + 1) % c.validate_every == 0 or epoch + 1 == c.epochs):
+        tests = validate is not None and c.validate_every and (
+            (epoch + 1) % c.validate_every == 0 or epoch + 1 == c.epochs)
+        if tests and world.main:
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 row.update({f"test_{k}": v for k, v in validate(model).items() if isinstance(v, float)})
-        if world.size > 1 and validate is not None:
+        if tests:
             world.barrier()  # the other processes wait for rank 0's test
         if curve is not None:
             curve.append(row)

@@ -82,7 +82,8 @@ def train_on(args, cfg: dict, world: distributed.World) -> None:
     write_torch({"state_dict": model.state_dict(), "arch": c.arch,
                  "num_classes": len(attributes) if attributes else num_classes, "attributes": attributes,
                  "config": cfg, "seed": args.seed}, args.model_out)
-    with atomic_path(args.curve or str(Path(args.metrics).with_name("curve.csv"))) as tmp:  # one row per replica and epoch; test_* only on tested epochs
+    curve_out = args.curve or str(Path(args.metrics).with_name("curve.csv"))
+    with atomic_path(curve_out) as tmp:  # one row per replica and epoch; test_* only on tested epochs
         pd.DataFrame(curves).to_csv(tmp, index=False, float_format="%.6f")
     labels = {"setting": args.setting}
     if args.setting != "real":

@@ -214,8 +214,8 @@ def build_index(ds: dict, root: str | Path, out: str | Path, expected_classes: i
     if kind == "eurosat":
         kw.update(test_fraction=ds["test_fraction"], seed=ds["split_seed"])
     index = read_dataset("imagefolder" if kind == "digits" else kind, root, **kw)
-    found = index[index.label >= 0]
-    classes = found.drop_duplicates("label").set_index("label").class_name.sort_index()
+    labelled = index[index.label >= 0]  # every class the layout holds, before images are skipped
+    classes = labelled.drop_duplicates("label").set_index("label").class_name.sort_index()
     index, bad = check_images(index, workers, root=root)
     log.info("indexed %d images under %s; %d images skipped (each named above)", len(index), root, len(bad))
     check_keys(index)

@@ -24,7 +24,7 @@ from .method import build_prompt, guidance_table
 from .provenance import provenance
 from .settings import Dataset, Generate, ImageEncoder, Variant
 from .shards import ShardWriter, member_names, shard_key
-from .synthesis import MANIFEST_COLUMNS, batches_of, file_hash, generate, make_pipelines, plan
+from .synthesis import MANIFEST_COLUMNS, batches_of, file_hash, generate, pipelines_for, plan
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ def shard_main(args, cfg: dict) -> None:
     if writer.pending:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device == "cuda" else torch.float32
-        pipes = make_pipelines(args.base, args.lora, device, dtype, g.torch_compile,
-                               g.lora_scale if g.fuse_lora else None)
+        pipes = pipelines_for(args.base, args.lora, device, dtype, g)
         generate(pipes, batches, dict(zip(jobs.index, jobs.prompt)), guidance, g, variant.latent_prior,
                  ds.image_size, ds.negative_prompt, ImageEncoder.of(cfg).rescale_to_token_norm, writer,
                  args.lora is not None)

@@ -78,31 +78,30 @@ def to_tensor(images):
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 
+def _open_rgb(source, where) -> Image.Image:
+    """Decode a file path or byte stream to RGB, upright; anything that does not decode is a
+    ValueError naming ``where`` (the file, or the shard and member)."""
+    try:
+        with Image.open(source) as im:
+            im.load()
+            return as_rgb(upright(im))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"corrupt or unreadable image: {where} ({exc})") from exc
+
+
 def load_rgb(path: str | Path, size: int | None = None) -> Image.Image:
     """Open an image as RGB (grayscale/CMYK/palette converted, EXIF orientation applied); a clear error
     names a corrupt file. Only regular files are opened (a FIFO named ``x.jpg`` would block the job)."""
     if not Path(path).is_file():
         why = not_a_file(Path(path))
         raise FileNotFoundError(f"image not found: {path}" + ("" if why == "not found" else f" ({why})"))
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = as_rgb(upright(im))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"corrupt or unreadable image: {path} ({exc})") from exc
-    return fit_rgb(rgb, size)
+    return fit_rgb(_open_rgb(path, path), size)
 
 
 def decode_rgb(data: bytes, size: int | None = None, where: str = "image bytes") -> Image.Image:
     """Encoded image bytes (a shard member) -> RGB, resized like ``fit_rgb``; bytes that do not
     decode are an error naming ``where`` they came from (the shard and member)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            rgb = as_rgb(upright(im))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"corrupt or unreadable image: {where} ({exc})") from exc
-    return fit_rgb(rgb, size)
+    return fit_rgb(_open_rgb(io.BytesIO(data), where), size)
 
 
 def images_tensor(paths, size: int):

@@ -20,7 +20,7 @@ from .images import load_rgb
 from .method import LORA_TARGETS, encode_text, inject_guidance
 from .models import load_pipeline
 from .settings import Generate
-from .shards import ShardWriter, shard_key, synthetic_id  # noqa: F401 (shard_key: the keys of plan's ids)
+from .shards import ShardWriter, synthetic_id
 
 log = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["image_id", "label", "class_name", "source_image", "replica", "seed", "prompt", "caption",
@@ -63,6 +63,12 @@ def make_pipelines(base: str, lora: str | None, device: str, dtype, compile_unet
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
     img2img.set_progress_bar_config(disable=True)
     return pipe, img2img
+
+
+def pipelines_for(base: str, lora: str | None, device: str, dtype, g: Generate):
+    """``make_pipelines`` as the ``generate`` settings ask (compiled UNet, LoRA fused at its scale);
+    ``generate`` reads the same settings, so a fused LoRA is not scaled a second time."""
+    return make_pipelines(base, lora, device, dtype, g.torch_compile, g.lora_scale if g.fuse_lora else None)
 
 
 def check_lora_fits(unet, lora: str | Path, base: str) -> None:

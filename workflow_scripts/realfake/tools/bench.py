@@ -41,7 +41,7 @@ from PIL import Image
 from ..atomic import atomic_path
 from ..classifier_models import SmallCNN
 from ..config import load_config
-from ..synthesis import batches_of, generate, make_pipelines
+from ..synthesis import batches_of, generate, pipelines_for
 from ..images import load_rgb, to_tensor
 from ..lora import add_lora
 from ..method import encode_text, inject_guidance, realfake_loss
@@ -90,8 +90,7 @@ def run_ours(base: Path, jobs, guidance, g: Generate, size, out: Path, device, d
              warmup: bool = True, on_loaded=None) -> float:
     """Images/s of our generate loop (latent prior, the LoRA at ``g.lora_scale`` when given).
     ``on_loaded()`` is called once the pipelines are loaded, before the first batch."""
-    pipes = make_pipelines(str(base), None if lora is None else str(lora), device, dtype, g.torch_compile,
-                           g.lora_scale if g.fuse_lora else None)
+    pipes = pipelines_for(str(base), None if lora is None else str(lora), device, dtype, g)
     if on_loaded is not None:
         on_loaded()
     scaled = lora is not None  # the LoRA runs at g.lora_scale
