@@ -71,8 +71,8 @@ class Spy:
 
 def generate_calls(world, cfg, tmp_path, monkeypatch, variant="ours") -> list[dict]:
     calls = []
-    real = generate_stage.make_pipelines
-    monkeypatch.setattr(generate_stage, "make_pipelines",
+    real = generate_stage.pipelines_for
+    monkeypatch.setattr(generate_stage, "pipelines_for",
                         lambda *a, **k: tuple(Spy(p, calls) for p in real(*a, **k)))
     r = world.root
     args = ["shard", "--cfg", json.dumps(cfg), "--dataset", "smoke", "--variant", variant, "--seed", "0",
