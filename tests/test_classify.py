@@ -182,3 +182,21 @@ def test_curve_records_loss_every_epoch_and_test_figures_every_n_without_changin
         resumed = part
     assert resumed == curve
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
+
+
+def test_loader_processes_come_from_the_jobs_cpus_and_never_exceed_the_streams(monkeypatch):
+    """num_workers auto: the CPUs of each GPU process (Slurm's grant per GPU, else the job's
+    threads shared out) minus the one that feeds the GPU, at most classify.streams; a number is
+    taken as given, also capped by the streams."""
+    import argparse
+
+    from realfake.cli import job_cpus
+    c = Classify.of(load_config(REPO / "config" / "paper.yaml"), "imagenet1k")
+    assert (c.num_workers, c.streams) == ("auto", 16)
+    assert [c.loader_workers(n) for n in (1, 2, 16, 64)] == [0, 1, 15, 16]
+    assert c.replace(num_workers=3).loader_workers(64) == 3 and c.replace(num_workers=40).loader_workers(1) == 16
+    args = argparse.Namespace(threads=64)
+    monkeypatch.delenv("SLURM_CPUS_PER_GPU", raising=False)
+    assert job_cpus(args, {"threads": 8}, 4) == 16 and job_cpus(argparse.Namespace(threads=None), {"threads": 8}, 4) == 2
+    monkeypatch.setenv("SLURM_CPUS_PER_GPU", "12")
+    assert job_cpus(args, {"threads": 8}, 4) == 12

@@ -99,7 +99,11 @@ def test_per_dataset_gpus_reach_resources_threads_and_launcher():
     in1k = {"dataset": "imagenet1k", "mix": "syn", "scale": "10"}
     gpus = dataset_section(cfg, "classify", "imagenet1k")["gpus"]  # train.sh's 4
     assert gpus > 1 and paper.resources("classify", in1k)["gpu"] == gpus
-    assert paper.threads("classify", in1k) == cfg["threads"] * gpus
+    c = dataset_section(cfg, "classify", "imagenet1k")  # classifiers declare their own CPUs per GPU
+    assert c["threads"] > cfg["threads"] and paper.threads("classify", in1k) == c["threads"] * gpus
+    assert paper.threads("generate", in1k) == cfg["threads"]
+    default = Plan(load_config(REPO / "config" / "paper.yaml", overrides={"classify": {"threads": None}}))
+    assert default.threads("classify", in1k) == cfg["threads"] * gpus
     assert paper.launcher("classify", in1k).endswith(f"--nproc_per_node {gpus} -m realfake.classify --")
     assert paper.resources("shadow", in1k)["gpu"] == 1 and paper.resources("generate", in1k)["gpu"] == 1
     one = load_config(REPO / "config" / "paper.yaml", overrides={"classify": {"gpus": 1}})
@@ -219,6 +223,29 @@ def test_classifier_on_two_processes_is_close_to_one(real_inputs, smoke_cfg, tmp
     top1 = [json.loads((runs[g] / "metrics.json").read_text())["top1"] for g in (1, 2)]
     assert abs(top1[0] - top1[1]) <= 15
     assert "data-parallel: 2 processes (gloo)" in (runs[2] / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_stream_classifier_is_the_same_whatever_loader_processes_decode(real_inputs, smoke_cfg, tmp_path):
+    """The stream loader's order and augmentation come from classify.streams: decoding in the main
+    process, in 2 loader processes, or in as many as Slurm's CPUs per GPU allow (auto: 4 - 1 = 3)
+    trains the same weights and the same metrics."""
+    cfg = json.loads(json.dumps(smoke_cfg))
+    cfg["classify"].update({"epochs": 2, "loader": "stream", "streams": 3, "shuffle_buffer": 16, "mixup": 0.2})
+    runs = {}
+    for name, workers, env in (("main", 0, None), ("two", 2, None), ("auto", "auto", {"SLURM_CPUS_PER_GPU": "4"})):
+        cfg["classify"]["num_workers"] = workers
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        _classify(real_inputs, cfg, runs[name], 1, env=env)
+    assert "3 streams read by 3 loader processes" in (runs["auto"] / "log.txt").read_text()
+    assert "3 streams read by 0 loader processes" in (runs["main"] / "log.txt").read_text()
+    ref = torch.load(runs["main"] / "model.pt", weights_only=True)["state_dict"]
+    for name in ("two", "auto"):
+        other = torch.load(runs[name] / "model.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(ref[k], other[k]) for k in ref), name
+        assert (json.loads((runs[name] / "metrics.json").read_text())["top1"]
+                == json.loads((runs["main"] / "metrics.json").read_text())["top1"])
 
 
 @pytest.mark.slow

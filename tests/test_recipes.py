@@ -193,7 +193,7 @@ def test_stream_loader_applies_the_timm_transform_per_image(tmp_path):
     def epoch(e):
         ds = ShardDataset([], 16, seed=3, files=paths, transform=train_transform(c, 16))
         ds.set_epoch(e)
-        return [(x, y) for x, y in ds]
+        return list(ds.samples())
 
     first = epoch(0)
     assert len(first) == 6 and all(x.shape == (3, 16, 16) and x.dtype == torch.float32 for x, _ in first)

@@ -24,7 +24,8 @@ def test_streamed_batches_are_as_mixed_as_a_shuffled_loader():
     rows = {r["set"]: r for r in shuffle_rows(max_batches=80)}
     for r in rows.values():
         assert r["max_class_share_median"] <= 2 * r["shuffled_reference"], r
-    assert rows["imagenet10_10x"]["class_sorted_shards"] > 0.5  # what the class-by-class writer gave
+    sorted_shards = rows["imagenet10_10x"]  # the class-by-class writer: the measure tells it apart
+    assert sorted_shards["class_sorted_shards"] > 2 * sorted_shards["shuffled_reference"], sorted_shards
     assert rows["imagenet1k_10x"]["shards"] == 1000
 
 

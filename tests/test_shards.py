@@ -78,27 +78,66 @@ def test_missing_or_truncated_shard_is_named(tmp_path):
         read_images(tmp_path / "s.tar", ["a0", "zz"])
 
 
-def test_stream_covers_every_image_once_across_workers(tmp_path):
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_stream_covers_every_image_once_in_the_same_order_for_any_worker_count(tmp_path):
+    """Five shards, three streams, files beside them: 0 to 4 loader processes give the same
+    images in the same order with the same pixels (the streams decide, not the workers), every
+    image once; another epoch gives another order."""
     shards = []
-    for s in range(4):
+    for s in range(5):
         p = tmp_path / f"{s}.tar"
-        write(p, [[f"{s}_{i}" for i in range(3)]])
+        write(p, [[f"{s}_{i}" for i in range(7)]])
         shards.append(str(p))
-    ds = ShardDataset(shards, size=8, seed=1, shuffle_buffer=4)
-    loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=2)
-    xs, ys = zip(*loader)
-    x, y = torch.cat(xs), torch.cat(ys)
-    assert x.shape == (12, 3, 8, 8) and x.min() >= -1 and x.max() <= 1
-    assert sorted(y.tolist()) == sorted([0, 1, 2] * 4)
-    first = [lab for _, lab in ShardDataset(shards, 8, seed=1, shuffle_buffer=4)]
-    again = [lab for _, lab in ShardDataset(shards, 8, seed=1, shuffle_buffer=4)]
-    assert first == again
+    files = []
+    for k in range(4):
+        Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(tmp_path / f"f{k}.png")
+        files.append((str(tmp_path / f"f{k}.png"), 10 + k))
+
+    def run(workers, epoch=0):
+        ds = ShardDataset(shards, size=8, seed=1, shuffle_buffer=4, files=files, shard_images=35, streams=3, chunk=2)
+        ds.set_epoch(epoch)
+        xs, ys = zip(*ds.samples(workers))
+        return torch.stack(xs), list(ys)
+
+    x, y = run(0)
+    assert x.shape == (39, 3, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert sorted(y) == sorted(list(range(7)) * 5 + [10, 11, 12, 13])
+    for workers in (1, 2, 3, 4):
+        xw, yw = run(workers)
+        assert yw == y and torch.equal(xw, x), workers
+    assert run(0, epoch=1)[1] != y
+
+
+def test_rounds_merge_back_into_one_order_and_a_shuffled_loader_is_refused():
+    """chunk_rounds of all streams is the order; the rounds of any split of the streams, taken in
+    turn as torch's DataLoader hands them over, merge back into it; an item from an earlier round
+    after a later one (a loader not keeping order) is an error, not a silent reordering."""
+    from realfake.shards import chunk_rounds, in_stream_order
+
+    def streams():
+        return {v: iter([(v, i) for i in range(n)]) for v, n in enumerate([5, 2, 7, 0, 3])}
+
+    whole = [item for chunks in chunk_rounds(streams(), 2) for _, items in chunks for item in items]
+    assert sorted(whole) == sorted(item for it in streams().values() for item in it)
+    assert whole[:6] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+    for nw in (1, 2, 3, 5):
+        per_worker = [list(enumerate(chunk_rounds({v: it for v, it in streams().items() if v % nw == w}, 2)))
+                      for w in range(nw)]
+        handed = []  # worker 0's first item, worker 1's first, ...; a finished worker is skipped
+        for i in range(max(len(p) for p in per_worker)):
+            handed += [p[i] for p in per_worker if i < len(p)]
+        merged = [item for items in in_stream_order(
+            (r, [(v, items, None) for v, items in chunks]) for r, chunks in handed) for item in items[0]]
+        assert merged == whole, nw
+    with pytest.raises(RuntimeError, match="round 0 after round 1"):
+        list(in_stream_order([(0, [(0, "a", None)]), (1, [(0, "b", None)]), (0, [(1, "c", None)])]))
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
-def test_more_workers_than_shards_share_them_and_read_each_image_once(tmp_path):
-    """Two shards, five loader workers: every worker streams images (parts of a shard), and the
-    images read are the set's, each once; the parts of a filtered shard split its kept members."""
+def test_more_streams_than_shards_share_them_and_read_each_image_once(tmp_path):
+    """Two shards, five streams: every stream reads images (parts of a shard), and the images read
+    are the set's, each once, with five loader processes too; the parts of a filtered shard split
+    its kept members."""
     keys = [[f"{s}_{i}" for i in range(7)] for s in range(2)]
     shards = []
     for s, ks in enumerate(keys):
@@ -107,14 +146,13 @@ def test_more_workers_than_shards_share_them_and_read_each_image_once(tmp_path):
         shards.append(str(p))
     units = [worker_units(shards, w, 5) for w in range(5)]
     assert all(len(u) == 1 for u in units)  # one part each
-    read = [[lab for _, lab in ShardDataset(u, 4, seed=0, shard_images=14 * len(u))] for u in units]
+    ds = ShardDataset(shards, 4, seed=0, shuffle_buffer=3, shard_images=14, streams=5)
+    read = [[lab for _, lab in ds.stream(v)] for v in range(5)]
     assert all(read) and sorted(sum(read, [])) == sorted(list(range(7)) * 2)
     assert sorted(len(r) for r in read) == [2, 2, 3, 3, 4]  # shard 0 cut in 3 parts (7 = 3+2+2), shard 1 in 2
-    loader = torch.utils.data.DataLoader(ShardDataset(shards, 4, seed=0, shuffle_buffer=3, shard_images=14),
-                                         batch_size=3, num_workers=5)
-    assert sorted(torch.cat([y for _, y in loader]).tolist()) == sorted(list(range(7)) * 2)
+    assert sorted(lab for _, lab in ds.samples(5)) == sorted(list(range(7)) * 2)
     keep = {shards[0]: {"0_1", "0_2", "0_5"}}
-    parts = [[lab for _, lab in ShardDataset([u], 4, seed=0, keep=keep)] for u in split_unit(shards[0], 2)]
+    parts = [[lab for _, lab in ShardDataset([u], 4, seed=0, keep=keep).samples()] for u in split_unit(shards[0], 2)]
     assert sorted(sum(parts, [])) == [1, 2, 5] and [len(p) for p in parts] == [2, 1]
 
 
@@ -128,7 +166,7 @@ def test_stream_keeps_only_the_listed_keys_of_each_shard(tmp_path):
     p = tmp_path / "0.tar"
     write(p)
     keep = {str(p): {"a1", "c0"}}
-    labels = sorted(lab for _, lab in ShardDataset([str(p)], 8, seed=0, shard_images=2, keep=keep))
+    labels = sorted(lab for _, lab in ShardDataset([str(p)], 8, seed=0, shard_images=2, keep=keep).samples())
     assert labels == [0, 1]  # a1 is label 1 of its batch, c0 label 0
 
 
@@ -155,11 +193,11 @@ def test_stream_data_keeps_keys_only_for_filtered_shards(tmp_path):
     cols = ["shard", "member", "label"]
     pd.DataFrame(whole, columns=cols).to_parquet(tmp_path / "whole.parquet")
     pd.DataFrame(part, columns=cols).to_parquet(tmp_path / "part.parquet")
-    settings = type("Settings", (), {"shuffle_buffer": 0, "num_workers": 0})()  # the two fields it reads
+    settings = type("Settings", (), {"shuffle_buffer": 0, "streams": 2})()  # the two fields it reads
     data = StreamData(None, [str(tmp_path / "whole.parquet"), str(tmp_path / "part.parquet")], 8, 0, settings)
     assert data.dataset.keep == {str(tmp_path / "1.tar"): {"a0", "c0"}}  # shard 0 is streamed whole
     assert data.dataset.shards == [str(tmp_path / "0.tar"), str(tmp_path / "1.tar")]
-    assert len(data) == 7 and len(list(data.dataset)) == 7
+    assert len(data) == 7 and len(list(data.dataset.samples())) == 7
     real = pd.DataFrame({"path": ["x.png"], "label": [1]})
     assert len(StreamData(real, [str(tmp_path / "part.parquet")], 8, 0, settings)) == 3
 
@@ -236,6 +274,5 @@ def test_a_member_that_does_not_decode_is_an_error_naming_shard_and_member(tmp_p
     w.close()
     with pytest.raises(ValueError, match=r"corrupt or unreadable image: member a1 of shard .*s.tar"):
         read_images(path)
-    loader = torch.utils.data.DataLoader(ShardDataset([str(path)], size=8, seed=0, shuffle_buffer=2), num_workers=1)
     with pytest.raises(ValueError, match=r"member a1 of shard .*s.tar"):
-        list(loader)
+        list(ShardDataset([str(path)], size=8, seed=0, shuffle_buffer=2).samples(workers=1))

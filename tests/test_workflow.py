@@ -249,10 +249,11 @@ def test_rules_whose_work_grows_declare_threads_and_resources(tmp_path):
             jobs[rule][-1] += line.strip() + "\n"
     # imagenet10.yaml configures no OOD sets, LiRA or quality filter
     assert GROWING_RULES - {"ood_eval", "shadow_classifier", "filter_synthetic"} <= set(jobs)
-    gpus = {"finetune": 8, "classify_real": 4, "classify_synthetic": 4}  # data parallel: 8 threads per process
+    gpus = {"finetune": 8, "classify_real": 4, "classify_synthetic": 4}  # data parallel: threads per process
+    per_gpu = {"classify_real": 16, "classify_synthetic": 16}  # classify.threads; config threads (8) elsewhere
     for name in GROWING_RULES & set(jobs):
         for declared in jobs[name]:
-            want = f"threads: {8 * gpus.get(name, 1)}\n"
+            want = f"threads: {per_gpu.get(name, 8) * gpus.get(name, 1)}\n"
             threads = "threads:" not in declared if name == "merge_manifest" else want in declared  # 1 thread
             assert threads and "mem_mb=" in declared and "runtime=" in declared, (name, declared)
             assert (f"gpu={gpus[name]}," in declared) if name in gpus else "gpu=8" not in declared, (name, declared)

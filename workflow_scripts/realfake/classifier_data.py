@@ -17,7 +17,7 @@ from . import recipes
 from .data import check_table, frame_tensor, read_table
 from .distributed import World
 from .settings import Classify
-from .shards import FileList, ShardDataset, as_unit, split_unit
+from .shards import FileList, ShardDataset, as_unit, in_stream_order, loader_rounds, split_unit
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
@@ -90,7 +90,9 @@ class MemoryData:
 
 
 class StreamData:
-    """Worker processes stream tar shards (and real files) through a seeded shuffle buffer. The
+    """Worker processes stream tar shards (and real files) through ``classify.streams`` seeded
+    shuffle streams per process (``ShardDataset``); the order of the images and their augmentation
+    depend on the streams, not on the ``workers`` that decode them. The
     manifests are read in record batches for their shard column only (dictionary-encoded: a count
     per shard, never a string per row); a shard whose every row the manifests list is streamed
     whole, and only a filtered manifest's shards carry a key set, read for those shards' rows alone.
@@ -104,7 +106,7 @@ class StreamData:
     global_batches = False
 
     def __init__(self, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int, c, transform=None,
-                 world: World = World()):
+                 world: World = World(), workers: int = 0):
         counts: dict[str, int] = {}
         for m in manifests:
             for shard, n in manifest_shard_counts(m).items():
@@ -123,8 +125,8 @@ class StreamData:
         keep = manifest_members(manifests, filtered) if filtered else {}
         self.dataset = ShardDataset(mine, size, seed, c.shuffle_buffer, files=files[world.rank :: world.size],
                                     shard_images=sum(units[u] for u in mine), keep=keep, transform=transform,
-                                    rank=world.rank)
-        self.workers, self.world = c.num_workers, world
+                                    rank=world.rank, streams=c.streams)
+        self.workers, self.world = min(workers, c.streams), world
 
     def __len__(self):
         return self.n
@@ -135,8 +137,8 @@ class StreamData:
     def batches(self, epoch: int, batch_size: int, gen: torch.Generator):
         self.dataset.set_epoch(epoch)
         local = batch_size // self.world.size
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=local, num_workers=self.workers)
-        batches = ((x, torch.as_tensor(y, dtype=torch.long)) for x, y in loader)
+        chunks = in_stream_order(loader_rounds(self.dataset, self.workers))
+        batches = ((x, torch.as_tensor(y, dtype=torch.long)) for x, y in chunks)
         yield from fixed_batches(batches, local, self.steps_per_epoch(batch_size))
 
 
@@ -262,11 +264,11 @@ def training_set(real: pd.DataFrame | None, manifests: list[str]) -> pd.DataFram
 
 
 def training_data(c: Classify, real: pd.DataFrame | None, manifests: list[str], size: int, seed: int,
-                  world: World = World()):
+                  world: World = World(), workers: int = 0):
     """The classifier's training data as ``classify.loader`` and ``classify.transform`` ask:
-    worker processes streaming shards and files through the recipe's per-image transform (this
-    process's part of them), or (mini world) the whole set decoded once at ``size``."""
+    ``workers`` loader processes streaming shards and files through the recipe's per-image
+    transform (this process's part of them), or (mini world) the whole set decoded once at ``size``."""
     if c.loader == "stream":  # manifests read for shard counts only: no row per synthetic image in memory
-        return StreamData(real, manifests, size, seed, c, recipes.train_transform(c, size), world)
+        return StreamData(real, manifests, size, seed, c, recipes.train_transform(c, size), world, workers)
     train = training_set(real, manifests)
     return MemoryData(frame_tensor(train, size), torch.as_tensor(train.label.to_numpy(), dtype=torch.long))

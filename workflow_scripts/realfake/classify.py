@@ -18,7 +18,7 @@ from . import checkpoint, distributed
 from .atomic import atomic_path, write_json, write_torch
 from .classifier import evaluate, train_classifier
 from .classifier_data import training_data
-from .cli import Command, loader_workers, run
+from .cli import Command, job_cpus, loader_workers, run
 from .data import read_table
 from .paths import MIXES
 from .provenance import provenance
@@ -44,10 +44,12 @@ def train_on(args, cfg: dict, world: distributed.World) -> None:
     num_classes = int(index.label.max()) + 1
     test = index[index.split == "test"]
     size = c.input_size(ds)
+    train_workers = c.loader_workers(job_cpus(args, cfg, world.size))
     data = training_data(c, index[index.split == "train"] if args.use_real else None, args.synthetic, size, args.seed,
-                         world)
-    log.info("training %s on %d images (%s real, %d synthetic sets, loader %s)", c.arch, len(data),
-             "with" if args.use_real else "no", len(args.synthetic), c.loader)
+                         world, train_workers)
+    log.info("training %s on %d images (%s real, %d synthetic sets, loader %s%s)", c.arch, len(data),
+             "with" if args.use_real else "no", len(args.synthetic), c.loader,
+             f": {c.streams} streams read by {train_workers} loader processes" if c.loader == "stream" else "")
     weights = models.resnet50_pretrained if c.pretrained else None
     attributes = ds.attributes
     device = world.device()  # test on the job's GPU, then save from the CPU

@@ -12,6 +12,7 @@ import argparse
 import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -106,12 +107,22 @@ def setup(args) -> dict:
     return cfg
 
 
+def job_cpus(args, cfg: dict, processes: int = 1) -> int:
+    """CPUs of each of a job's ``processes`` (data-parallel) processes: Slurm's grant per GPU when
+    the job was submitted with one (``SLURM_CPUS_PER_GPU``), else its share of the job's threads
+    (Snakemake's ``{threads}``; config ``threads`` when run by hand)."""
+    per_gpu = os.environ.get("SLURM_CPUS_PER_GPU", "")
+    if per_gpu.isdigit() and int(per_gpu) > 0:
+        return int(per_gpu)
+    return max(1, (args.threads or cfg.get("threads", 1)) // processes)
+
+
 def loader_workers(args, cfg: dict, processes: int = 1) -> int:
-    """DataLoader processes of each of a job's ``processes`` (data-parallel) processes: its share of
-    the job's threads when more than one (the main process then only feeds the device), else none
-    (decode in the main process, the mini world)."""
-    threads = (args.threads or cfg.get("threads", 1)) // processes
-    return threads if threads > 1 else 0
+    """DataLoader processes of each of a job's ``processes`` (data-parallel) processes for decoding
+    test and caption images: its CPUs when more than one (the main process then only feeds the
+    device), else none (decode in the main process, the mini world)."""
+    cpus = job_cpus(args, cfg, processes)
+    return cpus if cpus > 1 else 0
 
 
 def run(main) -> None:

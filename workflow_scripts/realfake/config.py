@@ -204,6 +204,11 @@ def _format_error(err: jsonschema.ValidationError) -> str:
         return f"config key {where}: {err.instance!r} is not allowed here; give {allowed}"
     if err.validator == "uniqueItems":
         return f"config key {where}: {err.instance!r} names an item twice; each may appear once"
+    if err.validator == "anyOf":  # e.g. a number or the word auto
+        forms = [json.dumps(n["const"]) if "const" in n else
+                 {"integer": "a whole number"}.get(n.get("type"), f"a {n.get('type')}")
+                 + (f" >= {n['minimum']}" if "minimum" in n else "") for n in err.validator_value]
+        return f"config key {where}: {err.instance!r} is not allowed here; give {' or '.join(forms)}"
     return f"config key {where}: {err.message}"
 
 

@@ -28,7 +28,7 @@ from .atomic import write_parquet
 from .classifier import predict_logits, train_classifier
 from .classifier_data import training_data
 from .classifier_models import load_classifier
-from .cli import Command, run
+from .cli import Command, job_cpus, run
 from .data import read_table
 from .recipes import eval_transform
 from .settings import Classify, Dataset, Privacy
@@ -138,7 +138,7 @@ def shadow_main(args, cfg: dict) -> None:
     train = pool[mask]
     size = c.input_size(ds)
     seed = p.seed * 1000 + args.k
-    data = training_data(c, train, [], size, seed)
+    data = training_data(c, train, [], size, seed, workers=c.loader_workers(job_cpus(args, cfg)))
     model = train_classifier(data, int(pool.label.max()) + 1, c, seed)
     log.info("shadow %d trained on %d of %d pool images", args.k, int(mask.sum()), len(pool))
     write_parquet(pd.DataFrame({"image_id": pool.image_id, "label": pool.label, "in_train": mask,

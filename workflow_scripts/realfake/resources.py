@@ -177,7 +177,8 @@ class Resources:
         area = (c.input_size(ds) / CLASSIFY_REF_SIZE) ** 2
         if c.loader != "stream":
             return s * area
-        decode = (DECODE_MS[0] + DECODE_MS[1] * area) / 1000 / max(1, c.num_workers)
+        workers = c.loader_workers(self.threads_per_gpu(stage, w))
+        decode = (DECODE_MS[0] + DECODE_MS[1] * area) / 1000 / max(1, workers)
         return max(s * area, decode)
 
     def segments(self, stage: str, w: dict) -> int:
@@ -224,4 +225,14 @@ class Resources:
             return int(self.config["pretrain"]["threads"])
         if stage in ("merge", "report", "fetch"):
             return 1
-        return int(self.config["threads"]) * self.gpus(stage, wildcards or {})
+        return self.threads_per_gpu(stage, wildcards or {}) * self.gpus(stage, wildcards or {})
+
+    def threads_per_gpu(self, stage: str, wildcards: dict) -> int:
+        """CPUs of each data-parallel process of a job: config ``threads``, or for classifiers
+        (and the shadow classifiers trained the same way) ``classify.threads`` when set."""
+        ds = wildcards.get("dataset")
+        if stage in ("classify", "shadow") and ds:
+            own = dataset_section(self.config, "classify", ds).get("threads")
+            if own:
+                return int(own)
+        return int(self.config["threads"])

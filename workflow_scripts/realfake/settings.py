@@ -99,7 +99,9 @@ class Classify:
     pretrained: bool
     image_size: int | None
     loader: str
-    num_workers: int
+    num_workers: int | str
+    streams: int
+    threads: int | None
     gpus: int
     shuffle_buffer: int
     checkpoint_every: int
@@ -114,6 +116,13 @@ class Classify:
     def input_size(self, ds: Dataset) -> int:
         """Pixels the classifier sees: classify.image_size, else the dataset's image size."""
         return self.image_size or ds.image_size
+
+    def loader_workers(self, cpus: int) -> int:
+        """Loader processes of one training process that has ``cpus`` CPUs: num_workers, or with
+        auto the CPUs minus the one that feeds the GPU; never more than ``streams`` (a loader
+        process reads whole streams)."""
+        n = cpus - 1 if self.num_workers == "auto" else int(self.num_workers)
+        return max(0, min(n, self.streams))
 
     def replace(self, **changes) -> "Classify":
         return dataclasses.replace(self, **changes)

@@ -25,6 +25,7 @@ import logging
 import os
 import random
 from fractions import Fraction
+from itertools import islice
 import tarfile
 from pathlib import Path
 from collections.abc import Sequence
@@ -355,25 +356,54 @@ class Seeded:
                 np.random.set_state(npy)
 
 
+STREAM_CHUNK = 16  # images a loader stream hands over at a time (one round)
+
+
+def chunk_rounds(streams: dict, chunk: int = STREAM_CHUNK) -> Iterator[list]:
+    """Rounds over several streams ({number: iterator}): round r holds the r-th ``chunk`` items of
+    every stream not yet exhausted, as (number, items) in number order. The order of a set of
+    streams is that of its rounds, whoever reads them: a loader worker reading some of the streams
+    yields one round per round of them all, so merging the workers' rounds by number gives the
+    same sequence for any worker count."""
+    active = dict(sorted(streams.items()))
+    while active:
+        out = []
+        for v in list(active):
+            items = list(islice(active[v], chunk))
+            if len(items) < chunk:
+                del active[v]
+            if items:
+                out.append((v, items))
+        if out:
+            yield out
+
+
 class ShardDataset(IterableDataset):
-    """Stream (image tensor in [-1, 1], label) from tar shards; shards are split over DataLoader
-    workers, read interleaved (several open at once) and shuffled per epoch with a seeded buffer.
-    No per-image file opens for synthetic data; ``files`` (path, label) pairs, e.g. the real
-    training images, are streamed alongside. ``keep`` ({shard: set of keys}) streams only those
-    images of the shards it names (a filtered manifest); other shards are read whole.
-    ``transform`` (a per-image training transform, e.g. timm's) is applied to each decoded image
-    at its own size, under a seed drawn from (seed, epoch, worker): the same images get the same
-    augmentation on every run with the same worker count, resumed or not. ``rank`` (of a
-    data-parallel job) makes its workers' seeds differ from the other processes'."""
+    """Stream (image tensor in [-1, 1], label) from tar shards and image files, through a fixed
+    number of seeded **streams**: stream v of ``streams`` reads every ``streams``-th shard (or a
+    part of one, ``worker_units``) and every ``streams``-th file, shards interleaved (several open
+    at once) and shuffled per epoch with its own seeded buffer (``stream_order``). No per-image file
+    opens for synthetic data. ``keep`` ({shard: set of keys}) streams only those images of the
+    shards it names (a filtered manifest); other shards are read whole. ``transform`` (a per-image
+    training transform, e.g. timm's) is applied to each decoded image at its own size, under a seed
+    drawn from (seed, epoch, stream).
+
+    DataLoader workers split the streams (worker w of n reads streams w, w + n, ...) and yield
+    rounds (``chunk_rounds``): ``(round, [(stream, images, labels), ...])``, ``STREAM_CHUNK``
+    images per stream and round. ``in_stream_order`` merges them back, so the images, their order
+    and their augmentation depend on the seed, the epoch and ``streams``, never on the number of
+    workers: a job gets the same classifier with 1 or 15 decode processes. ``rank`` (of a
+    data-parallel job) makes its streams' seeds differ from the other processes'."""
 
     def __init__(self, shards: list[str], size: int, seed: int = 0, shuffle_buffer: int = 0,
                  files: list[tuple[str, int]] | None = None, shard_images: int = 0,
-                 keep: dict[str, set[str]] | None = None, transform=None, rank: int = 0):
+                 keep: dict[str, set[str]] | None = None, transform=None, rank: int = 0, streams: int = 1,
+                 chunk: int = STREAM_CHUNK):
         self.shards, self.size, self.seed, self.buffer = list(shards), size, seed, shuffle_buffer
         self.files = files if isinstance(files, FileList) else list(files or [])
         self.shard_images, self.keep = shard_images, keep or {}
         self.transform = None if transform is None else Seeded(transform)
-        self.epoch, self.rank = 0, rank
+        self.epoch, self.rank, self.streams, self.chunk = 0, rank, streams, chunk
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -401,16 +431,58 @@ class ShardDataset(IterableDataset):
                     yield (shard, key, data), label
                 i += 1
 
-    def __iter__(self):
-        info = get_worker_info()
-        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
-        g = self.rank * nw + wid  # the worker's number across a data-parallel job (rank 0: its id)
+    def stream(self, v: int) -> Iterator:
+        """(image tensor, label) of stream ``v``, in its seeded order for this epoch."""
+        g = self.rank * self.streams + v  # the stream's number across a data-parallel job
         rng = random.Random(f"{self.seed}|{self.epoch}|{g}")
         aug = random.Random(f"{self.seed}|{self.epoch}|{g}|augment")
-        mine = worker_units(self.shards, wid, nw)
-        files = self.files[wid::nw]
-        # this worker's share of the images, by the sizes of its shards and parts (exact fractions)
+        mine = worker_units(self.shards, v, self.streams)
+        files = self.files[v :: self.streams]
+        # this stream's share of the images, by the sizes of its shards and parts (exact fractions)
         n_shard = int(self.shard_images * _weight(mine) / _weight(self.shards)) if self.shards else 0
         for data, label in stream_order(files, [_lazy(self._read, s) for s in mine], n_shard, rng, self.buffer,
                                         lambda s: s):
             yield self._decode(data, aug), label
+
+    def __iter__(self):
+        """This loader worker's rounds (all streams' in the main process)."""
+        import torch
+
+        info = get_worker_info()
+        wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        mine = {v: self.stream(v) for v in range(wid, self.streams, nw)}
+        for r, chunks in enumerate(chunk_rounds(mine, self.chunk)):
+            yield r, [(v, torch.stack([x for x, _ in items]), torch.as_tensor([y for _, y in items]))
+                      for v, items in chunks]
+
+    def samples(self, workers: int = 0) -> Iterator:
+        """(image tensor, label) one at a time in stream order, read by ``workers`` loader processes."""
+        for x, y in in_stream_order(loader_rounds(self, workers)):
+            yield from zip(x, y.tolist())
+
+
+def loader_rounds(dataset: ShardDataset, workers: int):
+    """A DataLoader over a ShardDataset's rounds: items as the workers yield them (no batching)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=None, num_workers=workers)
+
+
+def in_stream_order(rounds) -> Iterator:
+    """(images, labels) chunks in stream order from a loader's ``(round, chunks)`` items. torch's
+    DataLoader hands over the workers' items in turn (worker 0's first, worker 1's first, ...;
+    a worker that is done is skipped) and each worker yields one item per round, so every item of
+    round r comes before any of round r + 1: a round's chunks are sorted by stream and passed on
+    when the next round begins."""
+    current, held = 0, []
+    for r, chunks in rounds:
+        if r < current:
+            raise RuntimeError(f"loader item of round {r} after round {current}: the loader must keep its workers' "
+                               "order (in_order=True)")
+        if r > current:
+            for _, x, y in sorted(held, key=lambda c: c[0]):
+                yield x, y
+            current, held = r, []
+        held.extend(chunks)
+    for _, x, y in sorted(held, key=lambda c: c[0]):
+        yield x, y

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from ..atomic import atomic_path
+from ..classifier_data import fixed_batches
 from ..classifier_models import SmallCNN
 from ..config import load_config
 from ..synthesis import batches_of, generate, pipelines_for
@@ -48,7 +49,7 @@ from ..method import encode_text, inject_guidance, realfake_loss
 from ..models import load_pipeline
 from ..recipes import train_transform
 from ..settings import Classify, Generate
-from ..shards import ShardDataset, ShardWriter
+from ..shards import ShardDataset, ShardWriter, in_stream_order, loader_rounds
 from ..tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
 from .sd15 import build_sd15
 
@@ -256,9 +257,12 @@ def bench_loading(work: Path, quick: bool) -> pd.DataFrame:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     for with_step in (False, True):
         for name in ("files", "shards", "files", "shards"):
-            ds = _FolderDataset(paths, labels, size) if name == "files" else ShardDataset(shards, size, 0, 256)
-            kw = {"shuffle": True, "generator": torch.Generator().manual_seed(0)} if name == "files" else {}
-            loader = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=workers, **kw)
+            if name == "files":
+                loader = torch.utils.data.DataLoader(_FolderDataset(paths, labels, size), batch_size=64, shuffle=True,
+                                                     generator=torch.Generator().manual_seed(0), num_workers=workers)
+            else:  # the classifier's stream loader: 2 streams per worker, batches of 64 from their rounds
+                ds = ShardDataset(shards, size, 0, 256, streams=2 * workers)
+                loader = fixed_batches(in_stream_order(loader_rounds(ds, workers)), 64, -(-n // 64))
             t0, seen = _clock(), 0
             for x, y in loader:
                 if with_step:

@@ -11,6 +11,8 @@ from ..config import load_schema
 
 
 def _type(node: dict) -> str:
+    if "anyOf" in node:  # e.g. an integer or the word auto
+        return " or ".join(f"`{json.dumps(n['const'])}`" if "const" in n else _type(n) for n in node["anyOf"])
     t = node.get("type", "any")
     return " or ".join(t) if isinstance(t, list) else str(t)
 

@@ -45,7 +45,7 @@ from PIL import Image
 from ..atomic import write_parquet
 from ..config import load_config, shard_count
 from ..plan import Plan
-from ..shards import ShardWriter, stream_order
+from ..shards import ShardWriter, as_unit, chunk_rounds, stream_order, worker_units
 from ..synthesis import MANIFEST_COLUMNS, set_order, shard_bounds
 from ..tiny_models import build_tiny_blip2
 from ..tiny_sd import TEXT_HIDDEN, build_tiny_pipeline, build_tokenizer
@@ -64,7 +64,7 @@ LOADER_SETUP = """
 import sys, pandas as pd
 from realfake.classifier_data import StreamData
 index = pd.read_parquet(sys.argv[1])
-settings = type("Settings", (), {"shuffle_buffer": 4096, "num_workers": 8})()
+settings = type("Settings", (), {"shuffle_buffer": 2048, "streams": 16})()
 data = StreamData(index[index.split == "train"], [sys.argv[2]], 224, 0, settings)
 assert not data.dataset.keep, "a whole manifest must stream without key sets"
 print(len(data), "rows,", len(data.dataset.shards), "shards")
@@ -182,32 +182,39 @@ def max_class_share_median(labels_of_batches) -> float:
     return float(statistics.median(np.bincount(b).max() / len(b) for b in labels_of_batches))
 
 
-def loader_batches(shard_labels: list[np.ndarray], workers: int, batch: int, buffer: int, seed: int,
+def loader_batches(shard_labels: list[np.ndarray], streams: int, batch: int, buffer: int, seed: int,
                    max_batches: int) -> list[np.ndarray]:
-    """The batches a stream loader yields (each from one worker, as torch's DataLoader forms them)
-    over label-only shards, through the same ordering code as ``ShardDataset``."""
-    out = []
-    per_worker = max(1, max_batches // workers)
-    total = sum(len(s) for s in shard_labels)
-    for w in range(workers):
-        mine = list(range(w, len(shard_labels), workers))
-        n_items = sum(len(shard_labels[s]) for s in mine)
-        stream = stream_order([], mine, n_items, random.Random(f"{seed}|0|{w}"), buffer, lambda s: iter(shard_labels[s]))
-        buf = []
-        for lab in stream:
-            buf.append(lab)
-            if len(buf) == batch:
-                out.append(np.array(buf))
-                buf = []
-                if len(out) >= per_worker * (w + 1):
-                    break
-    assert total > 0
+    """The batches one process's stream loader yields over label-only shards (epoch 0), through the
+    same ordering code as ``ShardDataset``: ``streams`` seeded streams (``stream_order``, each
+    its ``worker_units`` of the shards) in rounds of ``STREAM_CHUNK`` (``chunk_rounds``)."""
+    units = [str(i) for i in range(len(shard_labels))]
+
+    def read(unit):
+        name, part, parts = as_unit(unit)
+        return shard_labels[int(name)][part::parts]
+
+    order = {}
+    for v in range(streams):
+        mine = worker_units(units, v, streams)
+        order[v] = stream_order([], mine, sum(len(read(u)) for u in mine), random.Random(f"{seed}|0|{v}"), buffer,
+                                lambda u: iter(read(u)))
+    out, buf = [], []
+    for chunks in chunk_rounds(order):
+        for _, items in chunks:
+            for lab in items:
+                buf.append(lab)
+                if len(buf) == batch:
+                    out.append(np.array(buf))
+                    buf = []
+                    if len(out) >= max_batches:
+                        return out
+    assert out, "no full batch"
     return out
 
 
 def shuffle_rows(seed: int = 0, max_batches: int = 800) -> list[dict]:
     """Class mix of streamed batches for IN-10- and IN-1K-shaped 10x sets, with the paper configs'
-    loader (8 workers, buffer 4096) and shard counts, as one process of a data-parallel classifier
+    loader (16 streams, buffer 2048 each) and shard counts, as one process of a data-parallel classifier
     sees them: its share of the shards (every ``gpus``-th: the shards are of equal size, so this is
     the balanced split) and its batch_size / gpus rows per batch (128 of train.sh's 4 x 128)."""
     rows = []
@@ -222,16 +229,16 @@ def shuffle_rows(seed: int = 0, max_batches: int = 800) -> list[dict]:
         order = set_order(name, n_train, scale, seed)
         shards = [train_labels[order[slice(*shard_bounds(len(order), n_shards, s))] % n_train]
                   for s in range(0, n_shards, gpus)]  # rank 0's shards
-        ours = loader_batches(shards, c["num_workers"], batch, c["shuffle_buffer"], seed, max_batches)
+        ours = loader_batches(shards, c["streams"], batch, c["shuffle_buffer"], seed, max_batches)
         per = -(-classes // n_shards)  # a naive writer: classes in blocks, each shard class-sorted
         sorted_labels = np.sort(np.tile(train_labels, scale))
         naive = [sorted_labels[(sorted_labels >= s * per) & (sorted_labels < (s + 1) * per)] for s in range(n_shards)]
         naive = [s for s in naive if len(s)][::gpus]
-        before = loader_batches(naive, c["num_workers"], batch, c["shuffle_buffer"], seed, max_batches)
+        before = loader_batches(naive, c["streams"], batch, c["shuffle_buffer"], seed, max_batches)
         perm = np.random.default_rng(seed).permutation(len(order))
         every = np.tile(train_labels, scale)[perm[: max_batches * batch]]
         ref = [every[i : i + batch] for i in range(0, len(every), batch)]
-        rows.append({"set": name, "images": n_train * scale, "shards": n_shards, "workers": c["num_workers"],
+        rows.append({"set": name, "images": n_train * scale, "shards": n_shards, "streams": c["streams"],
                      "gpus": gpus, "batch_size": batch, "shuffle_buffer": c["shuffle_buffer"],
                      "max_class_share_median": max_class_share_median(ours),
                      "shuffled_reference": max_class_share_median(ref),
@@ -405,6 +412,10 @@ def main(argv=None) -> None:
         rerun = row_stages if "rows" in args.parts else set()
         rerun |= set(old.stage) - row_stages if "images" in args.parts else set()
         stages = pd.concat([old[~old.stage.isin(rerun)], stages], ignore_index=True)
+    if stages.empty:  # --parts shuffle alone, nothing measured before
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"rehearsal took {time.perf_counter() - t0:.0f} s (the shuffle part only)")
+        return
     stages.to_csv(out / "stages.csv", index=False)
     proj = projection(stages)
     proj.to_csv(out / "projection.csv", index=False)
