@@ -14,7 +14,7 @@ from realfake.shards import iter_shard
 from conftest import run_cli
 
 
-def _generate(inputs, cfg, out, variant="ours", shard=0, env=None, check=True):
+def _generate(inputs, cfg, out, variant="ours", shard=0, env=None, check=True, extra=()):
     out.mkdir(parents=True, exist_ok=True)
     n_shards = shard_count(cfg, "smoke", 2)
     args = ["--cfg", json.dumps(cfg), "--dataset", "smoke", "--variant", variant, "--seed", "0", "--scale", "2",
@@ -25,6 +25,7 @@ def _generate(inputs, cfg, out, variant="ours", shard=0, env=None, check=True):
             "--rows-out", str(out / f"{shard:05d}.parquet"), "--log", str(out / "log.txt")]
     if cfg["variants"][variant]["lora"]:
         args += ["--lora", str(inputs["lora"])]
+    args += list(extra)
     return run_cli("generate", "shard", *args, cwd=inputs["workdir"], env=env, check=check)
 
 
@@ -52,7 +53,9 @@ def second_shard(real_inputs, gen_cfg, tmp_path_factory):
 
 
 def test_same_seed_gives_identical_bytes(uninterrupted, real_inputs, gen_cfg, tmp_path):
-    _generate(real_inputs, gen_cfg, tmp_path)
+    """Also with init images read and PNGs encoded by 5 threads beside the pipeline (the job's CPUs),
+    not the config's: batches are appended in order, whatever thread finishes first."""
+    _generate(real_inputs, gen_cfg, tmp_path, extra=["--threads", "5"])
     a, b = uninterrupted / "00000.tar", tmp_path / "00000.tar"
     assert a.read_bytes() == b.read_bytes()
     items = list(iter_shard(a))

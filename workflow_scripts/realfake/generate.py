@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from .atomic import atomic_path, write_json, write_parquet
-from .cli import Command, run
+from .cli import Command, job_cpus, run
 from .data import captions_for, read_table
 from .method import build_prompt, guidance_table
 from .provenance import provenance
@@ -61,7 +61,7 @@ def shard_main(args, cfg: dict) -> None:
         pipes = pipelines_for(args.base, args.lora, device, dtype, g)
         generate(pipes, batches, dict(zip(jobs.index, jobs.prompt)), guidance, g, variant.latent_prior,
                  ds.image_size, ds.negative_prompt, ImageEncoder.of(cfg).rescale_to_token_norm, writer,
-                 args.lora is not None)
+                 args.lora is not None, io_threads=job_cpus(args, cfg))
     writer.close()
     jobs["guidance"] = variant.guidance
     jobs["lora_hash"] = lora_hash

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -173,8 +174,14 @@ def encode_image(im, fmt: str, quality: int) -> bytes:
 
 @torch.no_grad()
 def generate(pipes, batches: list[pd.DataFrame], prompts: dict, guidance, g: Generate, latent_prior: bool,
-             size: int, negative: str, rescale: bool, writer: ShardWriter, lora_used: bool) -> None:
-    """Run the pipeline over the pending batches and append each batch to the shard."""
+             size: int, negative: str, rescale: bool, writer: ShardWriter, lora_used: bool,
+             io_threads: int = 4) -> None:
+    """Run the pipeline over the pending batches and append each batch to the shard.
+
+    The GPU waits for neither the disk nor the JPEG encoder: the next batch's init images are read
+    and resized, and the previous batch's images encoded (``io_threads`` at a time) and appended
+    to the shard, in threads while the pipeline runs. Batches are appended in order, one at a
+    time, so the shard's bytes are those of the plain loop."""
     text2img, img2img = pipes
     tok, te = text2img.tokenizer, text2img.text_encoder
     device = text2img.unet.device
@@ -197,23 +204,40 @@ def generate(pipes, batches: list[pd.DataFrame], prompts: dict, guidance, g: Gen
     if lora_used and not g.fuse_lora:  # a fused LoRA is in the weights at its scale already
         kwargs["cross_attention_kwargs"] = {"scale": g.lora_scale}
     done = writer.done_batches
-    for step, batch in enumerate(tqdm(batches[done:], desc="generate", mininterval=10), start=done + 1):
-        hidden = embed([prompts[i] for i in batch.index])
-        token = None if guidance is None else guidance[list(batch.index)].to(device)
-        hidden = inject_guidance(hidden, token, rescale)
-        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in batch.seed]
-        common = dict(prompt_embeds=hidden.to(text2img.unet.dtype),
-                      negative_prompt_embeds=neg.expand(len(batch), -1, -1).to(text2img.unet.dtype),
-                      generator=gens, **kwargs)
-        if latent_prior:
-            init = [load_rgb(p, size) for p in batch.source_path]
-            pixels = img2img(image=init, strength=g.strength, **common).images
-        else:
-            pixels = text2img(height=size, width=size, **common).images
-        images = finite_images(pixels, batch, step, writer)
-        writer.write_batch((k, encode_image(im, g.image_format, g.jpeg_quality), lab)
-                           for k, im, lab in zip(batch.key, images, batch.label))
-        fault_hook("generate", step)
+    todo = batches[done:]
+    with ThreadPoolExecutor(io_threads) as pool, ThreadPoolExecutor(1) as reads, ThreadPoolExecutor(1) as writes:
+        def init_images(batch: pd.DataFrame):
+            return list(pool.map(lambda path: load_rgb(path, size), batch.source_path)) if latent_prior else None
+
+        def append(step: int, batch: pd.DataFrame, images: list) -> None:
+            encoded = pool.map(lambda im: encode_image(im, g.image_format, g.jpeg_quality), images)
+            writer.write_batch(zip(batch.key, encoded, batch.label))
+            fault_hook("generate", step)
+
+        upcoming = reads.submit(init_images, todo[0]) if todo else None
+        written = None
+        for i, batch in enumerate(tqdm(todo, desc="generate", mininterval=10)):
+            step = done + i + 1
+            init = upcoming.result()
+            if i + 1 < len(todo):
+                upcoming = reads.submit(init_images, todo[i + 1])
+            hidden = embed([prompts[k] for k in batch.index])
+            token = None if guidance is None else guidance[list(batch.index)].to(device)
+            hidden = inject_guidance(hidden, token, rescale)
+            gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in batch.seed]
+            common = dict(prompt_embeds=hidden.to(text2img.unet.dtype),
+                          negative_prompt_embeds=neg.expand(len(batch), -1, -1).to(text2img.unet.dtype),
+                          generator=gens, **kwargs)
+            if latent_prior:
+                pixels = img2img(image=init, strength=g.strength, **common).images
+            else:
+                pixels = text2img(height=size, width=size, **common).images
+            images = finite_images(pixels, batch, step, writer)
+            if written is not None:
+                written.result()  # the previous batch is on disk (or its error raised here)
+            written = writes.submit(append, step, batch, images)
+        if written is not None:
+            written.result()
 
 
 def finite_images(pixels: np.ndarray, batch: pd.DataFrame, step: int, writer) -> list:
