@@ -1,6 +1,9 @@
 """End to end: the smoke config through snakemake produces every demo target with the right schema."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,7 +12,7 @@ import yaml
 
 from realfake.shards import iter_shard
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, run_snakemake, snakemake_env
 
 
 def test_demo_targets_exist_with_schemas(smoke_run, smoke_cfg):
@@ -228,6 +231,55 @@ def test_shipped_profile_gives_each_job_the_gpus_it_declares(tmp_path):
     assert found["finetune"] == {"8"} and found["classify_real"] == {"4"}, found
     assert found["generate_shard"] == {"1+slot"}, found
     assert not (tmp_path / "results").exists()
+
+
+FAKE_SLURM = {  # what the Slurm plugin calls: sbatch records its arguments and refuses the job
+    "sbatch": 'echo "$@" >> "$FAKE_SBATCH_LOG"; echo "sbatch: error: a test\'s fake sbatch" >&2; exit 1',
+    "sacctmgr": "echo test", "sshare": "echo test", "scontrol": "exit 1"}
+
+
+@pytest.mark.slow
+def test_shipped_profile_submits_the_paper_jobs_with_their_gpus_cpus_and_time(tmp_path):
+    """The shipped slurm profile (placeholders filled, no conda) submits to a fake sbatch: the
+    IN-1K LoRA job asks for 8 GPUs with 8 CPUs each, the classifier for 4 GPUs and 16 CPUs per GPU
+    (classify.threads), each within max_job_minutes (the LoRA as one of its segments)."""
+    import re
+
+    from realfake.config import load_config
+    from realfake.plan import Plan
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    text = (REPO / "slurm" / "config.yaml").read_text().replace("EDIT_ME_partition", "gpu")
+    text = text.replace('# slurm_account: "EDIT_ME_account"', 'slurm_account: "test"')
+    profile = tmp_path / "slurm"
+    profile.mkdir()
+    (profile / "config.yaml").write_text(
+        "\n".join(ln for ln in text.splitlines() if not ln.startswith("software-deployment-method")))
+    work = tmp_path / "run"
+    for m in ("sd15", "clip", "blip2"):  # the jobs' inputs, as earlier jobs would have left them
+        (work / "results" / "models" / m).mkdir(parents=True)
+        (work / "results" / "models" / f"{m}.manifest.json").write_text("{}")
+    for f in ("real_index.parquet", "captions.parquet", "class_means.pt", "embeddings.pt"):
+        (work / "results" / "imagenet1k").mkdir(parents=True, exist_ok=True)
+        (work / "results" / "imagenet1k" / f).write_text("")
+    log = tmp_path / "sbatch.log"
+    env = {"PATH": f"{bin_dir}:{snakemake_env()['PATH']}", "FAKE_SBATCH_LOG": str(log)}
+    subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(work),
+                    "results/imagenet1k/lora/full/s0/lora.safetensors", "results/imagenet1k/classify/real/s0/metrics.json",
+                    "--profile", str(profile), "--configfile", str(REPO / "config" / "imagenet1k.yaml")],
+                   capture_output=True, env={**snakemake_env(), **env})  # no --cores: the profile's, as users run it
+    calls = {re.search(r"--comment rule_(\w+?)_wildcards", ln).group(1): ln for ln in log.read_text().splitlines()}
+    assert set(calls) == {"finetune", "classify_real"}, calls.keys()
+    limit = load_config(REPO / "config" / "imagenet1k.yaml")["max_job_minutes"]
+    assert Plan(load_config(REPO / "config" / "imagenet1k.yaml")).segments(
+        "finetune", {"dataset": "imagenet1k", "lora": "full", "seed": "0"}) > 1  # so the limit matters
+    for rule, gpus, cpus in (("finetune", 8, "--cpus-per-gpu=8"), ("classify_real", 4, "--cpus-per-task=64")):
+        call = calls[rule]
+        assert f"--gpus={gpus} " in call and f" {cpus} " in call, call[:400]
+        assert 0 < int(re.search(r" -t (\d+) ", call).group(1)) <= limit, call[:400]
 
 
 GROWING_RULES = {"index_real", "caption", "embed", "finetune", "generate_shard", "merge_manifest", "classify_real",
