@@ -126,7 +126,7 @@ class StreamData:
         self.dataset = ShardDataset(mine, size, seed, c.shuffle_buffer, files=files[world.rank :: world.size],
                                     shard_images=sum(units[u] for u in mine), keep=keep, transform=transform,
                                     rank=world.rank, streams=c.streams)
-        self.workers, self.world = min(workers, c.streams), world
+        self.workers, self.world = workers, world  # Classify.loader_workers: at most c.streams
 
     def __len__(self):
         return self.n
